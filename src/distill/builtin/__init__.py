@@ -1,0 +1,2 @@
+"""Things distill can build or find without the internet: tiny models for tests and the tiny recipe, and aliases
+(`builtin:NAME`) for models and data that materialise once into the user's cache directory."""

@@ -1,0 +1,109 @@
+"""`builtin:NAME` aliases for models and data sets that distill can materialise offline.
+
+Each alias builds (or converts) once into the user's cache directory and is reused afterwards. Building writes into
+a temporary folder and renames it into place, so a killed build or two processes building at once never leave a
+half-written folder behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from distill.errors import ModelError
+from distill.recipe import BUILTIN_PREFIX
+
+
+def cache_dir() -> Path:
+    """Where built-in models and data live: $DISTILL_CACHE, else $XDG_CACHE_HOME/distill, else ~/.cache/distill."""
+    if os.environ.get("DISTILL_CACHE"):
+        return Path(os.environ["DISTILL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "distill"
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    kind: str  # "model" or "data"
+    version: int
+    description: str
+    build: Callable[[Path], None]  # writes the artefact into the given (empty) folder
+
+    @property
+    def folder(self) -> Path:
+        return cache_dir() / f"{self.kind}s" / f"{self.name}-v{self.version}"
+
+
+def _build_tiny_teacher(folder: Path) -> None:
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from distill.builtin.corpus import tiny_stories
+    from distill.builtin.tiny_models import pretrain_briefly, tiny_llama_config
+    from distill.builtin.tokenizer import train_bpe_tokenizer
+
+    texts = tiny_stories(3000, seed=1234)
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=512)
+    torch.manual_seed(1234)
+    model = LlamaForCausalLM(tiny_llama_config(len(tokenizer)))
+    pretrain_briefly(model, tokenizer, texts, seed=1234)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def _build_tiny_stories(folder: Path) -> None:
+    from distill.builtin.corpus import tiny_stories
+
+    with open(folder / "train.jsonl", "w") as f:
+        for text in tiny_stories(2000, seed=7):
+            f.write(json.dumps({"text": text}) + "\n")
+
+
+BUILTINS: dict[str, Builtin] = {
+    b.name: b
+    for b in [
+        Builtin("tiny-teacher", "model", 1,
+                "4-layer, 64-wide Llama trained for a few seconds on `tiny-stories` text (tests, tiny recipe).",
+                _build_tiny_teacher),
+        Builtin("tiny-stories", "data", 1,
+                "2,000 procedurally generated short stories, as JSONL `text` records.", _build_tiny_stories),
+    ]
+}
+
+
+def is_builtin(name: str) -> bool:
+    return name.startswith(BUILTIN_PREFIX)
+
+
+def materialize(name: str, kind: str) -> Path:
+    """Return the local folder of `builtin:NAME`, building it first if needed."""
+    key = name.removeprefix(BUILTIN_PREFIX)
+    entry = BUILTINS.get(key)
+    if entry is None or entry.kind != kind:
+        known = ", ".join(BUILTIN_PREFIX + b.name for b in BUILTINS.values() if b.kind == kind)
+        raise ModelError(f"unknown built-in {kind} {name!r}; known: {known}")
+    if entry.folder.is_dir():
+        return entry.folder
+    entry.folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.folder.parent))
+    try:
+        entry.build(tmp)
+        try:
+            tmp.rename(entry.folder)
+        except OSError:  # another process finished first; its folder is equivalent
+            if not entry.folder.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return entry.folder
+
+
+def resolve(name: str, kind: str) -> str:
+    """A path or hub id usable by transformers / the data readers: built-ins are materialised, others pass through."""
+    return str(materialize(name, kind)) if is_builtin(name) else name

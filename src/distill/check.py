@@ -1,0 +1,82 @@
+"""`distill check`: everything that can be known about a recipe without training.
+
+Loads tokenizers and model configs (not weights), tokenizes the data, and reports every problem found — vocabulary
+mismatch, layers out of range, a missing chat template for chat data, empty data — together, not one at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from distill.data.dataset import BatchPlan, tokenize_data
+from distill.errors import DistillError, ModelError
+from distill.models import check_same_vocab, load_config, load_tokenizer
+from distill.recipe import Recipe
+
+
+@dataclass
+class CheckReport:
+    problems: list[str] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+
+
+def check_recipe(recipe: Recipe) -> CheckReport:
+    report = CheckReport()
+
+    def attempt(fn):  # run one check; a DistillError becomes a reported problem
+        try:
+            return fn()
+        except DistillError as exc:
+            report.problems.append(str(exc))
+            return None
+
+    tokenizer = attempt(lambda: load_tokenizer("tokenizer", recipe.tokenizer_source or ""))
+    if tokenizer is not None:
+        report.facts["tokenizer"] = f"{recipe.tokenizer_source} ({len(tokenizer):,} tokens)"
+    teacher_cfg = None
+    if recipe.teacher is not None:
+        t = recipe.teacher
+        teacher_cfg = attempt(lambda: load_config("teacher.model", t.model, t.revision, t.trust_remote_code))
+        if teacher_cfg is not None:
+            report.facts["teacher"] = f"{t.model} ({teacher_cfg.model_type}, {teacher_cfg.num_hidden_layers} layers)"
+            if tokenizer is not None:
+                attempt(lambda: _width("teacher.model", teacher_cfg.vocab_size, len(tokenizer)))
+    s = recipe.student
+    if s.model is not None:
+        student_cfg = attempt(lambda: load_config("student.model", s.model, s.revision, s.trust_remote_code))
+        if student_cfg is not None and tokenizer is not None:
+            attempt(lambda: _width("student.model", student_cfg.vocab_size, len(tokenizer)))
+            if s.model != recipe.tokenizer_source:
+                attempt(lambda: check_same_vocab(tokenizer, load_tokenizer("student.model", s.model, s.revision)))
+            report.facts["student"] = f"{s.model} ({student_cfg.model_type}, {student_cfg.num_hidden_layers} layers)"
+    elif s.from_teacher is not None and teacher_cfg is not None:
+        n = teacher_cfg.num_hidden_layers
+        bad = [i for i in s.from_teacher.layers if i >= n]
+        if bad:
+            report.problems.append(f"student.from_teacher.layers: {bad} out of range; the teacher has {n} layers "
+                                   f"(0..{n - 1})")
+        report.facts["student"] = f"teacher layers {s.from_teacher.layers}"
+    elif s.config is not None:
+        vocab = s.config.get("vocab_size")
+        if vocab is not None and tokenizer is not None:
+            attempt(lambda: _width("student.config.vocab_size", vocab, len(tokenizer)))
+        report.facts["student"] = f"fresh {s.config['model_type']} from config"
+
+    if tokenizer is not None:
+        data = attempt(lambda: tokenize_data(recipe.data, tokenizer))
+        if data is not None:
+            dropped = f", {data.dropped} dropped (nothing to learn)" if data.dropped else ""
+            report.facts["data"] = (f"{len(data.examples):,} sequences ({data.format}), "
+                                    f"{data.n_targets:,} target tokens{dropped}")
+            t = recipe.training
+            attempt(lambda: BatchPlan(len(data.examples), t.batch_size, t.micro_batch_size, 1, recipe.seed))
+            steps_per_epoch = len(data.examples) / t.batch_size
+            report.facts["schedule"] = (f"{t.max_steps} steps × {t.batch_size} sequences = "
+                                        f"{t.max_steps / steps_per_epoch:.2f} epochs")
+    return report
+
+
+def _width(field: str, width: int, n_tokens: int) -> None:
+    if width < n_tokens:
+        raise ModelError(f"{field}: the model predicts {width} tokens but the tokenizer has {n_tokens}; they do "
+                         "not belong together")

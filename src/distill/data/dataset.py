@@ -1,0 +1,116 @@
+"""Build the tokenized training set of a recipe, and the deterministic batch plan that walks it.
+
+The plan is a pure function of (seed, step): the examples of optimizer step `s` are positions
+`s·B … (s+1)·B − 1` of an endless stream that visits the data in a fresh seeded permutation each epoch. So resuming
+needs only the step number, and 1 process or N processes see exactly the same global batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from distill.data.formatting import (
+    IGNORE_INDEX,
+    Example,
+    detect_format,
+    encode_messages,
+    encode_prompt_completion,
+    encode_text,
+)
+from distill.data.sources import read_records
+from distill.errors import DataError
+from distill.recipe import DataConfig
+
+
+@dataclass
+class TokenizedData:
+    examples: list[Example]
+    format: str
+    dropped: int  # examples with nothing left to learn after truncation
+
+    @property
+    def n_targets(self) -> int:
+        return sum(e.n_targets for e in self.examples)
+
+
+def pack(documents: list[list[int]], block: int) -> list[Example]:
+    """Concatenate documents (each already ends with EOS) and cut into blocks of `block` tokens.
+
+    The remainder shorter than a block is dropped, unless the data is shorter than a single block, in which case
+    it becomes one (shorter) example."""
+    stream = [tok for doc in documents for tok in doc]
+    n_blocks = len(stream) // block
+    if n_blocks == 0:
+        return [Example(stream, list(stream))] if len(stream) > 1 else []
+    return [Example(stream[i * block:(i + 1) * block], stream[i * block:(i + 1) * block]) for i in range(n_blocks)]
+
+
+def _truncate(example: Example, max_length: int) -> Example:
+    return Example(example.input_ids[:max_length], example.labels[:max_length])
+
+
+def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenizedData:
+    records = read_records(cfg.train, limit=cfg.max_examples)
+    fmt = detect_format(records[0], cfg.format)
+    if fmt == "text":
+        documents = encode_text(records, tokenizer, cfg.text_field)
+        if cfg.packing:
+            examples = pack(documents, cfg.max_length)
+        else:
+            examples = [_truncate(Example(d, list(d)), cfg.max_length) for d in documents]
+    else:
+        encode = encode_messages if fmt == "messages" else encode_prompt_completion
+        examples = [_truncate(encode(record, tokenizer, i), cfg.max_length) for i, record in enumerate(records)]
+    kept = [e for e in examples if e.n_targets > 0]
+    if not kept:
+        raise DataError(f"data.train: {cfg.train} yields no trainable tokens at max_length={cfg.max_length} "
+                        f"({len(records)} records, format {fmt}); check the data or raise data.max_length")
+    return TokenizedData(kept, fmt, dropped=len(examples) - len(kept))
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example; padding is masked out of attention and labels."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        input_ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+class BatchPlan:
+    """Which examples each optimizer step, process and accumulation step sees."""
+
+    def __init__(self, n_examples: int, batch_size: int, micro_batch_size: int, world_size: int, seed: int):
+        if batch_size % (micro_batch_size * world_size):
+            raise DataError(
+                f"training.batch_size ({batch_size}) must be a multiple of micro_batch_size × processes "
+                f"({micro_batch_size} × {world_size})"
+            )
+        self.n, self.batch_size, self.micro, self.world, self.seed = n_examples, batch_size, micro_batch_size, \
+            world_size, seed
+        self.accumulation = batch_size // (micro_batch_size * world_size)
+
+    @lru_cache(maxsize=4)  # noqa: B019 — a plan lives for one run; the cache holds a few permutations
+    def _order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=generator).tolist()
+
+    def step_indices(self, step: int) -> list[int]:
+        """The global batch of optimizer step `step` (0-based), as example indices."""
+        positions = range(step * self.batch_size, (step + 1) * self.batch_size)
+        return [self._order(p // self.n)[p % self.n] for p in positions]
+
+    def micro_indices(self, step: int, rank: int) -> list[list[int]]:
+        """The micro-batches process `rank` runs at `step`, one list per accumulation step."""
+        batch = self.step_indices(step)
+        return [batch[(a * self.world + rank) * self.micro:(a * self.world + rank + 1) * self.micro]
+                for a in range(self.accumulation)]

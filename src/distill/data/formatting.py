@@ -1,0 +1,108 @@
+"""Turn records into token ids and labels.
+
+Labels are aligned with `input_ids` (the Hugging Face convention): `labels[t]` is the token at position t when the
+loss should predict it, or `IGNORE_INDEX` when it should not. The shift (position t−1 predicts token t) happens once,
+in the objective. Where there is a prompt, only the completion — or, for chat, only the assistant turns — carries
+labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from distill.data.sources import Record
+from distill.errors import DataError
+
+IGNORE_INDEX = -100
+FORMATS = ("text", "prompt_completion", "messages")
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def n_targets(self) -> int:
+        """Tokens the loss predicts: labelled positions after the first (position 0 has no predecessor)."""
+        return sum(1 for label in self.labels[1:] if label != IGNORE_INDEX)
+
+
+def detect_format(record: Record, declared: str, field: str = "data.format") -> str:
+    """The record format: the declared one (checked against the first record) or, for `auto`, inferred from it."""
+    keys = set(record)
+    inferred = (
+        "messages" if "messages" in keys
+        else "prompt_completion" if {"prompt", "completion"} <= keys
+        else "text" if "text" in keys
+        else None
+    )
+    if declared == "auto":
+        if inferred is None:
+            raise DataError(f"{field}: cannot tell the format from a record with keys {sorted(keys)}; expected "
+                            "'text', 'prompt' + 'completion', or 'messages' (or set data.format and data.text_field)")
+        return inferred
+    return declared
+
+
+def encode_text(records: Sequence[Record], tokenizer: PreTrainedTokenizerBase, text_field: str) -> list[list[int]]:
+    """Token ids of each document, ending with EOS so packed documents stay separated."""
+    texts = []
+    for i, record in enumerate(records):
+        value = record.get(text_field)
+        if not isinstance(value, str):
+            raise DataError(f"data.text_field: record {i} has no string field {text_field!r} (keys: {sorted(record)})")
+        texts.append(value)
+    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    return [[*ids, tokenizer.eos_token_id] for ids in encoded]
+
+
+def encode_prompt_completion(record: Record, tokenizer: PreTrainedTokenizerBase, index: int) -> Example:
+    prompt, completion = record.get("prompt"), record.get("completion")
+    if not isinstance(prompt, str) or not isinstance(completion, str):
+        raise DataError(f"data.train: record {index} needs string 'prompt' and 'completion' fields "
+                        f"(keys: {sorted(record)})")
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return Example(prompt_ids + completion_ids, [IGNORE_INDEX] * len(prompt_ids) + completion_ids)
+
+
+def encode_messages(record: Record, tokenizer: PreTrainedTokenizerBase, index: int) -> Example:
+    """Render a chat with the tokenizer's template; label the tokens of assistant turns only.
+
+    Assistant spans are found by rendering growing prefixes of the conversation: the text of turn i runs from the
+    end of `render(messages[:i], add_generation_prompt=True)` to the end of `render(messages[:i+1])`. Tokens whose
+    first character falls in such a span are labelled. This works for any template that renders prefixes
+    consistently, which is checked.
+    """
+    if tokenizer.chat_template is None:
+        raise DataError("data.format: chat `messages` need a tokenizer with a chat template, and this one has none; "
+                        "use prompt/completion records or a tokenizer that has one")
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
+                                                 for m in messages):
+        raise DataError(f"data.train: record {index}: 'messages' must be a list of {{role, content}} objects")
+
+    def render(turns: list[dict], generation_prompt: bool = False) -> str:
+        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
+
+    full = render(messages)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start_text, end_text = render(messages[:i], generation_prompt=True), render(messages[: i + 1])
+        if not (full.startswith(start_text) and full.startswith(end_text)):
+            raise DataError(f"data.train: record {index}: the chat template does not render conversation prefixes "
+                            "consistently, so assistant turns cannot be located")
+        spans.append((len(start_text), len(end_text)))
+    if not spans:
+        raise DataError(f"data.train: record {index} has no assistant turn to learn from")
+    encoding = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
+    labels = [tok if any(s <= begin < e for s, e in spans) else IGNORE_INDEX
+              for tok, (begin, _end) in zip(ids, offsets, strict=True)]
+    return Example(list(ids), labels)

@@ -1,0 +1,1 @@
+"""The training loop (accelerate), its checkpoints, and its metrics."""

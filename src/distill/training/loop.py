@@ -1,0 +1,220 @@
+"""The one training loop: set-up → (resume) → steps → final student.
+
+What varies by method — where sequences come from, which divergence, how terms are weighted — lives in the objective;
+this loop only forms the batches of the plan, sums the loss pieces, divides once by the global number of valid
+tokens, and steps the optimizer. It runs on one process or many under `accelerate launch` and gives the same
+trajectory for the same recipe either way.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+from distill.data.dataset import BatchPlan, collate, tokenize_data
+from distill.errors import CheckpointError, TrainingError
+from distill.models import build_student, check_logit_width, check_same_vocab, load_teacher, load_tokenizer
+from distill.objectives.offpolicy import offpolicy_loss
+from distill.recipe import Recipe, dump_recipe, validate_recipe
+from distill.training import checkpoint
+from distill.training.metrics import MetricsLog
+
+# Fields that may change between a run and its resume without changing what is computed.
+RESUMABLE_CHANGES = {"max_steps", "save_every", "log_every", "keep_checkpoints"}
+
+
+def prepare_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path | None:
+    """Check the run folder; return the checkpoint to resume from, if any."""
+    run_dir = Path(recipe.training.output_dir)
+    existing = checkpoint.list_checkpoints(run_dir / "checkpoints")
+    if resume:
+        if not existing:
+            return None
+        latest = existing[-1]
+        _check_resumable(recipe, latest)
+        return latest
+    if overwrite:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    elif existing or (run_dir / "student").exists():
+        raise CheckpointError(
+            f"training.output_dir: {run_dir} already holds a run; pass --resume to continue it, --overwrite to "
+            "start over, or choose another output_dir"
+        )
+    return None
+
+
+def _check_resumable(recipe: Recipe, ckpt: Path) -> None:
+    import yaml
+
+    saved = validate_recipe(yaml.safe_load((ckpt / "recipe.yaml").read_text()), source=str(ckpt / "recipe.yaml"))
+    old, new = saved.model_dump(mode="json"), recipe.model_dump(mode="json")
+    for section in (old, new):
+        for key in RESUMABLE_CHANGES:
+            section["training"].pop(key)
+    diffs = [f"{section}.{key}" for section in new if isinstance(new[section], dict)
+             for key in set(new[section]) | set(old.get(section) or {})
+             if (old.get(section) or {}).get(key) != new[section].get(key)]
+    diffs += [key for key in new if not isinstance(new[key], dict) and old.get(key) != new[key]]
+    if diffs:
+        raise CheckpointError(f"--resume: the recipe differs from the one {ckpt} was trained with in "
+                              f"{', '.join(sorted(diffs))}; restore it or start a new output_dir")
+
+
+def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Run the recipe; returns the folder of the final student."""
+    accelerator = Accelerator(mixed_precision={"fp32": "no"}.get(recipe.training.precision, recipe.training.precision))
+    main = accelerator.is_main_process
+    run_dir = Path(recipe.training.output_dir)
+    ckpt_root = run_dir / "checkpoints"
+    resume_from = prepare_run_dir(recipe, resume, overwrite) if main else None
+    accelerator.wait_for_everyone()
+    if not main:
+        resume_from = prepare_run_dir(recipe, resume=True, overwrite=False) if resume else None
+    recipe_yaml = dump_recipe(recipe)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.yaml").write_text(recipe_yaml)
+
+    # --- models, tokenizer and data (built-ins are materialised by the main process first)
+    set_seed(recipe.seed)
+    with accelerator.main_process_first():
+        tokenizer = load_tokenizer("tokenizer", recipe.tokenizer_source or "")
+        teacher = load_teacher(recipe.teacher) if recipe.teacher is not None else None
+        student = build_student(recipe, tokenizer, teacher)
+        data = tokenize_data(recipe.data, tokenizer)
+    if recipe.student.model is not None and recipe.student.model != recipe.tokenizer_source:
+        check_same_vocab(tokenizer, load_tokenizer("student.model", recipe.student.model, recipe.student.revision))
+    vocab_size = len(tokenizer)
+    check_logit_width("student", student, tokenizer)
+    if teacher is not None:
+        check_logit_width("teacher", teacher, tokenizer)
+    if recipe.objective.alpha >= 1.0:
+        teacher = None  # the baseline needs no teacher; it may have served only to initialise the student
+    elif teacher is not None:
+        teacher.to(accelerator.device)
+    cfg = recipe.training
+    if cfg.gradient_checkpointing:
+        student.gradient_checkpointing_enable()
+        student.config.use_cache = False
+    plan = BatchPlan(len(data.examples), cfg.batch_size, cfg.micro_batch_size, accelerator.num_processes, recipe.seed)
+
+    # --- optimizer, schedule, and state to resume
+    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps, min_lr_rate=cfg.min_lr_ratio
+    )
+    student, optimizer = accelerator.prepare(student, optimizer)
+    student.train()
+    state = checkpoint.TrainState(step=0, examples_seen=0, tokens_seen=0, world_size=accelerator.num_processes)
+    if resume_from is not None:
+        state = checkpoint.load(resume_from, accelerator.unwrap_model(student), optimizer, scheduler,
+                                accelerator.process_index)
+        state.world_size = accelerator.num_processes
+        if main:
+            accelerator.print(f"resuming from {resume_from} (step {state.step})")
+    elif resume and main:
+        accelerator.print(f"no checkpoint in {ckpt_root}; starting from step 0")
+    metrics = MetricsLog(run_dir, state.step) if main else None
+
+    # --- steps
+    progress = Progress(
+        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        disable=not main,
+    )
+    task = progress.add_task("train", total=cfg.max_steps, completed=state.step, loss="—", tps="—")
+    world = accelerator.num_processes
+    window_start, window_tokens = time.perf_counter(), 0
+    with progress:
+        for step in range(state.step, cfg.max_steps):
+            global_targets = sum(data.examples[i].n_targets for i in plan.step_indices(step))
+            sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # total, ce, kd, input tokens
+            micro_batches = plan.micro_indices(step, accelerator.process_index)
+            for a, indices in enumerate(micro_batches):
+                batch = collate([data.examples[i] for i in indices], tokenizer.pad_token_id)
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                sync = a == len(micro_batches) - 1
+                with accelerator.no_sync(student) if not sync else nullcontext():
+                    with accelerator.autocast():
+                        pieces = offpolicy_loss(student, teacher, batch, recipe.objective, vocab_size)
+                    # DDP averages gradients over processes; × world makes the result Σ / global tokens.
+                    accelerator.backward(pieces.total * world / global_targets)
+                sums += torch.stack([pieces.total.detach().double(), pieces.ce.double(), pieces.kd.double(),
+                                     batch["attention_mask"].sum().double()])
+            sums = accelerator.reduce(sums, reduction="sum")
+            loss, ce, kd = (sums[:3] / global_targets).tolist()
+            if not math.isfinite(loss):
+                raise TrainingError(f"loss became {loss} at step {step + 1}; nothing was saved for this step. Lower "
+                                    "training.lr, check the data, or resume from the last checkpoint")
+            grad_norm = float(accelerator.clip_grad_norm_(student.parameters(), cfg.max_grad_norm or math.inf))
+            if not math.isfinite(grad_norm):
+                raise TrainingError(f"gradient norm became {grad_norm} at step {step + 1}; nothing was saved for "
+                                    "this step. Lower training.lr or enable max_grad_norm")
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            done = step + 1
+            tokens = int(sums[3])
+            state.step, state.examples_seen = done, state.examples_seen + cfg.batch_size
+            state.tokens_seen += tokens
+            window_tokens += tokens
+            if main and (done % cfg.log_every == 0 or done == cfg.max_steps):
+                elapsed = time.perf_counter() - window_start
+                tps = window_tokens / max(elapsed, 1e-9)
+                metrics.log(done, {"loss": loss, "ce": ce, "kd": kd, "lr": lr, "grad_norm": grad_norm,
+                                   "tokens_per_s": tps, "tokens_seen": state.tokens_seen,
+                                   "targets": global_targets})
+                progress.update(task, completed=done, loss=f"{loss:.4f}", tps=f"{tps:,.0f}")
+                window_start, window_tokens = time.perf_counter(), 0
+            if done % cfg.save_every == 0 or done == cfg.max_steps:
+                _save_checkpoint(accelerator, ckpt_root, student, optimizer, scheduler, state, recipe_yaml,
+                                 cfg.keep_checkpoints)
+
+    # --- the final student, as a plain Hugging Face folder
+    out = run_dir / "student"
+    if main:
+        tmp = run_dir / ".student.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model = accelerator.unwrap_model(student)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+        metrics.close()
+        accelerator.print(f"student saved to {out}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return out
+
+
+def _save_checkpoint(accelerator: Accelerator, root: Path, student, optimizer, scheduler,
+                     state: checkpoint.TrainState, recipe_yaml: str, keep: int) -> None:
+    tmp = checkpoint.temporary_path(root, state.step)
+    if accelerator.is_main_process:
+        checkpoint.begin(tmp)
+        checkpoint.write_main(tmp, accelerator.unwrap_model(student), optimizer, scheduler, state, recipe_yaml)
+    accelerator.wait_for_everyone()
+    checkpoint.write_rank(tmp, accelerator.process_index)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        checkpoint.commit(tmp, root, state.step, keep)
+    accelerator.wait_for_everyone()
+
