@@ -30,7 +30,7 @@ def check_recipe(recipe: Recipe) -> CheckReport:
             report.problems.append(str(exc))
             return None
 
-    tokenizer = attempt(lambda: load_tokenizer("tokenizer", recipe.tokenizer_source or ""))
+    tokenizer = attempt(lambda: load_tokenizer("tokenizer", *recipe.tokenizer_options()))
     if tokenizer is not None:
         report.facts["tokenizer"] = f"{recipe.tokenizer_source} ({len(tokenizer):,} tokens)"
     teacher_cfg = None

@@ -17,7 +17,8 @@ from distill.errors import DistillError
 app = typer.Typer(
     help="Knowledge distillation: turn a large teacher into a small, fast student.\n\n"
     "Examples:\n\n  distill check examples/recipes/tiny.yaml\n\n  distill train examples/recipes/tiny.yaml\n\n"
-    "  distill train examples/recipes/tiny.yaml --set training.lr=1e-3 --resume\n\n"
+    "  distill train examples/recipes/tiny.yaml --set training.lr=1e-3 --overwrite\n\n"
+    "  distill train examples/recipes/tiny.yaml --resume\n\n"
     "  accelerate launch --cpu --num_processes 2 -m distill train examples/recipes/tiny.yaml",
     no_args_is_help=True,
     add_completion=False,
@@ -66,6 +67,9 @@ def train(recipe: RecipeArg, set_: SetOpt = None, resume: Annotated[bool, typer.
         from distill.recipe import load_recipe
 
         loaded = load_recipe(recipe, set_ or [])
+        from distill.training.cpu_launch import maybe_relaunch
+
+        maybe_relaunch()  # under `accelerate launch --cpu --num_processes N`: start the N workers, once it is valid
         _quiet_libraries()
         from distill.training.loop import train as run_training
 

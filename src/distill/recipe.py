@@ -21,6 +21,15 @@ from distill.errors import RecipeError
 BUILTIN_PREFIX = "builtin:"
 
 
+class FieldProblem(ValueError):
+    """A cross-field check that fails because of one particular field, relative to the section it is raised in;
+    the message then names that field (`training.batch_size`), not just the section."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class Section(BaseModel):
     """Base for every recipe section: unknown keys are errors, values are validated on assignment too."""
 
@@ -72,7 +81,7 @@ class StudentConfig(Section):
                 + (f" (got {', '.join(given)})" if given else "")
             )
         if self.config is not None and "model_type" not in self.config:
-            raise ValueError("`config` needs a `model_type`, e.g. `model_type: llama`")
+            raise FieldProblem("config.model_type", "required, e.g. `model_type: llama`")
         return self
 
 
@@ -156,8 +165,9 @@ class TrainingConfig(Section):
     @model_validator(mode="after")
     def _batch_divides(self) -> TrainingConfig:
         if self.batch_size % self.micro_batch_size:
-            raise ValueError(
-                f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})"
+            raise FieldProblem(
+                "batch_size",
+                f"must be a multiple of micro_batch_size ({self.micro_batch_size}), got {self.batch_size}",
             )
         return self
 
@@ -182,12 +192,22 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _teacher_when_needed(self) -> Recipe:
         if self.teacher is None and self.objective.alpha < 1.0:
-            raise ValueError("`teacher` is required unless objective.alpha is 1 (plain cross-entropy)")
+            raise FieldProblem("teacher", "required unless objective.alpha is 1 (plain cross-entropy)")
         if self.student.from_teacher is not None and self.teacher is None:
-            raise ValueError("`student.from_teacher` needs a `teacher`")
+            raise FieldProblem("teacher", "required by student.from_teacher (the layers are copied from it)")
         if self.tokenizer_source is None:
-            raise ValueError("a student built from `config` with no teacher needs a `tokenizer`")
+            raise FieldProblem("tokenizer", "required when the student is built from `config` and there is no teacher")
         return self
+
+    def tokenizer_options(self) -> tuple[str, str | None, bool]:
+        """(source, revision, trust_remote_code) of the shared tokenizer: the model it comes from decides the
+        revision and whether its code may run."""
+        source = self.tokenizer_source or ""
+        if self.tokenizer is None and self.teacher is not None:
+            return source, self.teacher.revision, self.teacher.trust_remote_code
+        if self.tokenizer is None:
+            return source, self.student.revision, self.student.trust_remote_code
+        return source, None, False
 
     @property
     def tokenizer_source(self) -> str | None:
@@ -265,6 +285,9 @@ def _describe(error: dict[str, Any]) -> str:
     msg = error["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
+    problem = error.get("ctx", {}).get("error")
+    if isinstance(problem, FieldProblem):
+        return f"{'.'.join([*loc, problem.field])}: {problem}"
     if kind == "literal_error":
         allowed = error.get("ctx", {}).get("expected", "")
         msg = f"must be one of {allowed}{_did_you_mean_value(error.get('input'), allowed)}"
@@ -281,9 +304,19 @@ def _did_you_mean(loc: list[str]) -> str:
         model = _section_type(field.annotation) if field else None
     if model is None:
         return ""
-    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
-    valid = ", ".join(model.model_fields)
+    names = list(model.model_fields)
+    close = difflib.get_close_matches(loc[-1], names, n=1) or [n for n in names if _abbreviates(loc[-1], n)][:1]
+    valid = ", ".join(names)
     return f" (did you mean `{close[0]}`?)" if close else f" (valid keys: {valid})"
+
+
+def _abbreviates(key: str, name: str) -> bool:
+    """`learning_rate` for `lr` (or `bs` for `batch_size`): one is the initials of the other's words."""
+
+    def initials(text: str) -> str:
+        return "".join(word[0] for word in text.split("_") if word)
+
+    return ("_" in key and initials(key) == name) or ("_" in name and initials(name) == key)
 
 
 def _did_you_mean_value(value: Any, allowed: str) -> str:

@@ -37,7 +37,7 @@ class Builtin:
 
     @property
     def folder(self) -> Path:
-        return cache_dir() / f"{self.kind}s" / f"{self.name}-v{self.version}"
+        return cache_dir() / self.kind / f"{self.name}-v{self.version}"
 
 
 def _build_tiny_teacher(folder: Path) -> None:

@@ -55,7 +55,7 @@ def _truncate(example: Example, max_length: int) -> Example:
 
 def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenizedData:
     records = read_records(cfg.train, limit=cfg.max_examples)
-    fmt = detect_format(records[0], cfg.format)
+    fmt = detect_format(records[0], cfg.format, cfg.text_field)
     if fmt == "text":
         documents = encode_text(records, tokenizer, cfg.text_field)
         if cfg.packing:

@@ -31,9 +31,10 @@ class Example:
         return sum(1 for label in self.labels[1:] if label != IGNORE_INDEX)
 
 
-def detect_format(record: Record, declared: str, field: str = "data.format") -> str:
+def detect_format(record: Record, declared: str, text_field: str = "text", field: str = "data.format") -> str:
     """The record format: the declared one (checked against the first record) or, for `auto`, inferred from it."""
     keys = set(record)
+    required = {"text": {text_field}, "prompt_completion": {"prompt", "completion"}, "messages": {"messages"}}
     inferred = (
         "messages" if "messages" in keys
         else "prompt_completion" if {"prompt", "completion"} <= keys
@@ -45,6 +46,11 @@ def detect_format(record: Record, declared: str, field: str = "data.format") -> 
             raise DataError(f"{field}: cannot tell the format from a record with keys {sorted(keys)}; expected "
                             "'text', 'prompt' + 'completion', or 'messages' (or set data.format and data.text_field)")
         return inferred
+    if not required[declared] <= keys:
+        hint = f"; they look like `{inferred}`" if inferred else ""
+        named = "data.text_field" if declared == "text" else field
+        raise DataError(f"{named}: format {declared!r} needs fields {sorted(required[declared])}, but the first "
+                        f"record has {sorted(keys)}{hint}")
     return declared
 
 

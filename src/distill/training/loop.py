@@ -9,6 +9,7 @@ trajectory for the same recipe either way.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -35,7 +36,8 @@ from distill.recipe import Recipe, dump_recipe, validate_recipe
 from distill.training import checkpoint
 from distill.training.metrics import MetricsLog
 
-# Fields that may change between a run and its resume without changing what is computed.
+# Training fields that may differ on --resume. Only max_steps changes the computation: the cosine schedule is
+# re-shaped from the resumed step on to end at the new length (used to extend a finished run).
 RESUMABLE_CHANGES = {"max_steps", "save_every", "log_every", "keep_checkpoints"}
 
 
@@ -80,6 +82,10 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
     """Run the recipe; returns the folder of the final student."""
     accelerator = Accelerator(mixed_precision={"fp32": "no"}.get(recipe.training.precision, recipe.training.precision))
     main = accelerator.is_main_process
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise TrainingError(f"the launcher started {launched} processes but accelerate sees "
+                            f"{accelerator.num_processes}; on a CPU use `accelerate launch --cpu --num_processes N`")
     run_dir = Path(recipe.training.output_dir)
     ckpt_root = run_dir / "checkpoints"
     resume_from = prepare_run_dir(recipe, resume, overwrite) if main else None
@@ -94,7 +100,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
     # --- models, tokenizer and data (built-ins are materialised by the main process first)
     set_seed(recipe.seed)
     with accelerator.main_process_first():
-        tokenizer = load_tokenizer("tokenizer", recipe.tokenizer_source or "")
+        tokenizer = load_tokenizer("tokenizer", *recipe.tokenizer_options())
         teacher = load_teacher(recipe.teacher) if recipe.teacher is not None else None
         student = build_student(recipe, tokenizer, teacher)
         data = tokenize_data(recipe.data, tokenizer)

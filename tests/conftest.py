@@ -1,0 +1,85 @@
+"""Shared fixtures: everything is built in-process (tiny BPE tokenizer, tiny Llama models); nothing from a hub."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def distill_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A per-session cache so built-ins are built once per test run and never touch the user's cache."""
+    path = tmp_path_factory.mktemp("distill-cache")
+    os.environ["DISTILL_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(distill_cache: Path) -> Path:
+    """The `builtin:tiny-teacher` folder (a briefly trained 4-layer Llama and its BPE tokenizer)."""
+    from distill.builtin.registry import materialize
+
+    return materialize("builtin:tiny-teacher", "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_teacher_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_teacher_dir)
+
+
+@pytest.fixture()
+def text_data(tmp_path: Path) -> Path:
+    """A small JSONL of `text` records."""
+    from distill.builtin.corpus import tiny_stories
+
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in tiny_stories(200, seed=3)))
+    return path
+
+
+def base_recipe(data: Path, output_dir: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A small valid recipe (tiny teacher, 2 copied layers); `sections` update its sections key by key."""
+    recipe: dict[str, Any] = {
+        "seed": 0,
+        "teacher": {"model": "builtin:tiny-teacher"},
+        "student": {"from_teacher": {"layers": [0, 3]}},
+        "data": {"train": str(data), "format": "text", "max_length": 32},
+        "objective": {"alpha": 0.5, "temperature": 2.0},
+        "training": {"output_dir": str(output_dir), "max_steps": 4, "batch_size": 4, "micro_batch_size": 4,
+                     "lr": 1e-3, "save_every": 2, "log_every": 1},
+    }
+    for name, values in sections.items():
+        if isinstance(values, dict) and isinstance(recipe.get(name), dict):
+            recipe[name].update(values)
+        else:
+            recipe[name] = values
+    return recipe
+
+
+def write_recipe(path: Path, recipe: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m distill ARGS` in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "distill", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})}, cwd=REPO,
+    )

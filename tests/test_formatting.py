@@ -1,0 +1,94 @@
+"""Labels, masks and the shift: the loss predicts exactly the completion / assistant tokens, each from the position
+before it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from distill.data.dataset import BatchPlan, collate, pack
+from distill.data.formatting import IGNORE_INDEX, encode_messages, encode_prompt_completion, encode_text
+from distill.objectives.offpolicy import offpolicy_loss, shifted_targets
+from distill.recipe import ObjectiveConfig
+
+
+def test_prompt_completion_labels_only_the_completion(tiny_tokenizer):
+    ex = encode_prompt_completion({"prompt": "anna had two apples", "completion": " and got one more."},
+                                  tiny_tokenizer, 0)
+    n_prompt = len(tiny_tokenizer("anna had two apples")["input_ids"])
+    assert ex.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert ex.labels[n_prompt:] == ex.input_ids[n_prompt:]
+    assert ex.input_ids[-1] == tiny_tokenizer.eos_token_id
+    assert tiny_tokenizer.decode(ex.input_ids[n_prompt:-1]) == " and got one more."
+    assert ex.n_targets == len(ex.input_ids) - n_prompt
+
+
+def test_shift_pairs_each_position_with_the_next_token():
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 7, 8, 9, IGNORE_INDEX]])
+    targets, mask = shifted_targets(labels)
+    # logits at positions 1, 2, 3 predict tokens 7, 8, 9 (at positions 2, 3, 4)
+    assert mask.tolist() == [[False, True, True, True, False]]
+    assert targets[mask].tolist() == [7, 8, 9]
+
+
+def test_cross_entropy_is_on_completion_tokens_predicted_from_the_previous_position(tiny_teacher_dir, tiny_tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(tiny_teacher_dir).eval()
+    examples = [
+        encode_prompt_completion({"prompt": "the cat likes", "completion": " ben because ben is kind."},
+                                 tiny_tokenizer, 0),
+        encode_prompt_completion({"prompt": "yesterday emma saw", "completion": " a dog."}, tiny_tokenizer, 1),
+    ]
+    batch = collate(examples, tiny_tokenizer.pad_token_id)
+    with torch.no_grad():
+        sums = offpolicy_loss(model, None, batch, ObjectiveConfig(alpha=1.0), len(tiny_tokenizer))
+        # by hand: for every labelled position t ≥ 1, −log p(token_t | tokens_<t), from a separate unpadded forward,
+        # normalised over the tokenizer's real tokens (the model's padded vocabulary rows are not tokens)
+        expected, count = 0.0, 0
+        for ex in examples:
+            logits = model(input_ids=torch.tensor([ex.input_ids])).logits[0, :, : len(tiny_tokenizer)]
+            logp = torch.log_softmax(logits.float(), -1)
+            for t in range(1, len(ex.input_ids)):
+                if ex.labels[t] != IGNORE_INDEX:
+                    expected -= logp[t - 1, ex.input_ids[t]].item()
+                    count += 1
+    assert sums.n_targets == count == sum(ex.n_targets for ex in examples)
+    assert sums.ce.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_chat_labels_cover_assistant_turns_only(tiny_tokenizer):
+    record = {"messages": [
+        {"role": "system", "content": "be brief."},
+        {"role": "user", "content": "what does anna have?"},
+        {"role": "assistant", "content": "two apples."},
+        {"role": "user", "content": "and ben?"},
+        {"role": "assistant", "content": "a dog."},
+    ]}
+    ex = encode_messages(record, tiny_tokenizer, 0)
+    rendered = tiny_tokenizer.apply_chat_template(record["messages"], tokenize=False)
+    assert tiny_tokenizer.decode(ex.input_ids) == rendered
+    labelled = [tok for tok, label in zip(ex.input_ids, ex.labels, strict=True) if label != IGNORE_INDEX]
+    assert tiny_tokenizer.decode(labelled) == "two apples.<|im_end|>\na dog.<|im_end|>\n"
+    # the assistant headers (prompt side) are not labelled
+    assert "assistant" not in tiny_tokenizer.decode(labelled)
+
+
+def test_packing_cuts_equal_blocks_with_eos_between_documents(tiny_tokenizer):
+    docs = encode_text([{"text": "anna sees the cat."}, {"text": "ben feeds a dog."}] * 5, tiny_tokenizer, "text")
+    assert all(doc[-1] == tiny_tokenizer.eos_token_id for doc in docs)
+    blocks = pack(docs, 8)
+    stream = [tok for doc in docs for tok in doc]
+    assert all(len(b.input_ids) == 8 and b.labels == b.input_ids for b in blocks)
+    assert [tok for b in blocks for tok in b.input_ids] == stream[: len(blocks) * 8]
+
+
+def test_batch_plan_is_the_same_for_any_number_of_processes():
+    one = BatchPlan(n_examples=37, batch_size=8, micro_batch_size=2, world_size=1, seed=5)
+    two = BatchPlan(n_examples=37, batch_size=8, micro_batch_size=2, world_size=2, seed=5)
+    assert one.accumulation == 4 and two.accumulation == 2
+    for step in range(12):  # crosses epoch boundaries
+        global_one = sorted(i for micro in one.micro_indices(step, 0) for i in micro)
+        global_two = sorted(i for rank in (0, 1) for micro in two.micro_indices(step, rank) for i in micro)
+        assert global_one == global_two == sorted(one.step_indices(step))
+    seen = [i for step in range(37 * 8 // 8) for i in one.step_indices(step)][:37]
+    assert sorted(seen) == list(range(37))  # the first epoch visits every example once

@@ -1,0 +1,94 @@
+"""The Hinton objective: KD is zero for identical models, positive otherwise, and only the student gets gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from distill.data.dataset import collate, pack
+from distill.data.formatting import encode_text
+from distill.losses import divergence
+from distill.losses.divergences import forward_kl
+from distill.models import copy_teacher_layers
+from distill.objectives.offpolicy import offpolicy_loss
+from distill.recipe import ObjectiveConfig
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_teacher_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_teacher_dir)
+    model.eval().requires_grad_(False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_tokenizer):
+    from distill.builtin.corpus import tiny_stories
+
+    docs = encode_text([{"text": t} for t in tiny_stories(20, seed=11)], tiny_tokenizer, "text")
+    return collate(pack(docs, 24)[:4], tiny_tokenizer.pad_token_id)
+
+
+def test_forward_kl_matches_hand_computation():
+    p = torch.tensor([0.7, 0.2, 0.1])
+    q = torch.tensor([0.5, 0.25, 0.25])
+    expected = sum(pi * math.log(pi / qi) for pi, qi in zip(p.tolist(), q.tolist(), strict=True))
+    value = forward_kl(q.log()[None], p.log()[None])
+    assert value.item() == pytest.approx(expected, abs=1e-6)
+    # temperature softens both: KL of softmax(z/T)
+    t = 2.0
+    p_t, q_t = torch.softmax(p.log() / t, -1), torch.softmax(q.log() / t, -1)
+    expected_t = (p_t * (p_t / q_t).log()).sum().item()
+    assert forward_kl(q.log()[None], p.log()[None], temperature=t).item() == pytest.approx(expected_t, abs=1e-6)
+
+
+def test_divergence_mean_over_mask_only():
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
+    mask = torch.zeros(2, 5, dtype=torch.bool)
+    mask[0, 1] = mask[1, 3] = True
+    expected = (forward_kl(s[0, 1], t[0, 1]) + forward_kl(s[1, 3], t[1, 3])) / 2
+    assert divergence(s, t, mask=mask).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_kd_is_zero_for_the_same_model(teacher, batch, tiny_tokenizer):
+    student = copy_teacher_layers(teacher, list(range(teacher.config.num_hidden_layers)))
+    cfg = ObjectiveConfig(alpha=0.0, temperature=2.0)
+    sums = offpolicy_loss(student, teacher, batch, cfg, len(tiny_tokenizer))
+    assert sums.n_targets > 0
+    assert abs(sums.kd.item()) < 1e-5 * sums.n_targets
+    assert abs(sums.total.item()) < 1e-4
+
+
+def test_kd_positive_and_gradients_reach_the_student_only(teacher, batch, tiny_tokenizer):
+    student = copy_teacher_layers(teacher, [0, 3])
+    student.train()
+    cfg = ObjectiveConfig(alpha=0.3, temperature=2.0)
+    sums = offpolicy_loss(student, teacher, batch, cfg, len(tiny_tokenizer))
+    assert sums.kd.item() > 0
+    expected_total = 0.3 * sums.ce + 0.7 * 4.0 * sums.kd
+    assert sums.total.item() == pytest.approx(expected_total.item(), rel=1e-5)
+    sums.total.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    grads = [p.grad for p in student.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads)
+    assert sum(g.abs().sum().item() for g in grads) > 0
+
+
+def test_padded_vocab_compares_real_tokens_only(teacher, batch, tiny_tokenizer):
+    """Teacher and student embeddings padded to different widths: logits are cut to the tokenizer's size."""
+    student = copy_teacher_layers(teacher, list(range(teacher.config.num_hidden_layers)))
+    student.resize_token_embeddings(teacher.config.vocab_size + 64)  # wider, random extra rows
+    assert student.get_output_embeddings().weight.shape[0] != teacher.get_output_embeddings().weight.shape[0]
+    sums = offpolicy_loss(student, teacher, batch, ObjectiveConfig(alpha=0.0), len(tiny_tokenizer))
+    assert abs(sums.kd.item()) < 1e-5 * sums.n_targets
+
+
+def test_alpha_one_needs_no_teacher(batch, teacher, tiny_tokenizer):
+    student = copy_teacher_layers(teacher, [0, 1])
+    sums = offpolicy_loss(student, None, batch, ObjectiveConfig(alpha=1.0), len(tiny_tokenizer))
+    assert sums.kd.item() == 0.0
+    assert sums.total.item() == pytest.approx(sums.ce.item())

@@ -1,0 +1,303 @@
+"""Data readers (JSONL, Parquet, a folder of .txt files, a `datasets` folder) and record formatting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distill.data.formatting import (
+    IGNORE_INDEX,
+    detect_format,
+    encode_messages,
+    encode_prompt_completion,
+    encode_text,
+)
+from distill.data.sources import read_records
+from distill.errors import DataError
+
+TEXTS = [
+    "Once upon a time, a small fox found a red ball.",
+    "The ball rolled down the hill.\nThe fox ran after it.",
+    "Ünïcödé and emoji 🦊 survive the round trip.",
+    "  Leading and trailing spaces are kept.  ",
+]
+TEXT_RECORDS = [{"text": t} for t in TEXTS]
+PROMPT_RECORDS = [{"prompt": f"Question {i}?", "completion": f" Answer {i}."} for i in range(3)]
+CHAT_RECORDS = [
+    {"messages": [{"role": "system", "content": "Be brief."},
+                  {"role": "user", "content": f"Say {i}."},
+                  {"role": "assistant", "content": f"{i}."}]}
+    for i in range(3)
+]
+
+
+# ---------------------------------------------------------------------------------------------------- writers
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def write_parquet(path: Path, records: list[dict]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(records), path)
+    return path
+
+
+def write_text_folder(path: Path, records: list[dict]) -> Path:
+    path.mkdir()
+    for i, record in enumerate(records):
+        (path / f"{i:03d}.txt").write_text(record["text"], encoding="utf-8")
+    return path
+
+
+def write_saved_dataset(path: Path, records: list[dict]) -> Path:
+    import datasets
+
+    datasets.Dataset.from_list(records).save_to_disk(str(path))
+    return path
+
+
+WRITERS = {
+    "jsonl": lambda tmp, records: write_jsonl(tmp / "data.jsonl", records),
+    "parquet": lambda tmp, records: write_parquet(tmp / "data.parquet", records),
+    "datasets": lambda tmp, records: write_saved_dataset(tmp / "saved", records),
+}
+
+
+# ---------------------------------------------------------------------------------------------------- readers
+
+
+@pytest.mark.parametrize("kind", [*WRITERS, "txt-folder"])
+def test_every_source_gives_the_same_text_records(kind: str, tmp_path: Path) -> None:
+    if kind == "txt-folder":
+        source = write_text_folder(tmp_path / "texts", TEXT_RECORDS)
+    else:
+        source = WRITERS[kind](tmp_path, TEXT_RECORDS)
+    assert read_records(str(source)) == TEXT_RECORDS
+
+
+@pytest.mark.parametrize("kind", list(WRITERS))
+@pytest.mark.parametrize("records", [PROMPT_RECORDS, CHAT_RECORDS], ids=["prompt_completion", "messages"])
+def test_structured_records_round_trip(kind: str, records: list[dict], tmp_path: Path) -> None:
+    assert read_records(str(WRITERS[kind](tmp_path, records))) == records
+
+
+@pytest.mark.parametrize("kind", list(WRITERS))
+def test_limit_keeps_the_first_records(kind: str, tmp_path: Path) -> None:
+    source = WRITERS[kind](tmp_path, TEXT_RECORDS)
+    assert read_records(str(source), limit=2) == TEXT_RECORDS[:2]
+
+
+def test_text_folder_is_read_recursively_in_path_order(tmp_path: Path) -> None:
+    root = tmp_path / "texts"
+    (root / "b").mkdir(parents=True)
+    (root / "a.txt").write_text("first")
+    (root / "b" / "c.txt").write_text("second")
+    (root / "notes.md").write_text("not text data")
+    assert read_records(str(root)) == [{"text": "first"}, {"text": "second"}]
+
+
+def test_dataset_dict_uses_the_train_split(tmp_path: Path) -> None:
+    import datasets
+
+    folder = tmp_path / "dict"
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_list(TEXT_RECORDS),
+        "test": datasets.Dataset.from_list([{"text": "held out"}]),
+    }).save_to_disk(str(folder))
+    assert read_records(str(folder)) == TEXT_RECORDS
+
+
+def test_dataset_dict_without_train_split(tmp_path: Path) -> None:
+    import datasets
+
+    folder = tmp_path / "dict"
+    datasets.DatasetDict({"validation": datasets.Dataset.from_list(TEXT_RECORDS)}).save_to_disk(str(folder))
+    with pytest.raises(DataError, match=r"data\.train: .*'validation'.*no 'train'"):
+        read_records(str(folder))
+
+
+def test_folder_with_a_train_jsonl(tmp_path: Path) -> None:
+    """Built-in data sets are folders holding a train.jsonl; any such folder reads the same way."""
+    write_jsonl(tmp_path / "train.jsonl", TEXT_RECORDS)
+    assert read_records(str(tmp_path)) == TEXT_RECORDS
+
+
+def test_blank_lines_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n" + json.dumps(TEXT_RECORDS[0]) + "\n   \n" + json.dumps(TEXT_RECORDS[1]) + "\n\n")
+    assert read_records(str(path)) == TEXT_RECORDS[:2]
+
+
+def test_invalid_json_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    lines = [json.dumps(TEXT_RECORDS[0]), "", json.dumps(TEXT_RECORDS[1]), '{"text": "unterminated}']
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as info:
+        read_records(str(path), field="data.train")
+    message = str(info.value)
+    assert message.startswith("data.train: ")
+    assert str(path) in message and "line 4" in message and "invalid JSON" in message
+
+
+def test_json_that_is_not_an_object_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(TEXT_RECORDS[0]) + "\n" + json.dumps(["a", "list"]) + "\n")
+    with pytest.raises(DataError, match=r"line 2: each line must be a JSON object"):
+        read_records(str(path))
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"], ids=["empty", "blank-lines"])
+def test_jsonl_without_records(content: str, tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text(content)
+    with pytest.raises(DataError, match="holds no records"):
+        read_records(str(path))
+
+
+def test_empty_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": pa.array([], type=pa.string())}), tmp_path / "empty.parquet")
+    with pytest.raises(DataError, match="holds no records"):
+        read_records(str(tmp_path / "empty.parquet"))
+
+
+def test_empty_saved_dataset(tmp_path: Path) -> None:
+    """`datasets` saves 0 rows as 0 shards and cannot load them back; either way it is a DataError, not a crash."""
+    import datasets
+
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_dict({"text": []}).save_to_disk(str(folder))
+    with pytest.raises(DataError, match=r"^data\.train: .*saved"):
+        read_records(str(folder))
+
+
+def test_missing_source(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data\.train: no such file or folder"):
+        read_records(str(tmp_path / "nope.jsonl"))
+
+
+def test_unsupported_file_type(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("text\nhello\n")
+    with pytest.raises(DataError, match=r"unsupported file type '\.csv'"):
+        read_records(str(path))
+
+
+def test_folder_without_text_files(tmp_path: Path) -> None:
+    (tmp_path / "notes.md").write_text("nothing to read")
+    with pytest.raises(DataError, match=r"has no \.txt files"):
+        read_records(str(tmp_path))
+
+
+def test_corrupt_parquet(tmp_path: Path) -> None:
+    path = tmp_path / "data.parquet"
+    path.write_bytes(b"this is not parquet")
+    with pytest.raises(DataError, match="cannot read Parquet file"):
+        read_records(str(path))
+
+
+def test_errors_name_the_given_field(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"^eval\.data: "):
+        read_records(str(tmp_path / "nope.jsonl"), field="eval.data")
+
+
+# ---------------------------------------------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        ({"text": "hi"}, "text"),
+        ({"text": "hi", "id": 3}, "text"),
+        ({"prompt": "q", "completion": "a"}, "prompt_completion"),
+        ({"prompt": "q", "completion": "a", "text": "ignored"}, "prompt_completion"),
+        ({"messages": []}, "messages"),
+        ({"messages": [], "prompt": "q", "completion": "a", "text": "t"}, "messages"),
+    ],
+    ids=["text", "text-extra-keys", "prompt_completion", "prompt_completion-over-text", "messages",
+         "messages-over-all"],
+)
+def test_detect_format_auto(record: dict, expected: str) -> None:
+    assert detect_format(record, "auto") == expected
+
+
+@pytest.mark.parametrize("record", [{"prompt": "q"}, {"body": "x"}, {}], ids=["prompt-only", "other-key", "empty"])
+def test_detect_format_auto_fails_without_usable_fields(record: dict) -> None:
+    with pytest.raises(DataError, match=r"^data\.format: cannot tell the format"):
+        detect_format(record, "auto")
+
+
+def test_declared_format_wins_when_the_record_fits_it() -> None:
+    assert detect_format({"body": "x"}, "text", text_field="body") == "text"
+    assert detect_format({"text": "x", "prompt": "p", "completion": "c"}, "text") == "text"
+
+
+def test_declared_format_that_does_not_fit_the_records_names_the_field() -> None:
+    with pytest.raises(DataError, match=r"data\.format: format 'messages'.*look like `text`"):
+        detect_format({"text": "x"}, "messages")
+    with pytest.raises(DataError, match=r"data\.text_field: format 'text'.*look like `prompt_completion`"):
+        detect_format({"prompt": "p", "completion": "c"}, "text")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from distill.builtin.tokenizer import train_bpe_tokenizer
+
+    return train_bpe_tokenizer(TEXTS * 20 + ["Question Answer Say Be brief."] * 20, vocab_size=300)
+
+
+def test_encode_text_ends_each_document_with_eos(tokenizer) -> None:
+    ids = encode_text(TEXT_RECORDS[:2], tokenizer, "text")
+    assert len(ids) == 2
+    for doc, record in zip(ids, TEXT_RECORDS[:2], strict=True):
+        assert doc[-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(doc[:-1]) == record["text"]
+
+
+def test_encode_text_missing_field(tokenizer) -> None:
+    with pytest.raises(DataError, match=r"data\.text_field: record 1 has no string field 'body'"):
+        encode_text([{"body": "a"}, {"text": "b"}], tokenizer, "body")
+
+
+def test_prompt_completion_labels_only_the_completion(tokenizer) -> None:
+    example = encode_prompt_completion(PROMPT_RECORDS[0], tokenizer, 0)
+    n_prompt = len(tokenizer(PROMPT_RECORDS[0]["prompt"])["input_ids"])
+    assert example.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert example.labels[n_prompt:] == example.input_ids[n_prompt:]
+    assert example.input_ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(example.input_ids[n_prompt:-1]) == PROMPT_RECORDS[0]["completion"]
+
+
+def test_prompt_completion_needs_strings(tokenizer) -> None:
+    with pytest.raises(DataError, match=r"record 5 needs string 'prompt' and 'completion'"):
+        encode_prompt_completion({"prompt": "q", "completion": 3}, tokenizer, 5)
+
+
+def test_messages_label_only_assistant_turns(tokenizer) -> None:
+    example = encode_messages(CHAT_RECORDS[1], tokenizer, 0)
+    labelled = [tok for tok, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE_INDEX]
+    assert labelled, "the assistant turn must carry labels"
+    assert all(label in (IGNORE_INDEX, tok) for tok, label in zip(example.input_ids, example.labels, strict=True))
+    text = tokenizer.decode(labelled)
+    assert "1." in text
+    assert "Say" not in text and "Be brief" not in text and "user" not in text
+
+
+def test_messages_without_an_assistant_turn(tokenizer) -> None:
+    record = {"messages": [{"role": "user", "content": "hello"}]}
+    with pytest.raises(DataError, match="record 2 has no assistant turn"):
+        encode_messages(record, tokenizer, 2)
+
+
+def test_messages_must_be_role_content_objects(tokenizer) -> None:
+    with pytest.raises(DataError, match=r"record 0: 'messages' must be a list of \{role, content\} objects"):
+        encode_messages({"messages": [{"role": "user"}]}, tokenizer, 0)

@@ -1,0 +1,126 @@
+"""`distill train` end to end, as a user runs it: the tiny recipe, exact resume after kill -9, NaN stops,
+gradient accumulation invariance, and refusing to mix up runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import REPO, base_recipe, run_cli, write_recipe
+from distill.training.metrics import read_metrics
+
+
+def _losses(run_dir: Path) -> list[float]:
+    return [m["loss"] for m in read_metrics(run_dir)]
+
+
+def test_tiny_recipe_trains_a_student_transformers_loads(tmp_path, tiny_teacher_dir):
+    out = tmp_path / "tiny"
+    result = run_cli("train", "examples/recipes/tiny.yaml", "--set", f"training.output_dir={out}")
+    assert result.returncode == 0, result.stderr
+    student = AutoModelForCausalLM.from_pretrained(out / "student")
+    tokenizer = AutoTokenizer.from_pretrained(out / "student")
+    assert student.config.num_hidden_layers == 2
+    assert (out / "student" / "model.safetensors").exists()
+    metrics = read_metrics(out)
+    assert metrics[-1]["step"] == 60
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    assert (out / "recipe.yaml").exists() and list((out / "tensorboard").glob("events.out.tfevents.*"))
+    ids = tokenizer("anna had two apples", return_tensors="pt").input_ids
+    assert student.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4
+
+
+def test_kill_9_then_resume_gives_bitwise_the_same_student(tmp_path, text_data, tiny_teacher_dir):
+    recipe = base_recipe(text_data, tmp_path / "killed", training={
+        "max_steps": 120, "batch_size": 8, "micro_batch_size": 4, "save_every": 25, "log_every": 1,
+        "warmup_steps": 10, "lr": 2e-3})
+    recipe["data"]["max_length"] = 64
+    path = write_recipe(tmp_path / "recipe.yaml", recipe)
+
+    reference = run_cli("train", str(path), "--set", f"training.output_dir={tmp_path / 'straight'}")
+    assert reference.returncode == 0, reference.stderr
+
+    proc = subprocess.Popen([sys.executable, "-m", "distill", "train", str(path)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        if lines and json.loads(lines[-1])["step"] >= 60:  # past the checkpoint at 50, before the one at 75
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "killed" / "student").exists()
+
+    resumed = run_cli("train", str(path), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stdout
+
+    a = load_file(tmp_path / "straight" / "student" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "student" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    # the metrics describe one trajectory: every step once, identical to the uninterrupted run
+    assert [m["step"] for m in read_metrics(tmp_path / "killed")] == list(range(1, 121))
+    assert _losses(tmp_path / "killed") == _losses(tmp_path / "straight")
+
+
+def test_nan_loss_stops_the_run_naming_the_step(tmp_path, text_data, tiny_teacher_dir):
+    broken = tmp_path / "broken-student"
+    model = AutoModelForCausalLM.from_pretrained(tiny_teacher_dir)
+    model.save_pretrained(broken)
+    AutoTokenizer.from_pretrained(tiny_teacher_dir).save_pretrained(broken)
+    weights = load_file(broken / "model.safetensors")
+    name = next(k for k in weights if "layers.1.mlp.down_proj" in k)
+    weights[name][0, 0] = float("nan")
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+
+    recipe = base_recipe(text_data, tmp_path / "run")
+    recipe["student"] = {"model": str(broken)}
+    result = run_cli("train", str(write_recipe(tmp_path / "r.yaml", recipe)))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: loss became nan at step 1")
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert not (tmp_path / "run" / "student").exists()
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, text_data, tiny_teacher_dir):
+    """Same global batch, split 1 × 8 or 4 × 2 micro-batches: same loss trajectory, same weights (to fp32 noise).
+    Packing is off so sequences have different numbers of valid tokens, which per-micro-batch averaging gets wrong."""
+    runs = {}
+    for micro in (8, 2):
+        recipe = base_recipe(text_data, tmp_path / f"micro{micro}", training={
+            "max_steps": 5, "batch_size": 8, "micro_batch_size": micro})
+        recipe["data"].update({"packing": False, "max_length": 48})
+        result = run_cli("train", str(write_recipe(tmp_path / f"m{micro}.yaml", recipe)))
+        assert result.returncode == 0, result.stderr
+        runs[micro] = tmp_path / f"micro{micro}"
+    assert _losses(runs[8]) == pytest.approx(_losses(runs[2]), rel=1e-5)
+    a, b = (load_file(runs[m] / "student" / "model.safetensors") for m in (8, 2))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_existing_run_is_not_overwritten_and_resume_checks_the_recipe(tmp_path, text_data, tiny_teacher_dir):
+    path = write_recipe(tmp_path / "r.yaml", base_recipe(text_data, tmp_path / "run"))
+    assert run_cli("train", str(path)).returncode == 0
+    again = run_cli("train", str(path))
+    assert again.returncode == 2 and "--resume" in again.stderr and "training.output_dir" in again.stderr
+    changed = run_cli("train", str(path), "--resume", "--set", "objective.temperature=3.0")
+    assert changed.returncode == 2
+    assert "objective.temperature" in changed.stderr
+    longer = run_cli("train", str(path), "--resume", "--set", "training.max_steps=6")  # allowed: continue longer
+    assert longer.returncode == 0, longer.stderr
+    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3, 4, 5, 6]
