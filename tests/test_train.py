@@ -124,3 +124,30 @@ def test_existing_run_is_not_overwritten_and_resume_checks_the_recipe(tmp_path, 
     longer = run_cli("train", str(path), "--resume", "--set", "training.max_steps=6")  # allowed: continue longer
     assert longer.returncode == 0, longer.stderr
     assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_fresh_student_from_a_config_without_a_teacher(tmp_path, text_data, tiny_teacher_dir):
+    """(b) a fresh architecture; alpha = 1 is the no-distillation baseline and needs no teacher, only a tokenizer."""
+    recipe = base_recipe(text_data, tmp_path / "run", objective={"alpha": 1.0})
+    recipe.pop("teacher")
+    recipe["tokenizer"] = "builtin:tiny-teacher"
+    recipe["student"] = {"config": {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+                                    "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2}}
+    result = run_cli("train", str(write_recipe(tmp_path / "r.yaml", recipe)))
+    assert result.returncode == 0, result.stderr
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "student")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run" / "student")
+    assert student.config.hidden_size == 32 and student.config.vocab_size == len(tokenizer)
+    assert all(m["kd"] == 0.0 for m in read_metrics(tmp_path / "run"))
+
+
+def test_a_corrupted_checkpoint_is_refused_on_resume(tmp_path, text_data, tiny_teacher_dir):
+    path = write_recipe(tmp_path / "r.yaml", base_recipe(text_data, tmp_path / "run"))
+    assert run_cli("train", str(path)).returncode == 0
+    latest = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))[-1]
+    blob = bytearray((latest / "optimizer.pt").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (latest / "optimizer.pt").write_bytes(bytes(blob))
+    result = run_cli("train", str(path), "--resume", "--set", "training.max_steps=6")
+    assert result.returncode == 2
+    assert "optimizer.pt is corrupted" in result.stderr and len(result.stderr.strip().splitlines()) == 1

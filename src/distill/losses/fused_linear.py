@@ -1,0 +1,139 @@
+"""Chunked fused-linear distillation: CE + divergence from hidden states, never holding full logits.
+
+A batch of N valid tokens with a vocabulary of V needs N × V student logits, N × V teacher logits and as much again
+for their gradients: gigabytes at N = 8k, V = 150k. Here tokens are processed `chunk_size` at a time: project the
+chunk's hidden states through the LM head, compute the loss pieces on the chunk's logits with the reference
+functions (so the math is shared with the plain path), take the gradient with respect to the chunk's logits, and
+immediately turn it into gradients for the hidden states (g @ W) and the head (gᵀ @ h). Only chunk × V logits are
+alive at any time. Gradients are computed during the forward pass (as Liger-Kernel does) and scaled by the incoming
+gradient in backward. The teacher side is projected chunk by chunk from its own hidden states too, or taken from a
+top-k signal.
+
+`reference_linear_loss` is the plain twin — full logits, ordinary autograd — that tests compare this against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from distill.losses.cross_entropy import cross_entropy_sum
+from distill.losses.divergences import DivergenceSpec, on_support
+from distill.losses.lm_head import LMHead
+from distill.losses.support import TopKMode, support
+from distill.teachers.signal import TopKSignal
+
+
+@dataclass
+class TeacherHidden:
+    """A dense teacher given as last hidden states (N, H_t) and its own LM head, projected chunk by chunk."""
+
+    hidden: torch.Tensor
+    head: LMHead
+
+
+Teacher = TeacherHidden | TopKSignal | torch.Tensor | None  # Tensor: dense teacher logits (N, V)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """total = ce · Σ CE + kd · Σ divergence, both sums over the given tokens."""
+
+    ce: float
+    kd: float
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    spec: DivergenceSpec
+    temperature: float
+    weights: LossWeights
+    vocab_size: int  # logits are cut to the tokenizer's size (padded embedding rows are not tokens)
+    topk_mode: TopKMode = "tail"
+
+
+def _teacher_rows(teacher: Teacher, start: int, end: int, vocab: int) -> torch.Tensor | TopKSignal | None:
+    if teacher is None:
+        return None
+    if isinstance(teacher, TeacherHidden):
+        with torch.no_grad():
+            return teacher.head.logits(teacher.hidden[start:end])[:, :vocab]
+    if isinstance(teacher, TopKSignal):
+        return teacher.select(slice(start, end))
+    return teacher[start:end, :vocab]
+
+
+def _pieces(logits: torch.Tensor, targets: torch.Tensor, teacher_rows: torch.Tensor | TopKSignal | None,
+            settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    ce = cross_entropy_sum(logits, targets)
+    if teacher_rows is None or settings.weights.kd == 0.0:
+        return ce, torch.zeros((), device=logits.device)
+    log_p, log_q = support(logits, teacher_rows, settings.temperature, settings.topk_mode)
+    return ce, on_support(log_p, log_q, settings.spec).sum()
+
+
+class _FusedLinearLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, head: LMHead, targets, teacher: Teacher, settings: LossSettings,
+                chunk_size: int):
+        n = hidden.shape[0]
+        grad_hidden = torch.zeros_like(hidden) if hidden.requires_grad else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None
+        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if bias is not None and bias.requires_grad else None
+        ce_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        kd_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, n, chunk_size):
+            end = min(start + chunk_size, n)
+            h = hidden[start:end]
+            raw = head.project(h).detach().requires_grad_()
+            with torch.enable_grad():
+                logits = head.finish(raw)[:, : settings.vocab_size]
+                ce, kd = _pieces(logits, targets[start:end], _teacher_rows(teacher, start, end, settings.vocab_size),
+                                 settings)
+                chunk_total = settings.weights.ce * ce + settings.weights.kd * kd
+                (g,) = torch.autograd.grad(chunk_total, raw)
+            ce_sum += ce.detach()
+            kd_sum += kd.detach()
+            g = g.to(weight.dtype)
+            if grad_hidden is not None:
+                grad_hidden[start:end] = g @ weight
+            if grad_weight is not None:
+                grad_weight.addmm_(g.t().float(), h.float())
+            if grad_bias is not None:
+                grad_bias += g.float().sum(0)
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        ctx.mark_non_differentiable(ce_sum, kd_sum)
+        total = settings.weights.ce * ce_sum + settings.weights.kd * kd_sum
+        return total, ce_sum, kd_sum
+
+    @staticmethod
+    def backward(ctx, grad_total, _grad_ce, _grad_kd):
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        weight_dtype, bias_dtype = ctx.dtypes
+        return (
+            None if grad_hidden is None else grad_hidden * grad_total.to(grad_hidden.dtype),
+            None if grad_weight is None else (grad_weight * grad_total).to(weight_dtype),
+            None if grad_bias is None else (grad_bias * grad_total).to(bias_dtype),
+            None, None, None, None, None,
+        )
+
+
+def fused_linear_loss(hidden: torch.Tensor, head: LMHead, targets: torch.Tensor, teacher: Teacher,
+                      settings: LossSettings, chunk_size: int = 1024
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, Σ CE, Σ divergence) over N tokens: hidden (N, H) of valid positions, targets (N,), teacher rows
+    aligned with them. Only `total` carries gradients (to `hidden`, `head.weight`, `head.bias`)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    return _FusedLinearLoss.apply(hidden, head.weight, head.bias, head, targets, teacher, settings, chunk_size)
+
+
+def reference_linear_loss(hidden: torch.Tensor, head: LMHead, targets: torch.Tensor, teacher: Teacher,
+                          settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The plain twin of `fused_linear_loss`: full logits, ordinary autograd."""
+    logits = head.logits(hidden)[:, : settings.vocab_size]
+    ce, kd = _pieces(logits, targets, _teacher_rows(teacher, 0, hidden.shape[0], settings.vocab_size), settings)
+    total = settings.weights.ce * ce + settings.weights.kd * kd
+    return total, ce.detach(), kd.detach()

@@ -1,0 +1,54 @@
+"""The top-k teacher signal: what a teacher cache or an API stores per token instead of a whole distribution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 − exp(x)) for x ≤ 0, accurate near 0 and for very negative x (Mächler 2012)."""
+    x = x.clamp(max=0.0)
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+@dataclass
+class TopKSignal:
+    """The teacher's k most likely tokens at each position.
+
+    ids: (..., k) token ids. logprobs: (..., k) their log-probabilities under the teacher's *full* distribution at
+    `capture_temperature` (so they sum to less than 1). tail_logmass: (...) log of the mass outside the top-k at that
+    temperature; derived from `logprobs` when not stored.
+    """
+
+    ids: torch.Tensor
+    logprobs: torch.Tensor
+    tail_logmass: torch.Tensor | None = None
+    capture_temperature: float = 1.0
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, k: int, temperature: float = 1.0) -> TopKSignal:
+        """Capture a top-k signal from dense teacher logits at `temperature` (as a cache or an API would)."""
+        logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
+        top, ids = logprobs.topk(k, dim=-1)
+        tail = log1mexp(torch.logsumexp(top, dim=-1))
+        return cls(ids=ids, logprobs=top, tail_logmass=tail, capture_temperature=temperature)
+
+    @property
+    def k(self) -> int:
+        return self.ids.shape[-1]
+
+    def tail(self) -> torch.Tensor:
+        if self.tail_logmass is not None:
+            return self.tail_logmass.float()
+        return log1mexp(torch.logsumexp(self.logprobs.float(), dim=-1))
+
+    def captured_mass(self) -> torch.Tensor:
+        """Teacher mass inside the top-k at the capture temperature, per token (logged during training)."""
+        return torch.logsumexp(self.logprobs.float(), dim=-1).exp()
+
+    def select(self, index: torch.Tensor | slice) -> TopKSignal:
+        """The rows `index` (a boolean mask over the leading dimensions, or a slice of the first)."""
+        tail = None if self.tail_logmass is None else self.tail_logmass[index]
+        return TopKSignal(self.ids[index], self.logprobs[index], tail, self.capture_temperature)
