@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from distill.data.dataset import BatchPlan, collate, pack
 from distill.data.formatting import IGNORE_INDEX, encode_messages, encode_prompt_completion, encode_text
-from distill.objectives.offpolicy import offpolicy_loss, shifted_targets
+from distill.objectives.offpolicy import OffPolicyObjective, shifted_targets
 from distill.recipe import ObjectiveConfig
 
 
@@ -41,7 +41,7 @@ def test_cross_entropy_is_on_completion_tokens_predicted_from_the_previous_posit
     ]
     batch = collate(examples, tiny_tokenizer.pad_token_id)
     with torch.no_grad():
-        sums = offpolicy_loss(model, None, batch, ObjectiveConfig(alpha=1.0), len(tiny_tokenizer))
+        sums = OffPolicyObjective(model, None, ObjectiveConfig(alpha=1.0), len(tiny_tokenizer))(**batch)
         # by hand: for every labelled position t ≥ 1, −log p(token_t | tokens_<t), from a separate unpadded forward,
         # normalised over the tokenizer's real tokens (the model's padded vocabulary rows are not tokens)
         expected, count = 0.0, 0
@@ -52,8 +52,8 @@ def test_cross_entropy_is_on_completion_tokens_predicted_from_the_previous_posit
                 if ex.labels[t] != IGNORE_INDEX:
                     expected -= logp[t - 1, ex.input_ids[t]].item()
                     count += 1
-    assert sums.n_targets == count == sum(ex.n_targets for ex in examples)
-    assert sums.ce.item() == pytest.approx(expected, rel=1e-5)
+    assert sums['n_targets'] == count == sum(ex.n_targets for ex in examples)
+    assert sums['ce'].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_chat_labels_cover_assistant_turns_only(tiny_tokenizer):

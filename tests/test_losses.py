@@ -10,10 +10,9 @@ from transformers import AutoModelForCausalLM
 
 from distill.data.dataset import collate, pack
 from distill.data.formatting import encode_text
-from distill.losses import divergence
-from distill.losses.divergences import forward_kl
+from distill.losses import divergence, token_divergence
 from distill.models import copy_teacher_layers
-from distill.objectives.offpolicy import offpolicy_loss
+from distill.objectives.offpolicy import OffPolicyObjective
 from distill.recipe import ObjectiveConfig
 
 
@@ -32,17 +31,24 @@ def batch(tiny_tokenizer):
     return collate(pack(docs, 24)[:4], tiny_tokenizer.pad_token_id)
 
 
+def offpolicy(student, teacher, batch, cfg, vocab):
+    return OffPolicyObjective(student, teacher, cfg, vocab)(**batch)
+
+
+IMPLEMENTATIONS = pytest.mark.parametrize("implementation", ["chunked", "reference"])
+
+
 def test_forward_kl_matches_hand_computation():
     p = torch.tensor([0.7, 0.2, 0.1])
     q = torch.tensor([0.5, 0.25, 0.25])
     expected = sum(pi * math.log(pi / qi) for pi, qi in zip(p.tolist(), q.tolist(), strict=True))
-    value = forward_kl(q.log()[None], p.log()[None])
+    value = token_divergence(q.log()[None], p.log()[None])
     assert value.item() == pytest.approx(expected, abs=1e-6)
     # temperature softens both: KL of softmax(z/T)
     t = 2.0
     p_t, q_t = torch.softmax(p.log() / t, -1), torch.softmax(q.log() / t, -1)
     expected_t = (p_t * (p_t / q_t).log()).sum().item()
-    assert forward_kl(q.log()[None], p.log()[None], temperature=t).item() == pytest.approx(expected_t, abs=1e-6)
+    assert token_divergence(q.log()[None], p.log()[None], temperature=t).item() == pytest.approx(expected_t, abs=1e-6)
 
 
 def test_divergence_mean_over_mask_only():
@@ -50,45 +56,67 @@ def test_divergence_mean_over_mask_only():
     s, t = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
     mask = torch.zeros(2, 5, dtype=torch.bool)
     mask[0, 1] = mask[1, 3] = True
-    expected = (forward_kl(s[0, 1], t[0, 1]) + forward_kl(s[1, 3], t[1, 3])) / 2
+    expected = (token_divergence(s[0, 1], t[0, 1]) + token_divergence(s[1, 3], t[1, 3])) / 2
     assert divergence(s, t, mask=mask).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_kd_is_zero_for_the_same_model(teacher, batch, tiny_tokenizer):
+@IMPLEMENTATIONS
+def test_kd_is_zero_for_the_same_model(teacher, batch, tiny_tokenizer, implementation):
     student = copy_teacher_layers(teacher, list(range(teacher.config.num_hidden_layers)))
-    cfg = ObjectiveConfig(alpha=0.0, temperature=2.0)
-    sums = offpolicy_loss(student, teacher, batch, cfg, len(tiny_tokenizer))
-    assert sums.n_targets > 0
-    assert abs(sums.kd.item()) < 1e-5 * sums.n_targets
-    assert abs(sums.total.item()) < 1e-4
+    cfg = ObjectiveConfig(alpha=0.0, temperature=2.0, implementation=implementation)
+    sums = offpolicy(student, teacher, batch, cfg, len(tiny_tokenizer))
+    assert sums["n_targets"] > 0
+    assert abs(sums["kd"].item()) < 1e-5 * sums["n_targets"]
+    assert abs(sums["total"].item()) < 1e-4
 
 
-def test_kd_positive_and_gradients_reach_the_student_only(teacher, batch, tiny_tokenizer):
+@IMPLEMENTATIONS
+def test_kd_positive_and_gradients_reach_the_student_only(teacher, batch, tiny_tokenizer, implementation):
     student = copy_teacher_layers(teacher, [0, 3])
     student.train()
-    cfg = ObjectiveConfig(alpha=0.3, temperature=2.0)
-    sums = offpolicy_loss(student, teacher, batch, cfg, len(tiny_tokenizer))
-    assert sums.kd.item() > 0
-    expected_total = 0.3 * sums.ce + 0.7 * 4.0 * sums.kd
-    assert sums.total.item() == pytest.approx(expected_total.item(), rel=1e-5)
-    sums.total.backward()
+    cfg = ObjectiveConfig(alpha=0.3, temperature=2.0, implementation=implementation)
+    sums = offpolicy(student, teacher, batch, cfg, len(tiny_tokenizer))
+    assert sums["kd"].item() > 0
+    expected_total = 0.3 * sums["ce"] + 0.7 * 4.0 * sums["kd"]
+    assert sums["total"].item() == pytest.approx(expected_total.item(), rel=1e-5)
+    sums["total"].backward()
     assert all(p.grad is None for p in teacher.parameters())
     grads = [p.grad for p in student.parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads)
     assert sum(g.abs().sum().item() for g in grads) > 0
 
 
-def test_padded_vocab_compares_real_tokens_only(teacher, batch, tiny_tokenizer):
+@IMPLEMENTATIONS
+def test_padded_vocab_compares_real_tokens_only(teacher, batch, tiny_tokenizer, implementation):
     """Teacher and student embeddings padded to different widths: logits are cut to the tokenizer's size."""
     student = copy_teacher_layers(teacher, list(range(teacher.config.num_hidden_layers)))
     student.resize_token_embeddings(teacher.config.vocab_size + 64)  # wider, random extra rows
     assert student.get_output_embeddings().weight.shape[0] != teacher.get_output_embeddings().weight.shape[0]
-    sums = offpolicy_loss(student, teacher, batch, ObjectiveConfig(alpha=0.0), len(tiny_tokenizer))
-    assert abs(sums.kd.item()) < 1e-5 * sums.n_targets
+    cfg = ObjectiveConfig(alpha=0.0, implementation=implementation)
+    sums = offpolicy(student, teacher, batch, cfg, len(tiny_tokenizer))
+    assert abs(sums["kd"].item()) < 1e-5 * sums["n_targets"]
 
 
-def test_alpha_one_needs_no_teacher(batch, teacher, tiny_tokenizer):
+@IMPLEMENTATIONS
+def test_alpha_one_needs_no_teacher(batch, teacher, tiny_tokenizer, implementation):
     student = copy_teacher_layers(teacher, [0, 1])
-    sums = offpolicy_loss(student, None, batch, ObjectiveConfig(alpha=1.0), len(tiny_tokenizer))
-    assert sums.kd.item() == 0.0
-    assert sums.total.item() == pytest.approx(sums.ce.item())
+    cfg = ObjectiveConfig(alpha=1.0, implementation=implementation)
+    sums = offpolicy(student, None, batch, cfg, len(tiny_tokenizer))
+    assert sums["kd"].item() == 0.0
+    assert sums["total"].item() == pytest.approx(sums["ce"].item())
+
+
+def test_chunked_and_reference_objectives_agree_on_a_real_model(teacher, batch, tiny_tokenizer):
+    """Model-level parity: the chunked path (hidden states + head) against the models' own full-logit forward."""
+    results = {}
+    for implementation in ("chunked", "reference"):
+        student = copy_teacher_layers(teacher, [0, 3])
+        cfg = ObjectiveConfig(alpha=0.4, temperature=1.5, divergence="jsd", beta=0.3, implementation=implementation,
+                              chunk_size=13)
+        sums = offpolicy(student, teacher, batch, cfg, len(tiny_tokenizer))
+        sums["total"].backward()
+        results[implementation] = (sums, [p.grad.clone() for p in student.parameters()])
+    (a, grads_a), (b, grads_b) = results["chunked"], results["reference"]
+    for key in ("total", "ce", "kd"):
+        assert a[key].item() == pytest.approx(b[key].item(), rel=1e-5)
+    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(grads_a, grads_b, strict=True))

@@ -108,7 +108,7 @@ class DataConfig(Section):
     max_examples: int | None = Field(default=None, ge=1, description="Use only the first N records (for quick runs).")
 
 
-Divergence = Literal["forward_kl"]
+Divergence = Literal["forward_kl", "reverse_kl", "jsd", "interpolated_kl", "tvd", "skew_kl", "skew_reverse_kl", "akl"]
 
 
 class ObjectiveConfig(Section):
@@ -118,7 +118,27 @@ class ObjectiveConfig(Section):
     )
     divergence: Divergence = Field(
         default="forward_kl",
-        description="Divergence between teacher and student distributions. `forward_kl` = KL(teacher ‖ student).",
+        description="Divergence between teacher P and student Q: `forward_kl` KL(P‖Q), `reverse_kl` KL(Q‖P), `jsd` "
+        "(generalized, GKD/TRL), `interpolated_kl`, `tvd`, `skew_kl`, `skew_reverse_kl` (DistiLLM), `akl` (adaptive "
+        "KL). Formulas: docs/losses.md.",
+    )
+    beta: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="`jsd`: mixture weight β (0 = forward KL, 1 = reverse KL); `interpolated_kl`: weight of "
+        "reverse KL.",
+    )
+    jsd_normalized: bool = Field(
+        default=False,
+        description="`jsd`: divide by β(1 − β), so the value moves continuously from forward KL to reverse KL "
+        "instead of shrinking toward 0 near β = 0 and 1.",
+    )
+    skew_alpha: float = Field(
+        default=0.1, ge=0.0, lt=1.0, description="`skew_kl` / `skew_reverse_kl`: the skew α of DistiLLM."
+    )
+    akl_mu: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="`akl`: teacher mass that defines the head (AKL's μ)."
     )
     alpha: float = Field(
         default=0.5,
@@ -132,6 +152,12 @@ class ObjectiveConfig(Section):
         gt=0.0,
         description="Loss temperature T: both distributions are softened by T, the term scaled by T².",
     )
+    implementation: Literal["chunked", "reference"] = Field(
+        default="chunked",
+        description="`chunked`: the fused path from hidden states, never holding full logits (default). "
+        "`reference`: full logits, plain autograd — the slow twin, for checking.",
+    )
+    chunk_size: int = Field(default=1024, ge=1, description="Tokens per chunk of the chunked path.")
 
 
 class TrainingConfig(Section):

@@ -64,8 +64,9 @@ def _teacher_rows(teacher: Teacher, start: int, end: int, vocab: int) -> torch.T
     return teacher[start:end, :vocab]
 
 
-def _pieces(logits: torch.Tensor, targets: torch.Tensor, teacher_rows: torch.Tensor | TopKSignal | None,
-            settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_from_logits(logits: torch.Tensor, targets: torch.Tensor, teacher_rows: torch.Tensor | TopKSignal | None,
+                     settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ CE, Σ divergence) over N tokens from full student logits (N, V); the one place both paths compute loss."""
     ce = cross_entropy_sum(logits, targets)
     if teacher_rows is None or settings.weights.kd == 0.0:
         return ce, torch.zeros((), device=logits.device)
@@ -89,8 +90,8 @@ class _FusedLinearLoss(torch.autograd.Function):
             raw = head.project(h).detach().requires_grad_()
             with torch.enable_grad():
                 logits = head.finish(raw)[:, : settings.vocab_size]
-                ce, kd = _pieces(logits, targets[start:end], _teacher_rows(teacher, start, end, settings.vocab_size),
-                                 settings)
+                rows = _teacher_rows(teacher, start, end, settings.vocab_size)
+                ce, kd = loss_from_logits(logits, targets[start:end], rows, settings)
                 chunk_total = settings.weights.ce * ce + settings.weights.kd * kd
                 (g,) = torch.autograd.grad(chunk_total, raw)
             ce_sum += ce.detach()
@@ -134,6 +135,11 @@ def reference_linear_loss(hidden: torch.Tensor, head: LMHead, targets: torch.Ten
                           settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The plain twin of `fused_linear_loss`: full logits, ordinary autograd."""
     logits = head.logits(hidden)[:, : settings.vocab_size]
-    ce, kd = _pieces(logits, targets, _teacher_rows(teacher, 0, hidden.shape[0], settings.vocab_size), settings)
-    total = settings.weights.ce * ce + settings.weights.kd * kd
-    return total, ce.detach(), kd.detach()
+    return weighted_loss(logits, targets, _teacher_rows(teacher, 0, hidden.shape[0], settings.vocab_size), settings)
+
+
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_rows: torch.Tensor | TopKSignal | None,
+                  settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, Σ CE, Σ divergence) from full logits with ordinary autograd: the reference path."""
+    ce, kd = loss_from_logits(logits, targets, teacher_rows, settings)
+    return settings.weights.ce * ce + settings.weights.kd * kd, ce.detach(), kd.detach()

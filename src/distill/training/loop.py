@@ -31,7 +31,7 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 from distill.data.dataset import BatchPlan, collate, tokenize_data
 from distill.errors import CheckpointError, TrainingError
 from distill.models import build_student, check_logit_width, check_same_vocab, load_teacher, load_tokenizer
-from distill.objectives.offpolicy import offpolicy_loss
+from distill.objectives.offpolicy import OffPolicyObjective, check_head
 from distill.recipe import Recipe, dump_recipe, validate_recipe
 from distill.training import checkpoint
 from distill.training.metrics import MetricsLog
@@ -114,6 +114,10 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
         teacher = None  # the baseline needs no teacher; it may have served only to initialise the student
     elif teacher is not None:
         teacher.to(accelerator.device)
+    if recipe.objective.implementation == "chunked":
+        for field, model in (("student", student), ("teacher.model", teacher)):
+            if model is not None:
+                check_head(model, field)
     cfg = recipe.training
     if cfg.gradient_checkpointing:
         student.gradient_checkpointing_enable()
@@ -125,12 +129,12 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps, min_lr_rate=cfg.min_lr_ratio
     )
-    student, optimizer = accelerator.prepare(student, optimizer)
-    student.train()
+    objective = OffPolicyObjective(student, teacher, recipe.objective, vocab_size)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    objective.train()
     state = checkpoint.TrainState(step=0, examples_seen=0, tokens_seen=0, world_size=accelerator.num_processes)
     if resume_from is not None:
-        state = checkpoint.load(resume_from, accelerator.unwrap_model(student), optimizer, scheduler,
-                                accelerator.process_index)
+        state = checkpoint.load(resume_from, student, optimizer, scheduler, accelerator.process_index)
         state.world_size = accelerator.num_processes
         if main:
             accelerator.print(f"resuming from {resume_from} (step {state.step})")
@@ -156,19 +160,19 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
                 batch = collate([data.examples[i] for i in indices], tokenizer.pad_token_id)
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 sync = a == len(micro_batches) - 1
-                with accelerator.no_sync(student) if not sync else nullcontext():
+                with accelerator.no_sync(objective) if not sync else nullcontext():
                     with accelerator.autocast():
-                        pieces = offpolicy_loss(student, teacher, batch, recipe.objective, vocab_size)
+                        pieces = objective(**batch)
                     # DDP averages gradients over processes; × world makes the result Σ / global tokens.
-                    accelerator.backward(pieces.total * world / global_targets)
-                sums += torch.stack([pieces.total.detach().double(), pieces.ce.double(), pieces.kd.double(),
-                                     batch["attention_mask"].sum().double()])
+                    accelerator.backward(pieces["total"] * world / global_targets)
+                sums += torch.stack([pieces["total"].detach().double(), pieces["ce"].double(),
+                                     pieces["kd"].double(), batch["attention_mask"].sum().double()])
             sums = accelerator.reduce(sums, reduction="sum")
             loss, ce, kd = (sums[:3] / global_targets).tolist()
             if not math.isfinite(loss):
                 raise TrainingError(f"loss became {loss} at step {step + 1}; nothing was saved for this step. Lower "
                                     "training.lr, check the data, or resume from the last checkpoint")
-            grad_norm = float(accelerator.clip_grad_norm_(student.parameters(), cfg.max_grad_norm or math.inf))
+            grad_norm = float(accelerator.clip_grad_norm_(objective.parameters(), cfg.max_grad_norm or math.inf))
             if not math.isfinite(grad_norm):
                 raise TrainingError(f"gradient norm became {grad_norm} at step {step + 1}; nothing was saved for "
                                     "this step. Lower training.lr or enable max_grad_norm")
@@ -199,8 +203,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
     if main:
         tmp = run_dir / ".student.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model = accelerator.unwrap_model(student)
-        model.save_pretrained(tmp, safe_serialization=True)
+        student.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
@@ -216,7 +219,7 @@ def _save_checkpoint(accelerator: Accelerator, root: Path, student, optimizer, s
     tmp = checkpoint.temporary_path(root, state.step)
     if accelerator.is_main_process:
         checkpoint.begin(tmp)
-        checkpoint.write_main(tmp, accelerator.unwrap_model(student), optimizer, scheduler, state, recipe_yaml)
+        checkpoint.write_main(tmp, student, optimizer, scheduler, state, recipe_yaml)
     accelerator.wait_for_everyone()
     checkpoint.write_rank(tmp, accelerator.process_index)
     accelerator.wait_for_everyone()
