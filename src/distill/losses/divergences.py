@@ -97,7 +97,7 @@ def interpolated_kl(log_p: torch.Tensor, log_q: torch.Tensor, beta: float) -> to
 
 
 def tvd(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """Total variation distance ½ Σ |p − q| (bounded in [0, 1]; used by DistiLLM-2 and as AKL's gap measure)."""
+    """Total variation distance ½ Σ |p − q|, bounded in [0, 1] (Wen et al. 2023, f-divergence sequence KD)."""
     return 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1)
 
 

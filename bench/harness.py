@@ -1,0 +1,103 @@
+"""Shared benchmark machinery: each contender runs in its own process, contenders alternate, runs repeat, and the
+summary reports medians plus per-repetition ratios (this machine is shared and noisy; only ratios measured in one
+run mean something). Output is JSON lines on stdout, the last line a summary. Never imported by the tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def provenance() -> dict[str, Any]:
+    """Versions, git hash and machine, attached to every summary."""
+    import torch
+    import transformers
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO,
+                                check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    info = {"git": commit, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "cpus": os.cpu_count(), "machine": platform.machine(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+    try:
+        import trl
+
+        info["trl"] = trl.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak-memory window (Linux: writing 5 to clear_refs resets VmHWM); elsewhere a no-op."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since start or the last `reset_peak_rss` (VmHWM on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def run_worker(script: Path, contender: str, args: Sequence[str], timeout: float = 3600) -> dict[str, Any]:
+    """Run `script --worker CONTENDER ARGS` in a fresh process; its last stdout line is its JSON result."""
+    proc = subprocess.run([sys.executable, str(script), "--worker", contender, *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, env={**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"{contender} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def alternate(script: Path, contenders: Sequence[str], repeats: int, args: Sequence[str]
+              ) -> dict[str, list[dict[str, Any]]]:
+    """Run every contender once per repetition, in rotating order; print each result as it arrives."""
+    results: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
+    for rep in range(repeats):
+        order = list(contenders[rep % len(contenders):]) + list(contenders[: rep % len(contenders)])
+        for contender in order:
+            result = run_worker(script, contender, args)
+            results[contender].append(result)
+            emit({"repetition": rep, "contender": contender, **result})
+    return results
+
+
+def median_of(results: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in results)
+
+
+def ratios(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> list[float]:
+    """a / b for each repetition."""
+    return [round(x[key] / y[key], 4) for x, y in zip(a, b, strict=True)]
+
+
+def worker_main(contenders: dict[str, Callable[[Any], dict[str, Any]]], parse: Callable[[list[str]], Any]) -> bool:
+    """If this process was started as a worker, run it, print its result, and return True."""
+    if len(sys.argv) > 2 and sys.argv[1] == "--worker":
+        contender = sys.argv[2]
+        result = contenders[contender](parse(sys.argv[3:]))
+        print(json.dumps(result), flush=True)
+        return True
+    return False
