@@ -62,11 +62,12 @@ def test_chunked_matches_reference(kind, teacher_kind):
         assert torch.allclose(g_fused, g_ref, atol=1e-5, rtol=1e-4), (g_fused - g_ref).abs().max()
 
 
+@pytest.mark.parametrize("kind", ["jsd", "forward_kl"])  # forward_kl: the closed-form gradient, through the head
 @pytest.mark.parametrize("head_kind", ["bias", "scale", "softcap"])
-def test_chunked_matches_reference_for_every_head_shape(head_kind):
+def test_chunked_matches_reference_for_every_head_shape(head_kind, kind):
     options = {"bias": {"bias": True}, "scale": {"scale": 0.0625}, "softcap": {"softcap": 3.0}}[head_kind]
     hidden, head, targets, dense = _problem(1, **options)
-    settings = LossSettings(spec=DivergenceSpec(kind="jsd", beta=0.5), temperature=1.0,
+    settings = LossSettings(spec=DivergenceSpec(kind=kind, beta=0.5), temperature=1.3,
                             weights=LossWeights(ce=0.5, kd=0.5), vocab_size=VOCAB)
     ref = reference_linear_loss(hidden, head, targets, dense, settings)
     fused = fused_linear_loss(hidden, head, targets, dense, settings, chunk_size=50)
@@ -97,3 +98,21 @@ def test_ce_only_needs_no_teacher():
     total, _ce, kd = fused_linear_loss(hidden, head, targets, None, settings, chunk_size=40)
     expected = torch.nn.functional.cross_entropy(head.logits(hidden)[:, :VOCAB], targets, reduction="sum")
     assert total.item() == pytest.approx(expected.item(), rel=1e-5) and kd.item() == 0.0
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_closed_form_forward_kl_matches_the_autograd_chunk(temperature):
+    """The fast path (closed-form gradient) against its twin (autograd inside each chunk), both chunked."""
+    hidden, head, targets, dense = _problem(4)
+    results = []
+    for closed_form in (True, False):
+        settings = LossSettings(spec=DivergenceSpec(kind="forward_kl"), temperature=temperature,
+                                weights=LossWeights(ce=0.3, kd=0.7 * temperature**2), vocab_size=VOCAB,
+                                closed_form=closed_form)
+        out = fused_linear_loss(hidden, head, targets, dense, settings, chunk_size=31)
+        results.append((out, _grads(out[0], [hidden, head.weight])))
+    (fast, fast_grads), (slow, slow_grads) = results
+    for a, b in zip(fast, slow, strict=True):
+        assert a.item() == pytest.approx(b.item(), rel=1e-5)
+    for a, b in zip(fast_grads, slow_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)

@@ -51,6 +51,7 @@ class LossSettings:
     weights: LossWeights
     vocab_size: int  # logits are cut to the tokenizer's size (padded embedding rows are not tokens)
     topk_mode: TopKMode = "tail"
+    closed_form: bool = True  # forward KL against a dense teacher: gradient in closed form (see _forward_kl_chunk)
 
 
 def _teacher_rows(teacher: Teacher, start: int, end: int, vocab: int) -> torch.Tensor | TopKSignal | None:
@@ -74,6 +75,58 @@ def loss_from_logits(logits: torch.Tensor, targets: torch.Tensor, teacher_rows: 
     return ce, on_support(log_p, log_q, settings.spec).sum()
 
 
+def _forward_kl_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None,
+                      settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Σ CE, Σ KL(P_T ‖ Q_T), ∂total/∂logits) for the default case, in closed form and in place:
+
+        ∂/∂z [w_ce · CE] = w_ce · (softmax(z) − onehot(target))
+        ∂/∂z [w_kd · KL(P_T ‖ softmax(z / T))] = (w_kd / T) · (softmax(z / T) − P_T)
+
+    About half the passes over the (chunk × vocab) logits of the generic autograd path, and no graph; that path is
+    its reference twin (tests hold them to 1e-5)."""
+    w, temperature = settings.weights, settings.temperature
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+    ce = (lse.squeeze(-1) - logits[rows, targets]).sum()
+    grad = torch.sub(logits, lse).exp_().mul_(w.ce)  # w_ce · softmax(z)
+    grad[rows, targets] -= w.ce
+    kd = torch.zeros((), device=logits.device)
+    if teacher_logits is not None and w.kd != 0.0:
+        log_q = logits / temperature if temperature != 1.0 else logits.clone()
+        log_q -= torch.logsumexp(log_q, dim=-1, keepdim=True)
+        log_p = teacher_logits.float() / temperature
+        log_p -= torch.logsumexp(log_p, dim=-1, keepdim=True)
+        p = log_p.exp()
+        kd = (p * (log_p - log_q)).sum()
+        coefficient = w.kd / temperature
+        grad.add_(log_q.exp_().sub_(p), alpha=coefficient)
+    return ce, kd, grad
+
+
+def _chunk(raw: torch.Tensor, head: LMHead, targets: torch.Tensor, rows: torch.Tensor | TopKSignal | None,
+           settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Σ CE, Σ divergence, ∂total/∂raw) for one chunk of raw projections (chunk, V_model)."""
+    vocab = settings.vocab_size
+    closed = settings.closed_form and settings.spec.kind == "forward_kl" and not isinstance(rows, TopKSignal)
+    if closed and head.scale == 1.0 and head.softcap is None and raw.dtype == torch.float32:
+        ce, kd, grad_logits = _forward_kl_chunk(raw[:, :vocab], targets, rows, settings)
+        if vocab == raw.shape[1]:
+            return ce, kd, grad_logits
+        grad = torch.zeros_like(raw)
+        grad[:, :vocab] = grad_logits
+        return ce, kd, grad
+    raw = raw.detach().requires_grad_()
+    with torch.enable_grad():
+        logits = head.finish(raw)[:, :vocab]
+        if closed:  # a closed-form gradient for the logits, then back through scale / soft-cap
+            ce, kd, grad_logits = _forward_kl_chunk(logits.detach(), targets, rows, settings)
+            (grad,) = torch.autograd.grad(logits, raw, grad_logits)
+            return ce, kd, grad
+        ce, kd = loss_from_logits(logits, targets, rows, settings)
+        (grad,) = torch.autograd.grad(settings.weights.ce * ce + settings.weights.kd * kd, raw)
+    return ce.detach(), kd.detach(), grad
+
+
 class _FusedLinearLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, head: LMHead, targets, teacher: Teacher, settings: LossSettings,
@@ -87,15 +140,10 @@ class _FusedLinearLoss(torch.autograd.Function):
         for start in range(0, n, chunk_size):
             end = min(start + chunk_size, n)
             h = hidden[start:end]
-            raw = head.project(h).detach().requires_grad_()
-            with torch.enable_grad():
-                logits = head.finish(raw)[:, : settings.vocab_size]
-                rows = _teacher_rows(teacher, start, end, settings.vocab_size)
-                ce, kd = loss_from_logits(logits, targets[start:end], rows, settings)
-                chunk_total = settings.weights.ce * ce + settings.weights.kd * kd
-                (g,) = torch.autograd.grad(chunk_total, raw)
-            ce_sum += ce.detach()
-            kd_sum += kd.detach()
+            rows = _teacher_rows(teacher, start, end, settings.vocab_size)
+            ce, kd, g = _chunk(head.project(h), head, targets[start:end], rows, settings)
+            ce_sum += ce
+            kd_sum += kd
             g = g.to(weight.dtype)
             if grad_hidden is not None:
                 grad_hidden[start:end] = g @ weight
