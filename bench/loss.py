@@ -27,7 +27,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=8192)
     parser.add_argument("--hidden", type=int, default=576)
     parser.add_argument("--vocab", type=int, default=49152)
-    parser.add_argument("--chunk-size", type=int, default=1024)
+    parser.add_argument("--chunk-size", type=int, default=0, help="0: the trainer's automatic size for the vocab")
     parser.add_argument("--kind", default="forward_kl")
     parser.add_argument("--iters", type=int, default=3, help="timed forward+backward passes after one warm-up")
     parser.add_argument("--repeats", type=int, default=3)
@@ -56,12 +56,14 @@ def run(contender: str, args: argparse.Namespace) -> dict:
         LossSettings,
         LossWeights,
         TeacherHidden,
+        auto_chunk_size,
         fused_linear_loss,
         reference_linear_loss,
     )
     from distill.losses.lm_head import LMHead
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    chunk_size = args.chunk_size or auto_chunk_size(args.vocab)
 
     def problem(tokens: int, vocab: int):
         g = torch.Generator().manual_seed(0)
@@ -76,7 +78,7 @@ def run(contender: str, args: argparse.Namespace) -> dict:
 
     def step(hidden, head, targets, teacher, settings) -> float:
         if contender == "chunked":
-            total = fused_linear_loss(hidden, head, targets, teacher, settings, args.chunk_size)[0]
+            total = fused_linear_loss(hidden, head, targets, teacher, settings, chunk_size)[0]
         else:
             total = reference_linear_loss(hidden, head, targets, teacher, settings)[0]
         total.backward()
@@ -100,7 +102,8 @@ def run(contender: str, args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return {"loss": value, "time_s": statistics.median(times), "peak_mem_mb": round(peak, 1),
-            "tokens": args.tokens, "vocab": args.vocab, "hidden": args.hidden, "device": args.device,
+            "tokens": args.tokens, "vocab": args.vocab, "hidden": args.hidden, "chunk_size": chunk_size,
+            "device": args.device,
             "dtype": args.dtype}
 
 

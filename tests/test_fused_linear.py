@@ -116,3 +116,24 @@ def test_closed_form_forward_kl_matches_the_autograd_chunk(temperature):
         assert a.item() == pytest.approx(b.item(), rel=1e-5)
     for a, b in zip(fast_grads, slow_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("closed_form", [True, False])
+def test_teacher_ruling_tokens_out_gives_finite_values(closed_form):
+    """A teacher logit of −inf (a token it rules out) contributes 0 to the KL, on both chunk paths."""
+    hidden, head, targets, dense = _problem(5)
+    logits = dense.head.logits(dense.hidden)[:, :VOCAB].clone()
+    logits[:, 100:200] = -torch.inf
+    settings = LossSettings(spec=DivergenceSpec(kind="forward_kl"), temperature=1.0,
+                            weights=LossWeights(ce=0.5, kd=0.5), vocab_size=VOCAB, closed_form=closed_form)
+    total, _ce, kd = fused_linear_loss(hidden, head, targets, logits, settings, chunk_size=40)
+    ref = reference_linear_loss(hidden, head, targets, logits, settings)
+    assert torch.isfinite(kd) and kd.item() == pytest.approx(ref[2].item(), rel=1e-5)
+    (grad,) = torch.autograd.grad(total, hidden)
+    assert torch.isfinite(grad).all()
+
+
+def test_auto_chunk_size_scales_with_the_vocabulary():
+    from distill.losses.fused_linear import auto_chunk_size
+
+    assert auto_chunk_size(49152) == 341 and auto_chunk_size(262144) == 64 and auto_chunk_size(512) == 8192

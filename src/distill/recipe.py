@@ -157,7 +157,12 @@ class ObjectiveConfig(Section):
         description="`chunked`: the fused path from hidden states, never holding full logits (default). "
         "`reference`: full logits, plain autograd — the slow twin, for checking.",
     )
-    chunk_size: int = Field(default=1024, ge=1, description="Tokens per chunk of the chunked path.")
+    chunk_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Tokens per chunk of the chunked path; null = about 16M logits per chunk (341 tokens at a 49k "
+        "vocabulary).",
+    )
 
 
 class TrainingConfig(Section):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from distill.losses.cross_entropy import cross_entropy_sum
-from distill.losses.divergences import DivergenceSpec, on_support
+from distill.losses.divergences import LOG_FLOOR, DivergenceSpec, on_support
 from distill.losses.lm_head import LMHead
 from distill.losses.support import TopKMode, support
 from distill.teachers.signal import TopKSignal
@@ -87,9 +87,10 @@ def _forward_kl_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher_logit
     w, temperature = settings.weights, settings.temperature
     rows = torch.arange(logits.shape[0], device=logits.device)
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-    ce = (lse.squeeze(-1) - logits[rows, targets]).sum()
-    grad = torch.sub(logits, lse).exp_().mul_(w.ce)  # w_ce · softmax(z)
-    grad[rows, targets] -= w.ce
+    ce = (lse.squeeze(-1) - logits[rows, targets]).sum()  # always reported; its gradient only when weighted
+    grad = torch.sub(logits, lse).exp_().mul_(w.ce) if w.ce != 0.0 else torch.zeros_like(logits)
+    if w.ce != 0.0:
+        grad[rows, targets] -= w.ce
     kd = torch.zeros((), device=logits.device)
     if teacher_logits is not None and w.kd != 0.0:
         log_q = logits / temperature if temperature != 1.0 else logits.clone()
@@ -97,9 +98,9 @@ def _forward_kl_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher_logit
         log_p = teacher_logits.float() / temperature
         log_p -= torch.logsumexp(log_p, dim=-1, keepdim=True)
         p = log_p.exp()
-        kd = (p * (log_p - log_q)).sum()
-        coefficient = w.kd / temperature
-        grad.add_(log_q.exp_().sub_(p), alpha=coefficient)
+        # the same floor as divergences.kl: tokens the teacher rules out (−inf logits) contribute 0, not NaN
+        kd = (p * (log_p.clamp_(min=LOG_FLOOR) - log_q.clamp(min=LOG_FLOOR))).sum()
+        grad.add_(log_q.exp_().sub_(p), alpha=w.kd / temperature)
     return ce, kd, grad
 
 
@@ -167,6 +168,12 @@ class _FusedLinearLoss(torch.autograd.Function):
             None if grad_bias is None else (grad_bias * grad_total).to(bias_dtype),
             None, None, None, None, None,
         )
+
+
+def auto_chunk_size(vocab_size: int, elements: int = 1 << 24) -> int:
+    """Tokens per chunk so that one chunk of fp32 logits holds about `elements` values (64 MiB): 341 tokens at a
+    49k vocabulary, 64 at 262k. Several such tensors are alive per chunk; this keeps them small next to the model."""
+    return max(64, min(8192, elements // vocab_size))
 
 
 def fused_linear_loss(hidden: torch.Tensor, head: LMHead, targets: torch.Tensor, teacher: Teacher,

@@ -24,6 +24,7 @@ from distill.losses.fused_linear import (
     LossSettings,
     LossWeights,
     TeacherHidden,
+    auto_chunk_size,
     fused_linear_loss,
     weighted_loss,
 )
@@ -48,7 +49,8 @@ def loss_settings(cfg: ObjectiveConfig, vocab_size: int, with_teacher: bool) -> 
 def last_hidden_states(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
                        ) -> torch.Tensor:
     """The model's final hidden states (after its final norm): what its LM head projects."""
-    return model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    decoder = model.get_decoder()
+    return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
 
 def check_head(model: PreTrainedModel, field: str) -> None:
@@ -90,17 +92,19 @@ class OffPolicyObjective(nn.Module):
                 with torch.no_grad():
                     teacher_hidden = last_hidden_states(self.teacher, input_ids, attention_mask)[:, :-1][mask]
                 teacher = TeacherHidden(teacher_hidden, LMHead.of(self.teacher))
+            chunk = self.cfg.chunk_size or auto_chunk_size(self.settings.vocab_size)
             total, ce, kd = fused_linear_loss(hidden, LMHead.of(self.student), targets[mask], teacher, self.settings,
-                                              self.cfg.chunk_size)
+                                              chunk)
         return {"total": total, "ce": ce, "kd": kd, "n_targets": mask.sum()}
 
     def _reference(self, input_ids, attention_mask, targets, mask):
         """The plain path: full logits from the models' own forward, ordinary autograd."""
         vocab = self.settings.vocab_size
-        logits = self.student(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1, :vocab][mask]
+        logits = self.student(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        logits = logits[:, :-1, :vocab][mask]
         teacher_logits = None
         if self.teacher is not None:
             with torch.no_grad():
-                out = self.teacher(input_ids=input_ids, attention_mask=attention_mask)
+                out = self.teacher(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
                 teacher_logits = out.logits[:, :-1, :vocab][mask]
         return weighted_loss(logits, targets[mask], teacher_logits, self.settings)
