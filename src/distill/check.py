@@ -47,7 +47,8 @@ def check_recipe(recipe: Recipe) -> CheckReport:
         if student_cfg is not None and tokenizer is not None:
             attempt(lambda: _width("student.model", student_cfg.vocab_size, len(tokenizer)))
             if s.model != recipe.tokenizer_source:
-                attempt(lambda: check_same_vocab(tokenizer, load_tokenizer("student.model", s.model, s.revision)))
+                attempt(lambda: check_same_vocab(
+                    tokenizer, load_tokenizer("student.model", s.model, s.revision, s.trust_remote_code)))
             report.facts["student"] = f"{s.model} ({student_cfg.model_type}, {student_cfg.num_hidden_layers} layers)"
     elif s.from_teacher is not None and teacher_cfg is not None:
         n = teacher_cfg.num_hidden_layers

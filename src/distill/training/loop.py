@@ -105,7 +105,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
         student = build_student(recipe, tokenizer, teacher)
         data = tokenize_data(recipe.data, tokenizer)
     if recipe.student.model is not None and recipe.student.model != recipe.tokenizer_source:
-        check_same_vocab(tokenizer, load_tokenizer("student.model", recipe.student.model, recipe.student.revision))
+        s = recipe.student
+        check_same_vocab(tokenizer, load_tokenizer("student.model", s.model, s.revision, s.trust_remote_code))
     vocab_size = len(tokenizer)
     check_logit_width("student", student, tokenizer)
     if teacher is not None:
