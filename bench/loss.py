@@ -63,7 +63,7 @@ def run(contender: str, args: argparse.Namespace) -> dict:
     from distill.losses.lm_head import LMHead
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    chunk_size = args.chunk_size or auto_chunk_size(args.vocab)
+    chunk_size = args.chunk_size or auto_chunk_size(args.vocab)  # resolved here only to report it
 
     def problem(tokens: int, vocab: int):
         g = torch.Generator().manual_seed(0)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from distill.data.dataset import BatchPlan, tokenize_data
-from distill.errors import DistillError, ModelError
-from distill.models import check_same_vocab, load_config, load_tokenizer
+from distill.errors import DistillError
+from distill.models import check_layer_indices, check_logit_width, check_same_vocab, load_config, load_tokenizer
 from distill.recipe import Recipe
 
 
@@ -40,27 +40,23 @@ def check_recipe(recipe: Recipe) -> CheckReport:
         if teacher_cfg is not None:
             report.facts["teacher"] = f"{t.model} ({teacher_cfg.model_type}, {teacher_cfg.num_hidden_layers} layers)"
             if tokenizer is not None:
-                attempt(lambda: _width("teacher.model", teacher_cfg.vocab_size, len(tokenizer)))
+                attempt(lambda: check_logit_width("teacher.model", teacher_cfg.vocab_size, len(tokenizer)))
     s = recipe.student
     if s.model is not None:
         student_cfg = attempt(lambda: load_config("student.model", s.model, s.revision, s.trust_remote_code))
         if student_cfg is not None and tokenizer is not None:
-            attempt(lambda: _width("student.model", student_cfg.vocab_size, len(tokenizer)))
+            attempt(lambda: check_logit_width("student.model", student_cfg.vocab_size, len(tokenizer)))
             if s.model != recipe.tokenizer_source:
                 attempt(lambda: check_same_vocab(
                     tokenizer, load_tokenizer("student.model", s.model, s.revision, s.trust_remote_code)))
             report.facts["student"] = f"{s.model} ({student_cfg.model_type}, {student_cfg.num_hidden_layers} layers)"
     elif s.from_teacher is not None and teacher_cfg is not None:
-        n = teacher_cfg.num_hidden_layers
-        bad = [i for i in s.from_teacher.layers if i >= n]
-        if bad:
-            report.problems.append(f"student.from_teacher.layers: {bad} out of range; the teacher has {n} layers "
-                                   f"(0..{n - 1})")
+        attempt(lambda: check_layer_indices(s.from_teacher.layers, teacher_cfg.num_hidden_layers))
         report.facts["student"] = f"teacher layers {s.from_teacher.layers}"
     elif s.config is not None:
         vocab = s.config.get("vocab_size")
         if vocab is not None and tokenizer is not None:
-            attempt(lambda: _width("student.config.vocab_size", vocab, len(tokenizer)))
+            attempt(lambda: check_logit_width("student.config.vocab_size", vocab, len(tokenizer)))
         report.facts["student"] = f"fresh {s.config['model_type']} from config"
 
     if tokenizer is not None:
@@ -76,8 +72,3 @@ def check_recipe(recipe: Recipe) -> CheckReport:
                                         f"{t.max_steps / steps_per_epoch:.2f} epochs")
     return report
 
-
-def _width(field: str, width: int, n_tokens: int) -> None:
-    if width < n_tokens:
-        raise ModelError(f"{field}: the model predicts {width} tokens but the tokenizer has {n_tokens}; they do "
-                         "not belong together")

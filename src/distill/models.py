@@ -119,11 +119,7 @@ def decoder_layers(model: PreTrainedModel) -> tuple[str, nn.ModuleList]:
 def copy_teacher_layers(teacher: PreTrainedModel, layers: list[int]) -> PreTrainedModel:
     """A student with the teacher's architecture but only `layers` (in that order), weights copied in fp32."""
     n_teacher = teacher.config.num_hidden_layers
-    bad = [i for i in layers if i >= n_teacher]
-    if bad:
-        raise ModelError(
-            f"student.from_teacher.layers: {bad} out of range; the teacher has {n_teacher} layers (0..{n_teacher - 1})"
-        )
+    check_layer_indices(layers, n_teacher)
     config = copy.deepcopy(teacher.config)
     for key, value in config.to_dict().items():  # per-layer settings (layer_types, sliding windows, ...)
         if isinstance(value, list) and len(value) == n_teacher:
@@ -178,12 +174,23 @@ def check_same_vocab(teacher_tok: PreTrainedTokenizerBase, student_tok: PreTrain
     )
 
 
-def check_logit_width(field: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """A model's output must cover every token id of the tokenizer (it may be wider: padded embeddings)."""
-    width = model.get_output_embeddings().weight.shape[0]
-    if width < len(tokenizer):
-        raise ModelError(f"{field}: the model predicts {width} tokens but the tokenizer has {len(tokenizer)}; "
+def check_layer_indices(layers: list[int], n_layers: int) -> None:
+    bad = [i for i in layers if i >= n_layers]
+    if bad:
+        raise ModelError(
+            f"student.from_teacher.layers: {bad} out of range; the teacher has {n_layers} layers (0..{n_layers - 1})"
+        )
+
+
+def check_logit_width(field: str, width: int, n_tokens: int) -> None:
+    """A model's output (`width` logits) must cover every token id of the tokenizer; wider is fine (padding)."""
+    if width < n_tokens:
+        raise ModelError(f"{field}: the model predicts {width} tokens but the tokenizer has {n_tokens}; "
                          "they do not belong together")
+
+
+def output_width(model: PreTrainedModel) -> int:
+    return model.get_output_embeddings().weight.shape[0]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -177,10 +177,13 @@ def auto_chunk_size(vocab_size: int, elements: int = 1 << 24) -> int:
 
 
 def fused_linear_loss(hidden: torch.Tensor, head: LMHead, targets: torch.Tensor, teacher: Teacher,
-                      settings: LossSettings, chunk_size: int = 1024
+                      settings: LossSettings, chunk_size: int | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, Σ CE, Σ divergence) over N tokens: hidden (N, H) of valid positions, targets (N,), teacher rows
-    aligned with them. Only `total` carries gradients (to `hidden`, `head.weight`, `head.bias`)."""
+    aligned with them. Only `total` carries gradients (to `hidden`, `head.weight`, `head.bias`). `chunk_size`
+    None: `auto_chunk_size` of the vocabulary."""
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(settings.vocab_size)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     return _FusedLinearLoss.apply(hidden, head.weight, head.bias, head, targets, teacher, settings, chunk_size)

@@ -24,7 +24,6 @@ from distill.losses.fused_linear import (
     LossSettings,
     LossWeights,
     TeacherHidden,
-    auto_chunk_size,
     fused_linear_loss,
     weighted_loss,
 )
@@ -92,9 +91,8 @@ class OffPolicyObjective(nn.Module):
                 with torch.no_grad():
                     teacher_hidden = last_hidden_states(self.teacher, input_ids, attention_mask)[:, :-1][mask]
                 teacher = TeacherHidden(teacher_hidden, LMHead.of(self.teacher))
-            chunk = self.cfg.chunk_size or auto_chunk_size(self.settings.vocab_size)
             total, ce, kd = fused_linear_loss(hidden, LMHead.of(self.student), targets[mask], teacher, self.settings,
-                                              chunk)
+                                              self.cfg.chunk_size)
         return {"total": total, "ce": ce, "kd": kd, "n_targets": mask.sum()}
 
     def _reference(self, input_ids, attention_mask, targets, mask):

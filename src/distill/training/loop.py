@@ -30,7 +30,14 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from distill.data.dataset import BatchPlan, collate, tokenize_data
 from distill.errors import CheckpointError, TrainingError
-from distill.models import build_student, check_logit_width, check_same_vocab, load_teacher, load_tokenizer
+from distill.models import (
+    build_student,
+    check_logit_width,
+    check_same_vocab,
+    load_teacher,
+    load_tokenizer,
+    output_width,
+)
 from distill.objectives.offpolicy import OffPolicyObjective, check_head
 from distill.recipe import Recipe, dump_recipe, validate_recipe
 from distill.training import checkpoint
@@ -108,9 +115,9 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
         s = recipe.student
         check_same_vocab(tokenizer, load_tokenizer("student.model", s.model, s.revision, s.trust_remote_code))
     vocab_size = len(tokenizer)
-    check_logit_width("student", student, tokenizer)
+    check_logit_width("student", output_width(student), vocab_size)
     if teacher is not None:
-        check_logit_width("teacher", teacher, tokenizer)
+        check_logit_width("teacher", output_width(teacher), vocab_size)
     if recipe.objective.alpha >= 1.0:
         teacher = None  # the baseline needs no teacher; it may have served only to initialise the student
     elif teacher is not None:
