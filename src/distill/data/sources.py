@@ -16,7 +16,7 @@ Record = dict[str, Any]
 def read_records(source: str, field: str = "data.train", limit: int | None = None) -> list[Record]:
     path = Path(source)
     if is_builtin(source):
-        path = materialize(source, "data")
+        path = builtin_split(source, field)
     if not path.exists():
         raise DataError(f"{field}: no such file or folder: {source}")
     if path.is_dir():
@@ -37,6 +37,18 @@ def read_records(source: str, field: str = "data.train", limit: int | None = Non
     if not records:
         raise DataError(f"{field}: {source} holds no records")
     return records
+
+
+def builtin_split(source: str, field: str) -> Path:
+    """`builtin:NAME` reads its `train.jsonl`, `builtin:NAME/SPLIT` its `SPLIT.jsonl` (builtin:shakespeare/heldout)."""
+    name, _, split = source.partition("/")
+    folder = materialize(name, "data")
+    path = folder / f"{split or 'train'}.jsonl"
+    if not path.exists():
+        splits = sorted(p.stem for p in folder.glob("*.jsonl"))
+        raise DataError(f"{field}: {name} has no split {split or 'train'!r}; it has: "
+                        + ", ".join(f"{name}/{s}" for s in splits))
+    return path
 
 
 def _read_jsonl(path: Path, field: str, limit: int | None) -> list[Record]:

@@ -1,0 +1,1 @@
+"""Evaluation: metrics with bootstrap confidence intervals over documents, tasks, contamination checks."""

@@ -1,0 +1,193 @@
+"""Evaluate models on a held-out set and write the result as data (stable field names; docs/eval.md).
+
+One pass scores every model on the same documents in the same batches (the reference — the teacher — first, so
+agreement and KL come for free); everything else — intervals, paired differences, slices, calibration, the gap
+recovered — is computed from the per-document sums that pass leaves behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import random
+import subprocess
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill.data.sources import read_records
+from distill.errors import DataError
+from distill.eval import metrics
+from distill.eval.bootstrap import bootstrap_ci
+from distill.eval.contamination import ngram_overlap
+from distill.eval.doc_stats import DocStats, score_documents
+
+LENGTH_BUCKETS = ((0, 128, "<128 tokens"), (128, 256, "128–255 tokens"), (256, 512, "256–511 tokens"),
+                  (512, 10**9, "≥512 tokens"))
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class EvalSet:
+    """Documents of one evaluation set, with the fields to slice by."""
+
+    name: str
+    source: str
+    description: str
+    records: list[dict[str, Any]]
+    text_field: str = "text"
+    slice_fields: list[str] = field(default_factory=list)
+
+    @property
+    def texts(self) -> list[str]:
+        return [r[self.text_field] for r in self.records]
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        for text in self.texts:
+            digest.update(text.encode("utf-8") + b"\0")
+        return digest.hexdigest()
+
+
+def load_eval_set(source: str, *, name: str, description: str = "", text_field: str = "text",
+                  slice_fields: Sequence[str] = (), max_docs: int | None = None, seed: int = 0) -> EvalSet:
+    """Read an eval set; with `max_docs`, take a deterministic sample spread evenly over the first slice field's
+    values (so every slice keeps enough documents for an interval)."""
+    records = read_records(source, field=f"eval set {name}")
+    for i, record in enumerate(records):
+        if not isinstance(record.get(text_field), str) or not record[text_field].strip():
+            raise DataError(f"eval set {name}: record {i} of {source} has no non-empty string field {text_field!r}")
+        for key in slice_fields:
+            if key not in record:
+                raise DataError(f"eval set {name}: record {i} of {source} has no field {key!r} to slice by "
+                                f"(fields: {sorted(record)})")
+    if max_docs is not None and max_docs < len(records):
+        records = _spread_sample(records, max_docs, slice_fields[0] if slice_fields else None, seed)
+    return EvalSet(name, source, description, records, text_field, list(slice_fields))
+
+
+def _spread_sample(records: list[dict[str, Any]], n: int, key: str | None, seed: int) -> list[dict[str, Any]]:
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for i, record in enumerate(records):
+        groups[record.get(key) if key else None].append(i)
+    rng = random.Random(seed)
+    queues = [rng.sample(idx, len(idx)) for _, idx in sorted(groups.items(), key=lambda kv: str(kv[0]))]
+    chosen: list[int] = []
+    while len(chosen) < n:
+        for queue in queues:
+            if queue and len(chosen) < n:
+                chosen.append(queue.pop())
+    return [records[i] for i in sorted(chosen)]
+
+
+def tokenize_documents(texts: Sequence[str], tokenizer, max_length: int) -> list[list[int]]:
+    ids = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    docs = [d[:max_length] for d in ids]
+    short = [i for i, d in enumerate(docs) if len(d) < 2]
+    if short:
+        raise DataError(f"eval documents {short[:5]} have fewer than 2 tokens; nothing to predict")
+    return docs
+
+
+def length_bucket(n_tokens: int) -> str:
+    return next(label for lo, hi, label in LENGTH_BUCKETS if lo <= n_tokens < hi)
+
+
+def evaluate_set(models: dict[str, torch.nn.Module], tokenizer, eval_set: EvalSet, *, reference: str | None,
+                 baseline: str | None, pairs: Sequence[tuple[str, str]] = (), train_texts: Iterable[str] | None = None,
+                 max_length: int = 512, batch_size: int = 4, seed: int = 0, n_resamples: int = 2000,
+                 ngram: int = 8) -> tuple[dict[str, Any], dict[str, float]]:
+    """The `sets.<name>` block of eval.json / summary.json, and each model's scoring tokens/s."""
+    docs = tokenize_documents(eval_set.texts, tokenizer, max_length)
+    scored = score_documents(models, docs, reference=reference, batch_size=batch_size,
+                             pad_token_id=tokenizer.pad_token_id or 0, label=f"eval {eval_set.name}")
+    stats = scored.stats
+    kw = {"seed": seed, "n_resamples": n_resamples}
+    block: dict[str, Any] = {
+        "description": eval_set.description, "path": eval_set.source, "sha256": eval_set.sha256(),
+        "n_docs": len(docs), "n_tokens": int(sum(len(d) - 1 for d in docs)),
+        "metrics": {name: _as_dicts(metrics.metric_intervals(s, **kw)) for name, s in stats.items()},
+        "paired": {f"{a}_minus_{b}": _as_dicts(metrics.paired_intervals(stats[a], stats[b], **kw)) for a, b in pairs},
+        "gap_recovered": {},
+        "calibration": {name: {"ece": metrics.point(s, "ece"), "bins": metrics.calibration_bins(s)}
+                        for name, s in stats.items()},
+    }
+    if reference is not None and baseline is not None:
+        block["gap_recovered"] = {
+            name: metrics.gap_recovered(s, stats[baseline], stats[reference], **kw).as_dict()
+            for name, s in stats.items() if name not in (reference, baseline)}
+    fields = {key: [str(r[key]) for r in eval_set.records] for key in eval_set.slice_fields}
+    fields["length"] = [length_bucket(len(d) - 1) for d in docs]
+    block["slices"] = {key: _slices(stats, values, pairs, kw) for key, values in fields.items()}
+    block["contamination"] = (ngram_overlap(train_texts, eval_set.texts, n=ngram).as_dict()
+                              if train_texts is not None else None)
+    return block, scored.tokens_per_s
+
+
+def _slices(stats: dict[str, DocStats], values: list[str], pairs: Sequence[tuple[str, str]], kw: dict
+            ) -> dict[str, Any]:
+    out = {}
+    for value in sorted(set(values)):
+        rows = [i for i, v in enumerate(values) if v == value]
+        entry: dict[str, Any] = {"n_docs": len(rows), "metrics": {}, "paired": {}}
+        for name, s in stats.items():
+            sub = s.subset(rows)
+            entry["metrics"][name] = {"nll": _interval_or_point(sub, "nll", kw)}
+        if len(rows) >= 2:
+            for a, b in pairs:
+                diff = metrics.joint_interval([stats[a].subset(rows), stats[b].subset(rows)], "nll",
+                                              lambda x, y: x - y, **kw)
+                entry["paired"][f"{a}_minus_{b}"] = {"nll": diff.as_dict()}
+        out[value] = entry
+    return out
+
+
+def _interval_or_point(stats: DocStats, name: str, kw: dict) -> dict[str, float | None]:
+    """A slice with one document has no interval: report its value with null bounds rather than invent them."""
+    if stats.n_docs < 2:
+        return {"mean": metrics.point(stats, name), "ci_low": None, "ci_high": None}
+    return bootstrap_ci(stats.values, metrics.statistic(stats, name), **kw).as_dict()
+
+
+def _as_dicts(intervals: dict[str, metrics.Interval]) -> dict[str, dict[str, float]]:
+    return {name: interval.as_dict() for name, interval in intervals.items()}
+
+
+def model_info(path: str | Path, model: torch.nn.Module) -> dict[str, Any]:
+    """Parameters (unique tensors, so tied embeddings count once) and weight bytes on disk."""
+    from distill.models import count_parameters
+
+    folder = Path(path)
+    weights = [p for p in folder.glob("*") if p.suffix in {".safetensors", ".bin", ".gguf", ".pt"}] \
+        if folder.is_dir() else []
+    return {"path": str(path), "params": count_parameters(model),
+            "disk_bytes": sum(p.stat().st_size for p in weights) if weights else None}
+
+
+def provenance() -> dict[str, Any]:
+    import transformers
+
+    from distill import __version__
+
+    try:
+        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        git = None
+    return {"distill": __version__, "git": git, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "platform": platform.platform(),
+            "cpu_count": torch.get_num_threads(), "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic write, so a killed run never leaves half a result file that a later stage would trust."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)

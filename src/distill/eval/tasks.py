@@ -1,0 +1,426 @@
+"""Accuracy on verifiable generation tasks: the model answers, a verifier checks the answer exactly.
+
+A task is data — a versioned `TaskSpec` (where items come from, the prompt, how the answer is pulled out of the
+generation) — so a result can name exactly what was measured, and a changed prompt gets a new version instead of
+silently moving the numbers. The Python escape hatch is a `python` item source and a `verifier` callable.
+
+Items are deterministic in (spec, n, seed) and a larger n extends the same list, because the caller bootstraps over
+items and pairs models item by item. Scores are 1/0 by default: reasoning-gym's scorers give shaping rewards meant
+for RL (gsm_symbolic pays 0.01 for any wrong number), which would make a model that never answers correctly look
+like it scores above 0.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import importlib
+import json
+import random
+import re
+import string
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from distill.errors import DataError
+from distill.eval.generation import Generation, generate
+from distill.recipe import BUILTIN_PREFIX
+
+Extract = Literal["last_number", "after_answer", "first_line", "full"]
+# Tokens that end an assistant turn in common chat templates; generation stops at them like at EOS.
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReasoningGymSource(_Spec):
+    dataset: str = Field(description="reasoning-gym dataset name, e.g. `chain_sum` (see reasoning_gym.factory).")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of the dataset's config (difficulty knobs); `seed` and `size` come from the "
+        "evaluation (the seed is hashed, so neighbouring seeds do not give shifted copies of the same items).",
+    )
+
+    @field_validator("config")
+    @classmethod
+    def _no_seed_or_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if {"seed", "size"} & set(value):
+            raise ValueError("`seed` and `size` are set by the evaluation (its seed and number of items); remove them")
+        return value
+
+
+class JsonlSource(_Spec):
+    path: str = Field(description="A .jsonl (or .parquet) file of records; relative to the task YAML's folder.")
+    question_field: str = Field(default="question", description="Field holding the question.")
+    answer_field: str = Field(default="answer", description="Field holding the reference answer.")
+    id_field: str = Field(default="id", description="Field holding a stable item id; the record index if absent.")
+
+
+class PythonSource(_Spec):
+    function: str = Field(
+        description="`module:callable`, called as callable(n=N, seed=S, **kwargs); returns a list of dicts with "
+        "`question` and `answer` (and optionally `id`, `entry`). It must be deterministic in (n, seed).",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments for the callable.")
+
+
+class TaskSource(_Spec):
+    reasoning_gym: ReasoningGymSource | None = Field(default=None, description="Procedurally generated items.")
+    jsonl: JsonlSource | None = Field(default=None, description="Items from a local file.")
+    python: PythonSource | None = Field(default=None, description="Items from your own Python function.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TaskSource:
+        given = [n for n in ("reasoning_gym", "jsonl", "python") if getattr(self, n) is not None]
+        if len(given) != 1:
+            got = f" (got {', '.join(given)})" if given else ""
+            raise ValueError(f"set exactly one of `reasoning_gym`, `jsonl` or `python`{got}")
+        return self
+
+
+class TaskSpec(_Spec):
+    name: str = Field(min_length=1, description="Short name used in reports.")
+    version: int = Field(ge=1, description="Bump whenever the items, prompt, extraction or scoring change.")
+    description: str = Field(description="What is measured and how the prompt asks for the answer.")
+    source: TaskSource = Field(description="Where the items come from.")
+    prompt: str = Field(
+        default="{question}",
+        description="Template with one `{question}` field (write `{{`/`}}` for literal braces); sent as a user "
+        "message through the tokenizer's chat template when it has one, else as plain text.",
+    )
+    system: str | None = Field(default=None, description="System message (chat template only); null = template's.")
+    chat_template: bool = Field(default=True, description="Use the tokenizer's chat template when it has one.")
+    extract: Extract = Field(
+        description="How the answer is pulled from the generation: `last_number` the last number in the output "
+        "(commas in 1,000 dropped, 5.0 written 5); `after_answer` what follows the last `answer:` / `answer is` / "
+        "`####` up to the end of that line, or the next line (empty, so wrong, without a marker); `first_line` the "
+        "first non-empty line; `full` "
+        "the whole output. All but `full` drop surrounding quotes, `*`, backticks and trailing punctuation.",
+    )
+    max_new_tokens: int = Field(ge=1, description="Generation budget per item; an unfinished answer is scored as is.")
+    partial_credit: bool = Field(
+        default=False,
+        description="Average the verifier's raw scores instead of counting only full marks (1.0) as correct. "
+        "reasoning-gym scorers give shaping rewards (0.01 for any number on gsm_symbolic): keep it off for accuracy.",
+    )
+    verifier: str | None = Field(
+        default=None,
+        description="`module:callable` scoring an answer as callable(extracted, item) -> float in [0, 1], replacing "
+        "the source's own check (reasoning-gym's scorer, or normalised exact match).",
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_question_field(cls, value: str) -> str:
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"not a valid template ({exc}); write {{{{ and }}}} for literal braces") from None
+        if fields != {"question"}:
+            raise ValueError(f"must contain `{{question}}` and no other field, got {sorted(fields)}")
+        return value
+
+
+def _rg(dataset: str, config: dict[str, Any] | None = None) -> TaskSource:
+    return TaskSource(reasoning_gym=ReasoningGymSource(dataset=dataset, config=config or {}))
+
+
+_NUMBER_ONLY = "\nReply with only the final number, no explanation."
+_SMALL = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}
+BUILTIN_TASKS: dict[str, TaskSpec] = {
+    t.name: t
+    for t in [
+        TaskSpec(name="gsm_symbolic", version=1, source=_rg("gsm_symbolic"), extract="last_number", max_new_tokens=256,
+                 prompt="{question}\nThink step by step, then end with the final number.",
+                 description="GSM8K-style word problems (reasoning-gym gsm_symbolic); the prompt asks for step-by-step "
+                 "reasoning ending in the number; the last number in the output is checked. Expect ~0 below ~1B "
+                 "parameters."),
+        TaskSpec(name="basic_arithmetic", version=1, source=_rg("basic_arithmetic", _SMALL), extract="last_number",
+                 max_new_tokens=48, prompt="{question}" + _NUMBER_ONLY,
+                 description="2-3 terms of 1-2 digits with + - * / and parentheses (reasoning-gym basic_arithmetic); "
+                 "the prompt asks for only the final number; the last number in the output is checked."),
+        TaskSpec(name="chain_sum", version=1, source=_rg("chain_sum", _SMALL), extract="last_number",
+                 max_new_tokens=32, prompt="{question}" + _NUMBER_ONLY,
+                 description="Sums and differences of 2-3 numbers of 1-2 digits (reasoning-gym chain_sum); the prompt "
+                 "asks for only the final number; the last number in the output is checked."),
+    ]
+}
+
+
+# ------------------------------------------------------------------------------------------------ loading specs
+
+
+def load_task(spec: str | Path) -> TaskSpec:
+    """A built-in task (`builtin:NAME` or `NAME`) or a task YAML file, validated and with its source checked, so a
+    typo fails before any model is loaded."""
+    text = str(spec)
+    key = text.removeprefix(BUILTIN_PREFIX)
+    if key in BUILTIN_TASKS:
+        return BUILTIN_TASKS[key]
+    path = Path(text)
+    if not text.startswith(BUILTIN_PREFIX) and path.is_file():
+        return _load_task_file(path)
+    if not text.startswith(BUILTIN_PREFIX) and (path.suffix in (".yaml", ".yml") or "/" in text or "\\" in text):
+        raise DataError(f"task file not found: {text} (relative paths are taken from the current directory)")
+    close = difflib.get_close_matches(key, BUILTIN_TASKS, n=1)
+    hint = f"did you mean `builtin:{close[0]}`? " if close else ""
+    known = ", ".join(BUILTIN_PREFIX + name for name in BUILTIN_TASKS)
+    raise DataError(f"unknown eval task {text!r}; {hint}built-in tasks: {known}; or give the path of a task YAML file")
+
+
+def _load_task_file(path: Path) -> TaskSpec:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise DataError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: a task file is a mapping (name, version, source, ...), not a {type(raw).__name__}")
+    try:
+        task = TaskSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise DataError(f"{path}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+    jsonl = task.source.jsonl
+    if jsonl is not None and not Path(jsonl.path).is_absolute():
+        resolved = jsonl.model_copy(update={"path": str((path.parent / jsonl.path).resolve())})
+        task = task.model_copy(update={"source": task.source.model_copy(update={"jsonl": resolved})})
+    check_task(task, where=str(path))
+    return task
+
+
+def check_task(spec: TaskSpec, where: str | None = None) -> None:
+    """Fail early, with a DataError, when the spec's items or verifier cannot be produced."""
+    where = where or f"task {spec.name!r}"
+    src = spec.source
+    if src.jsonl is not None and not Path(src.jsonl.path).is_file():
+        raise DataError(f"{where}: source.jsonl.path: no such file: {src.jsonl.path}")
+    if src.reasoning_gym is not None:
+        _rg_dataset(src.reasoning_gym.dataset, json.dumps(src.reasoning_gym.config, sort_keys=True), 0, 1, where)[0]
+    if src.python is not None:
+        _import(src.python.function, f"{where}: source.python.function")
+    if spec.verifier is not None:
+        _import(spec.verifier, f"{where}: verifier")
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    where = ".".join(loc) or "task"
+    if error["type"] == "extra_forbidden":
+        model: type[BaseModel] | None = TaskSpec
+        for part in loc[:-1]:
+            info = model.model_fields.get(part) if model else None
+            model = next((a for a in getattr(info.annotation, "__args__", (info.annotation,)) if isinstance(a, type)
+                          and issubclass(a, BaseModel)), None) if info else None
+        names = list(model.model_fields) if model else []
+        close = difflib.get_close_matches(loc[-1], names, n=1)
+        hint = f" (did you mean `{close[0]}`?)" if close else f" (valid keys: {', '.join(names)})"
+        return f"{where}: unknown key{hint}"
+    if error["type"] == "missing":
+        return f"{where}: required, add it to the task file"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] not in ("value_error", "model_type", "dict_type"):
+        message += f" (got {error.get('input')!r})"
+    return f"{where}: {message}"
+
+
+def _import(target: str, where: str) -> Any:
+    module, _, name = target.partition(":")
+    if not module or not name:
+        raise DataError(f"{where}: {target!r} is not `module:callable`")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise DataError(f"{where}: cannot import {target!r} ({exc}); give a `module:callable` on sys.path") from None
+
+
+# ------------------------------------------------------------------------------------------------------- items
+
+
+@dataclass
+class TaskItem:
+    id: str
+    question: str
+    answer: str
+    entry: dict[str, Any] | None = None  # the reasoning-gym item, which its scorer needs
+
+
+def task_items(spec: TaskSpec, n: int, seed: int) -> list[TaskItem]:
+    """The first n items for `seed`, always the same ones in the same order; a larger n extends the list. File and
+    Python sources give fewer when they hold fewer."""
+    if n < 1:
+        raise DataError(f"task {spec.name!r}: the number of items must be at least 1, got {n}")
+    src = spec.source
+    if src.reasoning_gym is not None:
+        rg = src.reasoning_gym
+        dataset = _rg_dataset(rg.dataset, json.dumps(rg.config, sort_keys=True), _rg_seed(seed), n, spec.name)
+        return [TaskItem(f"{rg.dataset}/{seed}/{i}", e["question"], str(e["answer"]), e)
+                for i, e in enumerate(dataset[i] for i in range(n))]
+    if src.jsonl is not None:
+        from distill.data.sources import read_records
+
+        js = src.jsonl
+        records = read_records(js.path, field=f"task {spec.name!r} source.jsonl.path")
+        order = list(range(len(records)))
+        random.Random(seed).shuffle(order)
+        return [_record_item(records[i], i, js.question_field, js.answer_field, js.id_field, f"{js.path}, record {i}")
+                for i in order[:n]]
+    assert src.python is not None
+    made = _import(src.python.function, f"task {spec.name!r} source.python.function")(n=n, seed=seed,
+                                                                                        **src.python.kwargs)
+    return [_record_item(r, i, "question", "answer", "id", f"{src.python.function}, record {i}")
+            for i, r in enumerate(list(made)[:n])]
+
+
+def _record_item(record: Any, index: int, question: str, answer: str, id_field: str, where: str) -> TaskItem:
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a mapping with `{question}` and `{answer}`, got {type(record).__name__}")
+    for name in (question, answer):
+        if record.get(name) is None:
+            raise DataError(f"{where}: missing field `{name}` (set question_field / answer_field in the task)")
+    return TaskItem(str(record.get(id_field, index)), str(record[question]), str(record[answer]), record.get("entry"))
+
+
+def _rg_seed(seed: int) -> int:
+    """reasoning-gym seeds item i with seed + i, so seeds 0 and 1 would share all but one item; hashing avoids it."""
+    return int.from_bytes(hashlib.sha256(f"distill-eval:{seed}".encode()).digest()[:4], "big")
+
+
+@functools.lru_cache(maxsize=16)
+def _rg_dataset(name: str, config_json: str, seed: int, size: int, where: str) -> Any:
+    import reasoning_gym
+    from reasoning_gym.factory import DATASETS
+
+    if name not in DATASETS:
+        close = difflib.get_close_matches(name, DATASETS, n=1)
+        raise DataError(f"{where}: source.reasoning_gym.dataset: unknown dataset {name!r}"
+                        + (f"; did you mean {close[0]!r}?" if close else "; see reasoning_gym.factory.DATASETS"))
+    try:
+        return reasoning_gym.create_dataset(name, seed=seed, size=size, **json.loads(config_json))
+    except (TypeError, ValueError, AssertionError) as exc:
+        problem = str(exc) or type(exc).__name__
+        raise DataError(f"{where}: source.reasoning_gym.config: {problem} (see {name}'s config class)") from None
+
+
+# ------------------------------------------------------------------------------------------ extraction, scoring
+
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+_ANSWER_MARK = re.compile(r"answer\s*(?:is|:)|####", re.IGNORECASE)
+_WRAPPING = " \t\n\"'`*$"
+
+
+def extract_answer(spec: TaskSpec, output: str) -> str:
+    """The final answer in `output`, as `spec.extract` says (see TaskSpec.extract); "" when there is none."""
+    if spec.extract == "full":
+        return output.strip()
+    if spec.extract == "last_number":
+        numbers = _NUMBER.findall(output)
+        return _canonical_number(numbers[-1]) if numbers else ""
+    if spec.extract == "after_answer":
+        marks = list(_ANSWER_MARK.finditer(output))
+        rest = output[marks[-1].end():] if marks else ""
+        return next((_clean(line) for line in rest.splitlines() if _clean(line)), "")
+    return next((_clean(line) for line in output.splitlines() if _clean(line)), "")
+
+
+def _clean(text: str) -> str:
+    """Drop what small models wrap answers in: whitespace, quotes, markdown bold or code, `$`, a final period."""
+    return text.strip(_WRAPPING).rstrip(".,;:!").strip(_WRAPPING)
+
+
+def _canonical_number(text: str) -> str:
+    """`+1,000.50` → `1000.5`, `5.0` → `5`, `-0` → `0`: one spelling per value, for checkers that compare strings."""
+    value = Decimal(text.replace(",", ""))
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def normalise(text: str) -> str:
+    """For exact match: wrapping dropped, case folded, runs of spaces collapsed, numbers spelled canonically."""
+    text = " ".join(_clean(text).casefold().split())
+    if re.fullmatch(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?", text) and any(c.isdigit() for c in text):
+        try:
+            return _canonical_number(text)
+        except InvalidOperation:
+            pass
+    return text
+
+
+def score(spec: TaskSpec, item: TaskItem, output: str) -> float:
+    """The item's score for one generation: 1.0 or 0.0 unless `spec.partial_credit`. The checker is `spec.verifier`
+    if set, else reasoning-gym's own scorer on the extracted answer, else normalised exact match."""
+    extracted = extract_answer(spec, output)
+    if spec.verifier is not None:
+        raw = float(_import(spec.verifier, f"task {spec.name!r} verifier")(extracted, item))
+        if not 0.0 <= raw <= 1.0:
+            raise DataError(f"task {spec.name!r}: verifier {spec.verifier} returned {raw}, outside [0, 1]")
+    elif spec.source.reasoning_gym is not None and item.entry is not None:
+        rg = spec.source.reasoning_gym
+        scorer = _rg_dataset(rg.dataset, json.dumps(rg.config, sort_keys=True), 0, 1, spec.name)
+        raw = float(scorer.score_answer(extracted, entry=item.entry)) if extracted else 0.0
+    else:
+        raw = float(bool(extracted) and normalise(extracted) == normalise(item.answer))
+    return raw if spec.partial_credit else float(raw >= 1.0 - 1e-9)
+
+
+# --------------------------------------------------------------------------------------------------- generation
+
+
+def uses_chat_template(spec: TaskSpec, tokenizer: Any) -> bool:
+    return spec.chat_template and bool(getattr(tokenizer, "chat_template", None))
+
+
+def render_prompt(spec: TaskSpec, tokenizer: Any, question: str) -> str:
+    """The text the model continues: the filled template, as a user turn of the chat template when there is one."""
+    text = spec.prompt.format(question=question)
+    if not uses_chat_template(spec, tokenizer):
+        return text
+    messages = [{"role": "system", "content": spec.system}] if spec.system is not None else []
+    messages.append({"role": "user", "content": text})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+@dataclass
+class TaskResult:
+    task: str
+    version: int
+    seed: int
+    scores: np.ndarray  # per item, float, in item order
+    items: list[TaskItem]
+    outputs: list[str]
+    extracted: list[str]
+    generation: Generation
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.scores.mean()) if len(self.scores) else float("nan")
+
+    def examples(self, k: int) -> list[dict[str, Any]]:
+        """The first k items with what the model said, for reports (first, not best: no cherry-picking)."""
+        return [{"id": item.id, "question": item.question, "expected": item.answer, "output": output,
+                 "extracted": extracted, "score": float(s)}
+                for item, output, extracted, s in zip(self.items, self.outputs, self.extracted, self.scores,
+                                                      strict=True)][:k]
+
+
+def run_task(model: Any, tokenizer: Any, spec: TaskSpec, *, n: int, seed: int = 0, batch_size: int = 8,
+             progress: bool = True) -> TaskResult:
+    """Generate an answer for each of the task's first n items (fewer if a file holds fewer) and score it."""
+    items = task_items(spec, n, seed)
+    prompts = [render_prompt(spec, tokenizer, item.question) for item in items]
+    generation = generate(model, tokenizer, prompts, max_new_tokens=spec.max_new_tokens, batch_size=batch_size,
+                          progress=progress, add_special_tokens=not uses_chat_template(spec, tokenizer),
+                          description=f"{spec.name} v{spec.version}")
+    scores = np.array([score(spec, item, text) for item, text in zip(items, generation.texts, strict=True)],
+                      dtype=np.float64)
+    extracted = [extract_answer(spec, text) for text in generation.texts]
+    return TaskResult(spec.name, spec.version, seed, scores, items, generation.texts, extracted, generation)

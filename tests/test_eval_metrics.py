@@ -1,0 +1,112 @@
+"""Each evaluation metric against values computed by hand on tiny inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from distill.eval import metrics
+from distill.eval.doc_stats import ECE_BINS, DocStats, column_names, score_documents, token_stats
+
+
+def _stats(logits: list[list[float]], targets: list[int], reference: list[list[float]] | None = None) -> DocStats:
+    rows = token_stats(torch.tensor(logits), torch.tensor(targets),
+                       None if reference is None else torch.tensor(reference))
+    return DocStats(column_names(reference is not None), rows.sum(0, keepdim=True).numpy())
+
+
+def test_perplexity_and_accuracy_by_hand():
+    # Two tokens over a 2-word vocabulary: p = (0.5, 0.5) predicting 0, then p = (e/(1+e), 1/(1+e)) predicting 1.
+    stats = _stats([[0.0, 0.0], [1.0, 0.0]], [0, 1])
+    nll = (math.log(2) + math.log(1 + math.e)) / 2
+    assert metrics.point(stats, "nll") == pytest.approx(nll)
+    # Token 1: tie → argmax 0 = target (correct); token 2: argmax 0 ≠ target 1.
+    assert metrics.point(stats, "top1_acc") == pytest.approx(0.5)
+
+
+def test_agreement_and_kl_in_both_directions_by_hand():
+    p = [0.7, 0.2, 0.1]  # reference (teacher)
+    q = [0.2, 0.5, 0.3]  # model
+    stats = _stats([np.log(q).tolist()], [0], [np.log(p).tolist()])
+    forward = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+    reverse = sum(qi * math.log(qi / pi) for pi, qi in zip(p, q, strict=True))
+    assert metrics.point(stats, "kl_forward") == pytest.approx(forward, rel=1e-6)
+    assert metrics.point(stats, "kl_reverse") == pytest.approx(reverse, rel=1e-6)
+    assert metrics.point(stats, "agreement") == 0.0  # teacher's top-1 is 0, the model's is 1
+    same = _stats([np.log(p).tolist()], [0], [np.log(p).tolist()])
+    assert metrics.point(same, "agreement") == 1.0
+    assert metrics.point(same, "kl_forward") == pytest.approx(0.0, abs=1e-7)
+
+
+def test_ece_by_hand():
+    # Four tokens: confidences 0.9, 0.9 (one right, one wrong) → bin of 0.9: |1.8 − 1| = 0.8;
+    # 0.6 right → |0.6 − 1| = 0.4; 0.55 wrong → |0.55 − 0| = 0.55. ECE = (0.8 + 0.4 + 0.55) / 4.
+    def two_way(p: float) -> list[float]:
+        return [math.log(p), math.log(1 - p)]
+
+    stats = _stats([two_way(0.9), two_way(0.9), two_way(0.6), two_way(0.55)], [0, 1, 0, 1])
+    assert metrics.point(stats, "ece") == pytest.approx((0.8 + 0.4 + 0.55) / 4)
+    bins = metrics.calibration_bins(stats)
+    assert len(bins) == ECE_BINS
+    top = next(b for b in bins if b["lo"] <= 0.9 < b["hi"])
+    assert top["count"] == 2 and top["confidence"] == pytest.approx(0.9) and top["accuracy"] == pytest.approx(0.5)
+
+
+def test_ratio_of_sums_not_mean_of_ratios():
+    # Doc A: 1 token with nll 1; doc B: 3 tokens with nll 3 each → NLL = (1 + 9) / 4, not (1 + 3) / 2.
+    cols = column_names(False)
+    values = np.zeros((2, len(cols)))
+    values[:, cols.index("tokens")] = [1, 3]
+    values[:, cols.index("nll")] = [1, 9]
+    assert metrics.point(DocStats(cols, values), "nll") == pytest.approx(2.5)
+
+
+def _random_docs(n: int, seed: int, vocab: int = 11) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist()
+            for _ in range(n)]
+
+
+class _Table(torch.nn.Module):
+    """A 'model' whose logits at each position are a fixed function of the current token (a bigram table)."""
+
+    def __init__(self, vocab: int, seed: int):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(vocab, vocab, generator=torch.Generator().manual_seed(seed)))
+
+    def forward(self, input_ids, attention_mask=None, use_cache=False):
+        return type("Out", (), {"logits": self.table[input_ids]})()
+
+
+def test_scoring_in_batches_equals_token_by_token_sums():
+    docs = _random_docs(7, seed=1)
+    teacher, student = _Table(11, 0), _Table(11, 1)
+    result = score_documents({"t": teacher, "s": student}, docs, reference="t", batch_size=3, progress=False)
+    nll_by_hand = []
+    for doc in docs:
+        logp = torch.log_softmax(student.table[torch.tensor(doc[:-1])], -1)
+        nll_by_hand.append(float(-logp[range(len(doc) - 1), doc[1:]].sum()))
+    stats = result.stats["s"]
+    np.testing.assert_allclose(stats.values[:, stats.index("nll")], nll_by_hand, rtol=1e-5)
+    np.testing.assert_array_equal(stats.values[:, stats.index("tokens")], [len(d) - 1 for d in docs])
+    assert not result.stats["t"].has("agree") and stats.has("kl_forward")
+
+
+def test_paired_difference_and_gap_recovered_have_the_point_estimate_inside():
+    docs = _random_docs(30, seed=2)
+    models = {"teacher": _Table(11, 0), "kd": _Table(11, 1), "baseline": _Table(11, 2)}
+    with torch.no_grad():  # make kd half-way between baseline and teacher
+        models["kd"].table.copy_((models["teacher"].table + models["baseline"].table) / 2)
+    stats = score_documents(models, docs, reference="teacher", progress=False).stats
+    diff = metrics.paired_intervals(stats["kd"], stats["baseline"])["nll"]
+    expected = metrics.point(stats["kd"], "nll") - metrics.point(stats["baseline"], "nll")
+    assert diff.mean == pytest.approx(expected)
+    assert diff.ci_low <= diff.mean <= diff.ci_high
+    gap = metrics.gap_recovered(stats["kd"], stats["baseline"], stats["teacher"])
+    nll = {k: metrics.point(v, "nll") for k, v in stats.items()}
+    assert gap.mean == pytest.approx((nll["baseline"] - nll["kd"]) / (nll["baseline"] - nll["teacher"]))
+    intervals = metrics.metric_intervals(stats["kd"])
+    assert intervals["ppl"].mean == pytest.approx(math.exp(intervals["nll"].mean))
