@@ -87,6 +87,9 @@ def demo(
     layers: Annotated[str | None, typer.Option("--layers", help="Teacher layers to copy, e.g. 0,6,12,24,29.")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Training text (default builtin:shakespeare).")] = None,
     heldout: Annotated[str | None, typer.Option("--heldout", help="Held-out text to evaluate on.")] = None,
+    alpha: Annotated[float | None, typer.Option(
+        "--alpha", help="The KD student's cross-entropy weight (default 0: pure distillation).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate of both students (5e-4).")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Distil SmolLM2-135M-Instruct into a 6-layer copy, against a no-distillation baseline, and report honestly."""
@@ -95,7 +98,7 @@ def demo(
         from distill.demo.pipeline import run_demo, sized_options
 
         options = sized_options(out=out, minutes=minutes, steps=steps, teacher=teacher, layers=layers, data=data,
-                                heldout=heldout)
+                                heldout=heldout, alpha=alpha, lr=lr)
         run_demo(options)
 
 

@@ -154,9 +154,18 @@ EVAL_RESERVE_S = 240  # set-up, evaluation and report on the default sizes, meas
 
 
 def sized_options(*, out: Path, minutes: float | None = None, steps: int | None = None, teacher: str | None = None,
-                  layers: str | None = None, data: str | None = None, heldout: str | None = None) -> DemoOptions:
+                  layers: str | None = None, data: str | None = None, heldout: str | None = None,
+                  alpha: float | None = None, lr: float | None = None) -> DemoOptions:
     """Options from the command line; `--minutes` picks the steps that fit the budget, from a speed probe."""
     options = DemoOptions(out=out)
+    if alpha is not None:
+        if not 0.0 <= alpha < 1.0:
+            raise DataError(f"--alpha must be in [0, 1) (1 would make the KD student a second baseline), got {alpha}")
+        options.alpha = alpha
+    if lr is not None:
+        if lr <= 0:
+            raise DataError(f"--lr must be positive, got {lr}")
+        options.lr = lr
     if teacher:
         options.teacher = teacher
     if layers:

@@ -1,0 +1,8 @@
+"""`distill report RUN_DIR`: a readable account of a run, built only from its result files.
+
+The report is a separate step from evaluation on purpose: it reads `summary.json` and the training runs'
+`metrics.jsonl` — never models or model code — so it is fast, can be regenerated anywhere (a laptop without the
+checkpoints), and can only say what the evaluation actually measured. `render.write_report` writes `report.html`
+(one self-contained file: inline CSS, figures as data URIs, no scripts, no network) and `report.md` (the same
+numbers as tables). `figures` draws the plots with matplotlib.
+"""
