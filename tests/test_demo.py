@@ -94,3 +94,20 @@ def test_report_cli_rerenders_from_result_files(demo_run):
     result = run_cli("report", str(demo_run.out))
     assert result.returncode == 0, result.stderr
     assert (demo_run.out / "report.html").exists()
+
+
+def test_minutes_sizes_the_steps_from_a_speed_probe(distill_cache, tmp_path):
+    from distill.demo.pipeline import sized_options
+    from distill.errors import DataError
+
+    def steps_for(minutes: float) -> int:
+        options = sized_options(out=tmp_path, minutes=minutes, teacher="builtin:tiny-teacher", layers="0,3",
+                                data="builtin:tiny-stories")
+        return options.steps
+
+    short, long = steps_for(4.2), steps_for(60)
+    assert 1 <= short < long  # 4.2 minutes leaves ~12 s for training after the evaluation reserve
+    with pytest.raises(DataError, match="give one of them"):
+        sized_options(out=tmp_path, minutes=5, steps=10)
+    with pytest.raises(DataError, match="--layers"):
+        sized_options(out=tmp_path, layers="0,x")
