@@ -13,8 +13,10 @@ from distill.eval.doc_stats import ECE_BINS, DocStats, column_names, score_docum
 
 
 def _stats(logits: list[list[float]], targets: list[int], reference: list[list[float]] | None = None) -> DocStats:
-    rows = token_stats(torch.tensor(logits), torch.tensor(targets),
-                       None if reference is None else torch.tensor(reference))
+    def logp(values: list[list[float]]) -> torch.Tensor:
+        return torch.log_softmax(torch.tensor(values), dim=-1)
+
+    rows = token_stats(logp(logits), torch.tensor(targets), None if reference is None else logp(reference))
     return DocStats(column_names(reference is not None), rows.sum(0, keepdim=True).numpy())
 
 

@@ -159,23 +159,26 @@ def test_task_file_with_relative_jsonl(tmp_path, monkeypatch):
     assert score(spec, item, "3 + 3 = 6.0") == 1.0 and score(spec, item, "3 + 3 = 7") == 0.0
 
 
-def test_task_file_problems_are_data_errors(tmp_path):
-    base = "name: x\nversion: 1\ndescription: d\nmax_new_tokens: 8\nextract: last_number\n"
-    bad_key = _write(tmp_path / "a.yaml", base.replace("extract:", "extrct:") + "source: {jsonl: {path: q.jsonl}}\n")
-    with pytest.raises(DataError, match=r"extrct: unknown key \(did you mean `extract`\?\)"):
-        load_task(str(bad_key))
-    nested = _write(tmp_path / "b.yaml", base + "source: {jsonl: {path: q.jsonl, question_feld: q}}\n")
-    with pytest.raises(DataError, match=r"source\.jsonl\.question_feld: unknown key \(did you mean `question_field`"):
-        load_task(str(nested))
-    missing = _write(tmp_path / "c.yaml", base + "source: {jsonl: {path: nowhere.jsonl}}\n")
-    with pytest.raises(DataError, match=r"source\.jsonl\.path: no such file: .*nowhere\.jsonl"):
-        load_task(str(missing))
-    bad_config = _write(tmp_path / "d.yaml", base + "source: {reasoning_gym: {dataset: chain_sum, config: {terms: 3}}}")
-    with pytest.raises(DataError, match=r"source\.reasoning_gym\.config: .*terms"):
-        load_task(str(bad_config))
-    bad_prompt = _write(tmp_path / "e.yaml", base + "prompt: 'Q: {q}'\nsource: {reasoning_gym: {dataset: chain_sum}}\n")
-    with pytest.raises(DataError, match=r"prompt: must contain `\{question\}`"):
-        load_task(str(bad_prompt))
+_TASK_HEAD = "name: x\nversion: 1\ndescription: d\nmax_new_tokens: 8\nextract: last_number\n"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (_TASK_HEAD.replace("extract:", "extrct:") + "source: {jsonl: {path: q.jsonl}}\n",
+     r"extrct: unknown key \(did you mean `extract`\?\)"),
+    (_TASK_HEAD + "source: {jsonl: {path: q.jsonl, question_feld: q}}\n",
+     r"source\.jsonl\.question_feld: unknown key \(did you mean `question_field`"),
+    (_TASK_HEAD + "source: {jsonl: {path: nowhere.jsonl}}\n", r"source\.jsonl\.path: no such file: .*nowhere\.jsonl"),
+    (_TASK_HEAD + "source: {reasoning_gym: {dataset: chain_sum, config: {terms: 3}}}",
+     r"source\.reasoning_gym\.config: .*terms"),
+    (_TASK_HEAD + "prompt: 'Q: {q}'\nsource: {reasoning_gym: {dataset: chain_sum}}\n",
+     r"prompt: must contain `\{question\}`"),
+])
+def test_task_file_problems_are_data_errors(tmp_path, text, message):
+    with pytest.raises(DataError, match=message):
+        load_task(str(_write(tmp_path / "task.yaml", text)))
+
+
+def test_missing_task_file_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="task file not found"):
         load_task(str(tmp_path / "absent.yaml"))
 

@@ -141,7 +141,7 @@ def evaluate(
                             task_n=task_n, max_length=max_length, seed=seed)
         result = run_suite(suite)
         write_json(out, result)
-        from distill.demo.summary import print_summary
+        from distill.eval.summary_table import print_summary
 
         print_summary(result)
         typer.echo(f"results: {out}")

@@ -66,8 +66,9 @@ def run_demo(options: DemoOptions) -> Path:
         else:
             console.print("[dim]eval: inputs unchanged, reusing eval.json[/dim]")
     with _stage("report", walls):
-        from distill.demo.summary import build_summary, print_summary
+        from distill.demo.summary import build_summary
         from distill.eval.runner import write_json
+        from distill.eval.summary_table import print_summary
         from distill.report.render import write_report
 
         summary = build_summary(options, json.loads(eval_path.read_text()), recipes, walls)
@@ -196,14 +197,12 @@ def probe_step_seconds(options: DemoOptions) -> tuple[float, float]:
     """Time one distillation step and one cross-entropy step of the demo's shapes (after a warm-up step)."""
     import torch
 
-    from distill.models import load_teacher, load_tokenizer
+    from distill.models import build_student, load_teacher, load_tokenizer
     from distill.objectives.offpolicy import OffPolicyObjective
 
     recipe = recipe_for(options, "kd")
     tokenizer = load_tokenizer("teacher.model", *recipe.tokenizer_options())
     teacher = load_teacher(recipe.teacher)
-    from distill.models import build_student
-
     student = build_student(recipe, tokenizer, teacher)
     ids = torch.randint(0, len(tokenizer), (options.batch_size, options.max_length))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}

@@ -53,22 +53,20 @@ class DocStats:
         return self.values.shape[0]
 
 
-def token_stats(logits: torch.Tensor, targets: torch.Tensor, reference_logits: torch.Tensor | None = None
-                ) -> torch.Tensor:
+def token_stats(logp: torch.Tensor, targets: torch.Tensor, ref_logp: torch.Tensor | None = None) -> torch.Tensor:
     """Per-token contributions to each column, shape (N, k), for N predicted tokens.
 
-    `logits` (N, V) are the model's, `targets` (N,) the true next tokens, `reference_logits` (N, V) the reference
-    model's on the same positions. KL is in nats: forward = KL(reference ‖ model), reverse = KL(model ‖ reference).
+    `logp` (N, V) are the model's next-token log-probabilities, `targets` (N,) the true next tokens, `ref_logp`
+    (N, V) the reference model's log-probabilities on the same positions (normalised once per batch by the caller,
+    not once per compared model). KL is in nats: forward = KL(reference ‖ model), reverse = KL(model ‖ reference).
     Confidence is the model's top-1 probability; ECE bins are equal-width on [0, 1].
     """
-    logp = F.log_softmax(logits.float(), dim=-1)
     nll = -logp.gather(-1, targets[:, None]).squeeze(-1)
     top_logp, top = logp.max(dim=-1)
     confidence = top_logp.exp()
     correct = (top == targets).double()
     pieces = [torch.ones_like(nll, dtype=torch.float64), nll.double(), correct]
-    if reference_logits is not None:
-        ref_logp = F.log_softmax(reference_logits.float(), dim=-1)
+    if ref_logp is not None:
         agree = (ref_logp.argmax(dim=-1) == top).double()
         kl_forward = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
         kl_reverse = (logp.exp() * (logp - ref_logp)).sum(-1)
@@ -118,14 +116,15 @@ def score_documents(models: dict[str, torch.nn.Module], documents: Sequence[Sequ
             targets = ids[:, 1:][valid]
             doc_of_token = (torch.arange(len(batch), device=device)[:, None].expand_as(valid))[valid]
             n_tokens += int(valid.sum())
-            ref_logits = None
+            ref_logp = None
             for name in order:
                 began = time.perf_counter()
                 logits = models[name](input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1][valid]
                 seconds[name] += time.perf_counter() - began
-                if name == reference:
-                    ref_logits = logits
-                per_token = token_stats(logits, targets, None if name == reference else ref_logits)
+                logp = F.log_softmax(logits.float(), dim=-1)
+                per_token = token_stats(logp, targets, ref_logp)
+                if name == reference:  # scored first; every other model is compared with it
+                    ref_logp = logp
                 per_doc = torch.zeros(len(batch), per_token.shape[1], dtype=torch.float64, device=device)
                 per_doc.index_add_(0, doc_of_token, per_token)
                 sums[name][start:start + len(batch)] = per_doc.cpu().numpy()

@@ -16,8 +16,6 @@ import torch
 from distill.eval.bootstrap import bootstrap_ci
 from distill.eval.runner import EvalSet, evaluate_set, model_info, provenance
 
-ROLES = ("teacher", "student", "baseline", "init", "model")
-
 
 @dataclass
 class ModelEntry:
