@@ -77,6 +77,48 @@ def train(recipe: RecipeArg, set_: SetOpt = None, resume: Annotated[bool, typer.
 
 
 @app.command()
+def cache(
+    recipe: RecipeArg,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Cache folder (default: the recipe's teacher.cache).", show_default=False)] = None,
+    encoding: Annotated[str, typer.Option(
+        "--encoding", help="q8: quantised values, ~118 bytes/token at k=64; exact: float32 values (~3x larger).")
+    ] = "q8",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per teacher forward pass.")] = 8,
+    shard_tokens: Annotated[int, typer.Option(
+        "--shard-tokens", min=1, help="Tokens per shard (the unit of work split across processes).")] = 1 << 18,
+    planned_only: Annotated[bool, typer.Option(
+        "--planned-only", help="Only the examples the recipe's own training run visits (its seed, batch, steps).")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete whatever is in --out first.")] = False,
+    set_: SetOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Run the recipe's teacher once over its training data and store the top-k log-probs (k = teacher.top_k, at
+    teacher.capture_temperature) with a manifest; train from it with `teacher: {cache: DIR}`. Run it again after a
+    kill to continue. Under `accelerate launch` the shards are split across processes."""
+    with _reported(debug):
+        from distill.recipe import load_recipe
+
+        loaded = load_recipe(recipe, set_ or [])
+        target = out or (Path(loaded.teacher.cache) if loaded.teacher and loaded.teacher.cache else None)
+        if target is None:
+            raise typer.BadParameter("give --out DIR (or set teacher.cache in the recipe)")
+        from distill.training.cpu_launch import maybe_relaunch
+
+        maybe_relaunch()
+        _quiet_libraries()
+        from distill.teachers.cache.build import build_cache
+
+        manifest = build_cache(loaded, target, encoding=encoding, batch_size=batch_size, shard_tokens=shard_tokens,
+                               planned_only=planned_only, overwrite=overwrite)
+        if manifest:
+            typer.echo(f"cache: {target} — {manifest['n_tokens']:,} tokens, k={manifest['k']}, "
+                       f"{manifest['bytes_per_token']:.1f} bytes/token, teacher mass captured "
+                       f"{manifest['captured_mass_mean']:.1%}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Run folder (report.html, report.md, summary.json, runs).")] = Path(
         "runs/demo"),
@@ -132,8 +174,8 @@ def evaluate(
     """
     with _reported(debug):
         _quiet_libraries()
+        from distill.atomic import write_json
         from distill.eval.cli_support import build_suite
-        from distill.eval.runner import write_json
         from distill.eval.suite import run_suite
 
         suite = build_suite(models, data=data, reference=reference, baseline=baseline, text_field=text_field,

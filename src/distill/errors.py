@@ -30,6 +30,10 @@ class CheckpointError(DistillError):
     """A checkpoint or run folder is missing, corrupted, or does not match the recipe."""
 
 
+class CacheError(DistillError):
+    """A teacher cache is missing, incomplete, corrupted, or was built for a different setup."""
+
+
 class TrainingError(DistillError):
     """Training itself failed (non-finite loss or gradients). Not an input error, hence exit code 1."""
 

@@ -37,8 +37,24 @@ class Section(BaseModel):
 
 
 class TeacherConfig(Section):
-    model: str = Field(
-        description="Hugging Face model id, local folder, or `builtin:NAME` (see `distill models`).",
+    model: str | None = Field(
+        default=None,
+        description="Hugging Face model id, local folder, or `builtin:NAME` (see `distill models`): the live teacher, "
+        "and what `distill cache` runs.",
+    )
+    cache: str | None = Field(
+        default=None,
+        description="A teacher cache folder written by `distill cache`: training reads the teacher's top-k signal "
+        "from it and loads no teacher model (unless `student.from_teacher` needs its layers).",
+    )
+    top_k: int = Field(
+        default=64, ge=1, description="Tokens per position a cache stores (and, with `cache`, must have stored)."
+    )
+    capture_temperature: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="Temperature of the log-probs a cache stores (with `cache`: must be the cache's). The loss "
+        "re-tempers them to objective.temperature.",
     )
     revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) of `model`.")
     trust_remote_code: bool = Field(
@@ -47,6 +63,12 @@ class TeacherConfig(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         default="float32", description="Precision the frozen teacher is loaded in."
     )
+
+    @model_validator(mode="after")
+    def _model_or_cache(self) -> TeacherConfig:
+        if self.model is None and self.cache is None:
+            raise ValueError("set `model` (a live teacher), `cache` (a folder from `distill cache`), or both")
+        return self
 
 
 class FromTeacher(Section):
@@ -157,6 +179,11 @@ class ObjectiveConfig(Section):
         description="`chunked`: the fused path from hidden states, never holding full logits (default). "
         "`reference`: full logits, plain autograd — the slow twin, for checking.",
     )
+    topk_mode: Literal["tail", "renormalize"] = Field(
+        default="tail",
+        description="With a top-k teacher (a cache): `tail` compares k + 1 outcomes, the k tokens and the mass outside "
+        "them (exact when k is the vocabulary); `renormalize` treats the k tokens as the whole distribution.",
+    )
     chunk_size: int | None = Field(
         default=None,
         ge=1,
@@ -224,17 +251,18 @@ class Recipe(Section):
     def _teacher_when_needed(self) -> Recipe:
         if self.teacher is None and self.objective.alpha < 1.0:
             raise FieldProblem("teacher", "required unless objective.alpha is 1 (plain cross-entropy)")
-        if self.student.from_teacher is not None and self.teacher is None:
-            raise FieldProblem("teacher", "required by student.from_teacher (the layers are copied from it)")
+        if self.student.from_teacher is not None and (self.teacher is None or self.teacher.model is None):
+            raise FieldProblem("teacher.model", "required by student.from_teacher (the layers are copied from it)")
         if self.tokenizer_source is None:
-            raise FieldProblem("tokenizer", "required when the student is built from `config` and there is no teacher")
+            raise FieldProblem("tokenizer", "required when the student is built from `config` and there is no "
+                               "teacher.model")
         return self
 
     def tokenizer_options(self) -> tuple[str, str | None, bool]:
         """(source, revision, trust_remote_code) of the shared tokenizer: the model it comes from decides the
         revision and whether its code may run."""
         source = self.tokenizer_source or ""
-        if self.tokenizer is None and self.teacher is not None:
+        if self.tokenizer is None and self.teacher is not None and self.teacher.model is not None:
             return source, self.teacher.revision, self.teacher.trust_remote_code
         if self.tokenizer is None:
             return source, self.student.revision, self.student.trust_remote_code
@@ -244,7 +272,7 @@ class Recipe(Section):
     def tokenizer_source(self) -> str | None:
         if self.tokenizer:
             return self.tokenizer
-        if self.teacher is not None:
+        if self.teacher is not None and self.teacher.model is not None:
             return self.teacher.model
         return self.student.model
 

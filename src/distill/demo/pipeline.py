@@ -60,14 +60,14 @@ def run_demo(options: DemoOptions) -> Path:
                       "init": init_dir}
             result = evaluate_demo(options, models, recipes)
             result["inputs_key"] = key
-            from distill.eval.runner import write_json
+            from distill.atomic import write_json
 
             write_json(eval_path, result)
         else:
             console.print("[dim]eval: inputs unchanged, reusing eval.json[/dim]")
     with _stage("report", walls):
+        from distill.atomic import write_json
         from distill.demo.summary import build_summary
-        from distill.eval.runner import write_json
         from distill.eval.summary_table import print_summary
         from distill.report.render import write_report
 

@@ -8,7 +8,6 @@ recovered — is computed from the per-document sums that pass leaves behind.
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import random
 import subprocess
@@ -183,11 +182,3 @@ def provenance() -> dict[str, Any]:
     return {"distill": __version__, "git": git, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "platform": platform.platform(),
             "cpu_count": torch.get_num_threads(), "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Atomic write, so a killed run never leaves half a result file that a later stage would trust."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)

@@ -18,7 +18,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from distill.data.formatting import IGNORE_INDEX
-from distill.errors import ModelError
+from distill.errors import CacheError, ModelError
 from distill.losses.divergences import DivergenceSpec
 from distill.losses.fused_linear import (
     LossSettings,
@@ -29,6 +29,7 @@ from distill.losses.fused_linear import (
 )
 from distill.losses.lm_head import LMHead
 from distill.recipe import ObjectiveConfig
+from distill.teachers.signal import TopKSignal
 
 
 def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,7 +43,8 @@ def loss_settings(cfg: ObjectiveConfig, vocab_size: int, with_teacher: bool) -> 
                           normalized=cfg.jsd_normalized)
     weights = (LossWeights(ce=cfg.alpha, kd=(1.0 - cfg.alpha) * cfg.temperature**2) if with_teacher
                else LossWeights(ce=1.0, kd=0.0))
-    return LossSettings(spec=spec, temperature=cfg.temperature, weights=weights, vocab_size=vocab_size)
+    return LossSettings(spec=spec, temperature=cfg.temperature, weights=weights, vocab_size=vocab_size,
+                        topk_mode=cfg.topk_mode)
 
 
 def last_hidden_states(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -68,25 +70,30 @@ def check_head(model: PreTrainedModel, field: str) -> None:
 
 class OffPolicyObjective(nn.Module):
     def __init__(self, student: PreTrainedModel, teacher: PreTrainedModel | None, cfg: ObjectiveConfig,
-                 vocab_size: int):
+                 vocab_size: int, topk_teacher: bool = False):
+        """`topk_teacher`: the teacher arrives with each batch as a `TopKSignal` (from a cache), not as a model."""
         super().__init__()
         self.student = student
         self._teacher = (teacher,)  # a tuple: not a registered submodule
         self.cfg = cfg
-        self.settings = loss_settings(cfg, vocab_size, teacher is not None and cfg.alpha < 1.0)
+        self.settings = loss_settings(cfg, vocab_size, (teacher is not None or topk_teacher) and cfg.alpha < 1.0)
 
     @property
     def teacher(self) -> PreTrainedModel | None:
         return self._teacher[0] if self.settings.weights.kd > 0.0 else None
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
-                ) -> dict[str, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                teacher_signal: TopKSignal | None = None) -> dict[str, torch.Tensor]:
+        """`teacher_signal`: the teacher's top-k at each valid target position, in `[:, :-1][mask]` order."""
         targets, mask = shifted_targets(labels)
+        if teacher_signal is not None and teacher_signal.ids.shape[0] != int(mask.sum()):
+            raise CacheError(f"teacher.cache: the cache holds {teacher_signal.ids.shape[0]} positions for this batch, "
+                             f"the batch has {int(mask.sum())} targets; the cache does not belong to this data")
         if self.cfg.implementation == "reference":
-            total, ce, kd = self._reference(input_ids, attention_mask, targets, mask)
+            total, ce, kd = self._reference(input_ids, attention_mask, targets, mask, teacher_signal)
         else:
             hidden = last_hidden_states(self.student, input_ids, attention_mask)[:, :-1][mask]
-            teacher = None
+            teacher = teacher_signal
             if self.teacher is not None:
                 with torch.no_grad():
                     teacher_hidden = last_hidden_states(self.teacher, input_ids, attention_mask)[:, :-1][mask]
@@ -95,12 +102,12 @@ class OffPolicyObjective(nn.Module):
                                               self.cfg.chunk_size)
         return {"total": total, "ce": ce, "kd": kd, "n_targets": mask.sum()}
 
-    def _reference(self, input_ids, attention_mask, targets, mask):
+    def _reference(self, input_ids, attention_mask, targets, mask, teacher_signal):
         """The plain path: full logits from the models' own forward, ordinary autograd."""
         vocab = self.settings.vocab_size
         logits = self.student(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         logits = logits[:, :-1, :vocab][mask]
-        teacher_logits = None
+        teacher_logits = teacher_signal
         if self.teacher is not None:
             with torch.no_grad():
                 out = self.teacher(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)

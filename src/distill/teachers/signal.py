@@ -48,6 +48,10 @@ class TopKSignal:
         """Teacher mass inside the top-k at the capture temperature, per token (logged during training)."""
         return torch.logsumexp(self.logprobs.float(), dim=-1).exp()
 
+    def to(self, device: torch.device | str) -> TopKSignal:
+        tail = None if self.tail_logmass is None else self.tail_logmass.to(device)
+        return TopKSignal(self.ids.to(device), self.logprobs.to(device), tail, self.capture_temperature)
+
     def select(self, index: torch.Tensor | slice) -> TopKSignal:
         """The rows `index` (a boolean mask over the leading dimensions, or a slice of the first)."""
         tail = None if self.tail_logmass is None else self.tail_logmass[index]

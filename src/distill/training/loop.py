@@ -28,8 +28,8 @@ from rich.progress import (
 )
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from distill.data.dataset import BatchPlan, collate, tokenize_data
-from distill.errors import CheckpointError, TrainingError
+from distill.data.dataset import BatchPlan, TokenizedData, collate, tokenize_data
+from distill.errors import CacheError, CheckpointError, TrainingError
 from distill.models import (
     build_student,
     check_logit_width,
@@ -40,6 +40,9 @@ from distill.models import (
 )
 from distill.objectives.offpolicy import OffPolicyObjective, check_head
 from distill.recipe import Recipe, dump_recipe, validate_recipe
+from distill.teachers.cache.build import data_identity
+from distill.teachers.cache.fingerprint import teacher_identity, tokenizer_identity
+from distill.teachers.cache.store import TeacherCache
 from distill.training import checkpoint
 from distill.training.metrics import MetricsLog
 
@@ -106,11 +109,18 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
 
     # --- models, tokenizer and data (built-ins are materialised by the main process first)
     set_seed(recipe.seed)
+    t = recipe.teacher
+    from_cache = t is not None and t.cache is not None and recipe.objective.alpha < 1.0
+    # with a cache, the teacher model is loaded only when the student's layers are copied from it
+    need_model = t is not None and t.model is not None and (not from_cache or recipe.student.from_teacher is not None)
     with accelerator.main_process_first():
         tokenizer = load_tokenizer("tokenizer", *recipe.tokenizer_options())
-        teacher = load_teacher(recipe.teacher) if recipe.teacher is not None else None
+        teacher = load_teacher(t) if need_model else None
         student = build_student(recipe, tokenizer, teacher)
         data = tokenize_data(recipe.data, tokenizer)
+    cache = open_cache(recipe, tokenizer, data, teacher) if from_cache else None
+    if cache is not None:
+        teacher = None  # the signal comes from the cache; the model only initialised the student
     if recipe.student.model is not None and recipe.student.model != recipe.tokenizer_source:
         s = recipe.student
         check_same_vocab(tokenizer, load_tokenizer("student.model", s.model, s.revision, s.trust_remote_code))
@@ -131,13 +141,15 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
         student.gradient_checkpointing_enable()
         student.config.use_cache = False
     plan = BatchPlan(len(data.examples), cfg.batch_size, cfg.micro_batch_size, accelerator.num_processes, recipe.seed)
+    if cache is not None:
+        check_cache_covers(cache, plan, cfg.max_steps)
 
     # --- optimizer, schedule, and state to resume
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps, min_lr_rate=cfg.min_lr_ratio
     )
-    objective = OffPolicyObjective(student, teacher, recipe.objective, vocab_size)
+    objective = OffPolicyObjective(student, teacher, recipe.objective, vocab_size, topk_teacher=cache is not None)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     objective.train()
     state = checkpoint.TrainState(step=0, examples_seen=0, tokens_seen=0, world_size=accelerator.num_processes)
@@ -162,19 +174,22 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
     with progress:
         for step in range(state.step, cfg.max_steps):
             global_targets = sum(data.examples[i].n_targets for i in plan.step_indices(step))
-            sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # total, ce, kd, input tokens
+            # total, ce, kd, input tokens, teacher mass inside the cached top-k
+            sums = torch.zeros(5, dtype=torch.float64, device=accelerator.device)
             micro_batches = plan.micro_indices(step, accelerator.process_index)
             for a, indices in enumerate(micro_batches):
                 batch = collate([data.examples[i] for i in indices], tokenizer.pad_token_id)
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                signal = cache.signal(indices).to(accelerator.device) if cache is not None else None
                 sync = a == len(micro_batches) - 1
                 with accelerator.no_sync(objective) if not sync else nullcontext():
                     with accelerator.autocast():
-                        pieces = objective(**batch)
+                        pieces = objective(**batch, teacher_signal=signal)
                     # DDP averages gradients over processes; × world makes the result Σ / global tokens.
                     accelerator.backward(pieces["total"] * world / global_targets)
+                mass = signal.captured_mass().sum() if signal is not None else torch.zeros((), device=sums.device)
                 sums += torch.stack([pieces["total"].detach().double(), pieces["ce"].double(),
-                                     pieces["kd"].double(), batch["attention_mask"].sum().double()])
+                                     pieces["kd"].double(), batch["attention_mask"].sum().double(), mass.double()])
             sums = accelerator.reduce(sums, reduction="sum")
             loss, ce, kd = (sums[:3] / global_targets).tolist()
             if not math.isfinite(loss):
@@ -197,9 +212,11 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
             if main and (done % cfg.log_every == 0 or done == cfg.max_steps):
                 elapsed = time.perf_counter() - window_start
                 tps = window_tokens / max(elapsed, 1e-9)
-                metrics.log(done, {"loss": loss, "ce": ce, "kd": kd, "lr": lr, "grad_norm": grad_norm,
-                                   "tokens_per_s": tps, "tokens_seen": state.tokens_seen,
-                                   "targets": global_targets})
+                row = {"loss": loss, "ce": ce, "kd": kd, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps,
+                       "tokens_seen": state.tokens_seen, "targets": global_targets}
+                if cache is not None:
+                    row["teacher_mass"] = float(sums[4]) / global_targets  # how much of the teacher the top-k holds
+                metrics.log(done, row)
                 progress.update(task, completed=done, loss=f"{loss:.4f}", tps=f"{tps:,.0f}")
                 window_start, window_tokens = time.perf_counter(), 0
             if done % cfg.save_every == 0 or done == cfg.max_steps:
@@ -220,6 +237,28 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return out
+
+
+def open_cache(recipe: Recipe, tokenizer, data: TokenizedData, teacher) -> TeacherCache:
+    """The recipe's teacher cache, refused unless it was built for exactly this tokenizer, data, k and temperature
+    (and this teacher, when its model is loaded to initialise the student)."""
+    t = recipe.teacher
+    cache = TeacherCache.open(t.cache)
+    wanted = {"tokenizer": tokenizer_identity(tokenizer), "data": data_identity(recipe, data), "k": t.top_k,
+              "capture_temperature": t.capture_temperature}
+    if teacher is not None:
+        wanted["teacher"] = teacher_identity(teacher, t.model, t.dtype)
+    cache.check_setup(wanted)
+    return cache
+
+
+def check_cache_covers(cache: TeacherCache, plan: BatchPlan, max_steps: int) -> None:
+    """A cache built with --planned-only holds only the examples of one plan; make sure it holds this run's."""
+    missing = cache.missing(sorted({i for step in range(max_steps) for i in plan.step_indices(step)}))
+    if missing:
+        raise CacheError(f"teacher.cache: {len(missing)} examples this run visits are not in {cache.root} (first: "
+                         f"{missing[0]}); it was built for another seed, batch size or number of steps. Rebuild it "
+                         "for this recipe (`distill cache`), or without --planned-only")
 
 
 def _save_checkpoint(accelerator: Accelerator, root: Path, student, optimizer, scheduler,

@@ -1,0 +1,240 @@
+"""`distill cache`: run the recipe's teacher once over its training data and store its top-k signal.
+
+The sequences are exactly the ones training builds from the recipe (same tokenizer, formatting, packing), so a
+cache row lines up with a training position by construction, and the data hash in the manifest proves it later.
+
+Work is cut into shards of consecutive examples (about `shard_tokens` tokens each) that do not depend on the number
+of processes: under `accelerate launch`, process r builds shards r, r + N, r + 2N … and the main process writes one
+manifest over all of them. A killed build resumes: sealed shards are verified and kept, the shard that was being
+written continues from its journal (see shard.py), and nothing is computed or stored twice.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from distill import __version__
+from distill.atomic import write_json
+from distill.data.dataset import BatchPlan, TokenizedData, collate, tokenize_data
+from distill.errors import CacheError, RecipeError
+from distill.losses.fused_linear import auto_chunk_size
+from distill.losses.lm_head import LMHead
+from distill.models import check_logit_width, load_teacher, load_tokenizer, output_width
+from distill.objectives.offpolicy import check_head, last_hidden_states, shifted_targets
+from distill.recipe import Recipe
+from distill.teachers.cache import codec
+from distill.teachers.cache.fingerprint import (
+    data_sha256,
+    setup_differences,
+    teacher_identity,
+    tokenizer_identity,
+)
+from distill.teachers.cache.shard import ShardWriter, read_seal, remove_shard
+from distill.teachers.cache.store import BUILD, FORMAT, FORMAT_VERSION, MANIFEST, VOCAB, verify_shard
+from distill.teachers.signal import TopKSignal
+
+DEFAULT_SHARD_TOKENS = 1 << 18
+
+
+def vocab_order(data: TokenizedData, vocab_size: int) -> np.ndarray:
+    """The vocabulary sorted by how often each id occurs in the data (ties by id): rank → id."""
+    counts = np.bincount(np.concatenate([np.asarray(e.input_ids) for e in data.examples]), minlength=vocab_size)
+    return np.lexsort((np.arange(vocab_size), -counts[:vocab_size])).astype(np.int32)
+
+
+def planned_examples(recipe: Recipe, n_examples: int) -> list[int]:
+    """The examples the recipe's training run visits (all its steps), in index order."""
+    t = recipe.training
+    plan = BatchPlan(n_examples, t.batch_size, t.micro_batch_size, 1, recipe.seed)
+    return sorted({i for step in range(t.max_steps) for i in plan.step_indices(step)})
+
+
+def plan_shards(examples: list[int], tokens: list[int], shard_tokens: int) -> list[list[int]]:
+    """Consecutive runs of examples with about `shard_tokens` target tokens each."""
+    shards: list[list[int]] = [[]]
+    filled = 0
+    for example in examples:
+        if filled >= shard_tokens:
+            shards.append([])
+            filled = 0
+        shards[-1].append(example)
+        filled += tokens[example]
+    return [s for s in shards if s]
+
+
+def data_identity(recipe: Recipe, data: TokenizedData) -> dict[str, Any]:
+    return {"sha256": data_sha256(data.examples), "config": recipe.data.model_dump(mode="json"),
+            "n_examples": len(data.examples), "n_tokens": data.n_targets}
+
+
+@torch.no_grad()
+def capture(teacher, batch: dict[str, torch.Tensor], k: int, temperature: float, vocab: int) -> list[codec.Signal]:
+    """The teacher's top-k signal at every target position of each sequence in `batch`."""
+    head = LMHead.of(teacher)
+    hidden = last_hidden_states(teacher, batch["input_ids"], batch["attention_mask"])[:, :-1]
+    _, valid = shifted_targets(batch["labels"])
+    chunk = auto_chunk_size(vocab)
+    signals = []
+    for row in range(hidden.shape[0]):
+        h = hidden[row][valid[row]]
+        parts = [TopKSignal.from_logits(head.logits(h[s:s + chunk])[:, :vocab], k, temperature)
+                 for s in range(0, h.shape[0], chunk)]
+        signals.append(codec.Signal(ids=torch.cat([p.ids for p in parts]).cpu().numpy(),
+                                    logprobs=torch.cat([p.logprobs for p in parts]).cpu().numpy(),
+                                    tail=torch.cat([p.tail() for p in parts]).cpu().numpy()))
+    return signals
+
+
+def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: int = 8,
+                shard_tokens: int = DEFAULT_SHARD_TOKENS, planned_only: bool = False, overwrite: bool = False
+                ) -> dict[str, Any]:
+    """Build (or finish, or repair) the cache of `recipe` in `out`; returns the manifest."""
+    t = recipe.teacher
+    if t is None or t.model is None:
+        raise RecipeError("teacher.model: `distill cache` runs the teacher; set teacher.model")
+    if encoding not in codec.ENCODINGS:
+        raise CacheError(f"--encoding: unknown encoding {encoding!r}; use one of {', '.join(codec.ENCODINGS)}")
+    accelerator = Accelerator()
+    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    started = time.perf_counter()
+    with accelerator.main_process_first():
+        tokenizer = load_tokenizer("tokenizer", *recipe.tokenizer_options())
+        data = tokenize_data(recipe.data, tokenizer)
+        teacher = load_teacher(t)
+    vocab = len(tokenizer)
+    check_logit_width("teacher.model", output_width(teacher), vocab)
+    if t.top_k > vocab:
+        raise RecipeError(f"teacher.top_k: {t.top_k} is more than the vocabulary ({vocab:,} tokens)")
+    check_head(teacher, "teacher.model")
+    teacher.to(accelerator.device)
+    examples = planned_examples(recipe, len(data.examples)) if planned_only else list(range(len(data.examples)))
+    setup = {
+        "tokenizer": tokenizer_identity(tokenizer), "data": data_identity(recipe, data),
+        "teacher": teacher_identity(teacher, t.model, t.dtype), "k": t.top_k,
+        "capture_temperature": t.capture_temperature, "encoding": encoding,
+        "examples": "all" if not planned_only else {"plan": {
+            "seed": recipe.seed, "batch_size": recipe.training.batch_size, "max_steps": recipe.training.max_steps}},
+    }
+    build = {"setup": setup, "shard_tokens": shard_tokens}
+    if main:
+        _prepare(out, build, data, vocab, overwrite)
+    accelerator.wait_for_everyone()
+    if (out / MANIFEST).exists():  # complete and intact: nothing to do
+        if main:
+            print(f"cache: {out} is complete and matches the recipe; nothing to do")
+        return json.loads((out / MANIFEST).read_text())
+    order = np.load(out / VOCAB)
+    rank_of = np.empty(len(order), dtype=np.int64)
+    rank_of[order] = np.arange(len(order))
+    tokens = [e.n_targets for e in data.examples]
+    shards = plan_shards(examples, tokens, shard_tokens)
+    mine = [n for n in range(rank, len(shards), world) if read_seal(out, n) is None]
+    todo = sum(tokens[e] for n in mine for e in shards[n])
+
+    computed = 0
+    progress = Progress(TextColumn("[bold]cache"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tokens"),
+                        TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), disable=not main)
+    task = progress.add_task("cache", total=todo, tps="—")
+    compute_start = time.perf_counter()
+    with progress:
+        for number in mine:
+            writer = ShardWriter(out, number)
+            done = writer.done
+            progress.advance(task, sum(tokens[e] for e in done))
+            pending = [e for e in shards[number] if e not in done]
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start:start + batch_size]
+                batch = collate([data.examples[e] for e in chunk], tokenizer.pad_token_id)
+                batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+                for example, signal in zip(chunk, capture(teacher, batch, t.top_k, t.capture_temperature, vocab),
+                                           strict=True):
+                    mass = float(np.exp(np.logaddexp.reduce(signal.logprobs, axis=1)).sum())
+                    writer.append(example, len(signal), mass, codec.encode(signal, rank_of, encoding))
+                    computed += len(signal)
+                progress.update(task, advance=sum(tokens[e] for e in chunk),
+                                tps=f"{computed / max(time.perf_counter() - compute_start, 1e-9):,.0f}")
+            writer.seal(shards[number])
+    counts = torch.tensor([computed, time.perf_counter() - compute_start], dtype=torch.float64,
+                          device=accelerator.device)
+    totals = accelerator.reduce(counts.unsqueeze(0), reduction="sum").squeeze(0)
+    accelerator.wait_for_everyone()
+    manifest = None
+    if main:
+        manifest = _finish(out, build, len(shards), world, computed=int(totals[0]),
+                           seconds=time.perf_counter() - started, compute_seconds=float(totals[1]) / world)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return manifest or {}
+
+
+def _prepare(out: Path, build: dict[str, Any], data: TokenizedData, vocab: int, overwrite: bool) -> None:
+    """Make `out` ready: new, or a build of the same setup to continue (damaged shards dropped), else refuse."""
+    if overwrite:
+        shutil.rmtree(out, ignore_errors=True)
+    manifest_path, build_path = out / MANIFEST, out / BUILD
+    if manifest_path.exists() or build_path.exists():
+        previous = json.loads((manifest_path if manifest_path.exists() else build_path).read_text())
+        problems = setup_differences(previous["setup"], build["setup"], wanted_name="recipe")
+        if previous.get("shard_tokens") != build["shard_tokens"]:
+            problems.append(f"--shard-tokens: {previous.get('shard_tokens')} in the cache, {build['shard_tokens']} "
+                            "now")
+        if problems:
+            raise CacheError(f"--out: {out} holds a cache of a different setup: {'; '.join(problems)}. Use another "
+                             "--out, or --overwrite to replace it")
+        damaged = False
+        for seal_path in sorted(out.glob("shard-*.json")):
+            seal = json.loads(seal_path.read_text())
+            problem = verify_shard(out, seal)
+            if problem:
+                print(f"cache: {problem}; rebuilding that shard")
+                remove_shard(out, seal["number"])
+                damaged = True
+        if manifest_path.exists() and damaged:
+            write_json(build_path, build)
+            manifest_path.unlink()
+        return
+    if out.exists() and any(out.iterdir()):
+        raise CacheError(f"--out: {out} exists and is not a teacher cache; choose an empty or new folder, or pass "
+                         "--overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (VOCAB + ".tmp.npy")
+    np.save(tmp, vocab_order(data, vocab))
+    tmp.replace(out / VOCAB)
+    write_json(build_path, build)
+
+
+def _finish(out: Path, build: dict[str, Any], n_shards: int, world: int, computed: int, seconds: float,
+            compute_seconds: float) -> dict[str, Any]:
+    """Write the manifest over all sealed shards; from then on the cache is complete."""
+    seals = [read_seal(out, n) for n in range(n_shards)]
+    missing = [n for n, seal in enumerate(seals) if seal is None]
+    if missing:
+        raise CacheError(f"cache: shards {missing} were not sealed by their processes; run `distill cache` again")
+    n_tokens = sum(s["tokens"] for s in seals)
+    record_bytes = sum(s["bytes"] for s in seals)
+    all_bytes = record_bytes + sum(s["index_bytes"] for s in seals) + (out / VOCAB).stat().st_size
+    setup = build["setup"]
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "k": setup["k"], "capture_temperature": setup["capture_temperature"], "encoding": setup["encoding"],
+        "n_examples": sum(s["examples"] for s in seals), "n_tokens": n_tokens,
+        "bytes_per_token": all_bytes / max(n_tokens, 1), "record_bytes_per_token": record_bytes / max(n_tokens, 1),
+        "bytes": all_bytes, "vocab_size": setup["tokenizer"]["vocab_size"],
+        "captured_mass_mean": sum(s["captured_mass_sum"] for s in seals) / max(n_tokens, 1),
+        "setup": setup, "shard_tokens": build["shard_tokens"], "shards": seals,
+        "build": {"processes": world, "tokens_computed": computed, "seconds": seconds,
+                  "tokens_per_s": computed / max(compute_seconds, 1e-9), "distill": __version__},
+    }
+    write_json(out / MANIFEST, manifest)
+    (out / BUILD).unlink(missing_ok=True)
+    return manifest

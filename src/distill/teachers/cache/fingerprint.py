@@ -1,0 +1,102 @@
+"""What a cache's values depend on, hashed so that a cache and a training setup can be compared.
+
+A cache is only valid for the exact token sequences it was computed on, with the tokenizer that made them, from the
+teacher that scored them, at the temperature they were captured at. Each of these is reduced to a hash here (plus
+the readable settings behind it, so that a mismatch can be named, not just detected).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from distill.data.formatting import Example
+
+# config.json keys that say where or when a model was saved, not what it computes
+_VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "_commit_hash", "torch_dtype", "dtype",
+                         "_attn_implementation_autoset", "_attn_implementation", "use_cache"}
+
+
+def sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def weights_sha256(model: PreTrainedModel) -> str:
+    """A checksum of every parameter and buffer (name, dtype, shape, bytes) in a fixed order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def teacher_identity(model: PreTrainedModel, source: str, dtype: str) -> dict[str, Any]:
+    config = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+    return {"source": source, "dtype": dtype, "config": config, "config_sha256": sha256_json(config),
+            "weights_sha256": weights_sha256(model)}
+
+
+def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """The tokenizer's full definition (vocabulary, merges, normaliser, added tokens), special tokens and chat
+    template, hashed; the template is also kept as text, since it decides how chat data is rendered."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    definition = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
+    body = {"definition": definition, "special": tokenizer.special_tokens_map, "template": template}
+    return {"sha256": sha256_json(body), "vocab_size": len(tokenizer), "chat_template": template}
+
+
+def data_sha256(examples: list[Example]) -> str:
+    """A checksum of the tokenized sequences themselves (ids and labels), in order: what the teacher scored."""
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(np.asarray(len(e.input_ids), dtype="<i8").tobytes())
+        digest.update(np.asarray(e.input_ids, dtype="<i4").tobytes())
+        digest.update(np.asarray(e.labels, dtype="<i4").tobytes())
+    return digest.hexdigest()
+
+
+def _short(value: str | None) -> str:
+    return "none" if value is None else value[:12]
+
+
+def setup_differences(cached: dict[str, Any], wanted: dict[str, Any], wanted_name: str = "recipe") -> list[str]:
+    """Each way `wanted` differs from the setup a cache was built for, as a phrase naming the field.
+
+    Keys that `wanted` leaves out are not compared (a training run that loads no teacher cannot check its weights).
+    """
+    problems = []
+    if "tokenizer" in wanted:
+        a, b = cached["tokenizer"], wanted["tokenizer"]
+        if a["vocab_size"] != b["vocab_size"]:
+            problems.append(f"tokenizer: {a['vocab_size']:,} tokens in the cache, {b['vocab_size']:,} in the "
+                            f"{wanted_name}")
+        elif a["chat_template"] != b["chat_template"]:
+            problems.append("tokenizer: the chat template differs")
+        elif a["sha256"] != b["sha256"]:
+            problems.append(f"tokenizer: a different tokenizer (sha256 {_short(a['sha256'])} in the cache, "
+                            f"{_short(b['sha256'])} in the {wanted_name})")
+    if "data" in wanted and cached["data"]["sha256"] != wanted["data"]["sha256"]:
+        a, b = cached["data"]["config"], wanted["data"]["config"]
+        fields = [f"data.{key} {a.get(key)!r} in the cache, {b.get(key)!r} in the {wanted_name}"
+                  for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+        problems.append("; ".join(fields) if fields else
+                        f"data: the tokenized sequences differ (the contents of {b.get('train')!r} changed since the "
+                        "cache was built)")
+    if "teacher" in wanted:
+        a, b = cached["teacher"], wanted["teacher"]
+        if a["weights_sha256"] != b["weights_sha256"] or a["config_sha256"] != b["config_sha256"]:
+            problems.append(f"teacher: a different model or precision ({a['source']!r} {a['dtype']} in the cache, "
+                            f"{b['source']!r} {b['dtype']} in the {wanted_name}; weights sha256 "
+                            f"{_short(a['weights_sha256'])} vs {_short(b['weights_sha256'])})")
+    for key, field in (("capture_temperature", "teacher.capture_temperature"), ("k", "teacher.top_k"),
+                       ("encoding", "encoding"), ("examples", "examples")):
+        if key in wanted and cached[key] != wanted[key]:
+            problems.append(f"{field}: {cached[key]!r} in the cache, {wanted[key]!r} in the {wanted_name}")
+    return problems

@@ -1,0 +1,136 @@
+"""Reading a finished cache: the manifest, its checks, and random access to any example's signal.
+
+Layout of a cache folder:
+
+    manifest.json         what the cache is (format, setup, shards with checksums, bytes_per_token); written last
+    vocab_order.npy       the vocabulary ordered by frequency in the data (the id code of the `q8` encoding)
+    shard-NNNNN.bin       records, one per example (see codec.py)
+    shard-NNNNN.idx       where each record is (see shard.py)
+    shard-NNNNN.json      the shard's seal (its entry in the manifest, kept so a rebuild can trust it)
+
+Opening checks that every shard is there, whole and unchanged (sizes and sha256 against the manifest) before
+anything is trained on it. Records are read through memory maps, so only the examples asked for are paged in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distill.errors import CacheError
+from distill.teachers.cache import codec
+from distill.teachers.cache.fingerprint import setup_differences
+from distill.teachers.cache.shard import file_sha256, read_index
+from distill.teachers.signal import TopKSignal
+
+FORMAT = "distill-teacher-cache"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+BUILD = "build.json"  # the setup of a build in progress; replaced by the manifest when it completes
+VOCAB = "vocab_order.npy"
+
+
+def verify_shard(root: Path, seal: dict[str, Any], check_hash: bool = True) -> str | None:
+    """Why shard `seal` is unusable (missing, truncated, changed), or None when it is intact."""
+    for file, size, sha in (("data", "bytes", "sha256"), ("index", "index_bytes", "index_sha256")):
+        path = root / seal[file]
+        if not path.exists():
+            return f"{path.name} is missing"
+        actual = path.stat().st_size
+        if actual != seal[size]:
+            return f"{path.name} has {actual:,} bytes, the manifest says {seal[size]:,} (truncated or overwritten)"
+        if check_hash and file_sha256(path) != seal[sha]:
+            return f"{path.name} is corrupted (its sha256 does not match the manifest)"
+    return None
+
+
+class TeacherCache:
+    """A finished, verified cache. `signal(examples)` gives the teacher's top-k signal at every target position of
+    those examples, concatenated in order — the rows the objective's `[:, :-1][mask]` selects."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any]):
+        self.root = root
+        self.manifest = manifest
+        self.vocab_order = np.load(root / VOCAB)
+        n = manifest["setup"]["data"]["n_examples"]
+        self._shard = np.full(n, -1, dtype=np.int64)
+        self._offset = np.zeros(n, dtype=np.int64)
+        self._nbytes = np.zeros(n, dtype=np.int64)
+        self._tokens = np.zeros(n, dtype=np.int64)
+        self._maps: list[np.memmap | None] = []
+        for i, seal in enumerate(manifest["shards"]):
+            rows = read_index(root / seal["index"])
+            self._shard[rows["example"]] = i
+            self._offset[rows["example"]] = rows["offset"]
+            self._nbytes[rows["example"]] = rows["nbytes"]
+            self._tokens[rows["example"]] = rows["tokens"]
+            self._maps.append(np.memmap(root / seal["data"], dtype=np.uint8, mode="r") if seal["bytes"] else None)
+
+    @classmethod
+    def open(cls, path: str | Path, verify: bool = True) -> TeacherCache:
+        root = Path(path)
+        if not root.is_dir():
+            raise CacheError(f"teacher.cache: no such folder: {root}; build it with "
+                             f"`distill cache RECIPE --out {root}`")
+        if not (root / MANIFEST).exists():
+            if (root / BUILD).exists():
+                raise CacheError(f"teacher.cache: {root} is incomplete (its build was interrupted); run "
+                                 "`distill cache` again with the same recipe and --out to finish it")
+            raise CacheError(f"teacher.cache: {root} is not a teacher cache (no {MANIFEST})")
+        manifest = json.loads((root / MANIFEST).read_text())
+        if manifest.get("format") != FORMAT:
+            raise CacheError(f"teacher.cache: {root / MANIFEST} is not a distill teacher-cache manifest")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise CacheError(f"teacher.cache: {root} has format version {manifest.get('format_version')}; this "
+                             f"distill reads version {FORMAT_VERSION}; rebuild it with `distill cache`")
+        for seal in manifest["shards"]:
+            problem = verify_shard(root, seal, check_hash=verify)
+            if problem:
+                raise CacheError(f"teacher.cache: {problem}; the cache is refused. Run `distill cache` again with "
+                                 f"the same recipe and --out {root} to rebuild the damaged shard")
+        return cls(root, manifest)
+
+    @property
+    def k(self) -> int:
+        return self.manifest["k"]
+
+    @property
+    def capture_temperature(self) -> float:
+        return self.manifest["capture_temperature"]
+
+    def check_setup(self, wanted: dict[str, Any]) -> None:
+        """Refuse the cache for a setup it was not built for, naming every difference."""
+        problems = setup_differences(self.manifest["setup"], wanted)
+        if problems:
+            raise CacheError(f"teacher.cache: {self.root} was built for a different setup: " + "; ".join(problems))
+
+    def missing(self, examples: list[int]) -> list[int]:
+        index = np.asarray(examples, dtype=np.int64)
+        return index[self._shard[index] < 0].tolist()
+
+    def tokens(self, example: int) -> int:
+        return int(self._tokens[example])
+
+    def read(self, example: int) -> codec.Signal:
+        shard = int(self._shard[example])
+        if shard < 0:
+            raise CacheError(f"teacher.cache: example {example} is not in {self.root} (it was built for a subset "
+                             "of the data; rebuild it without --planned-only, or keep the recipe's plan)")
+        start = int(self._offset[example])
+        record = self._maps[shard][start:start + int(self._nbytes[example])]
+        try:
+            return codec.decode(memoryview(record), self.vocab_order)
+        except codec.CorruptRecord as exc:
+            raise CacheError(f"teacher.cache: {self.manifest['shards'][shard]['data']}, example {example}: {exc}; "
+                             "the shard changed after the cache was opened") from None
+
+    def signal(self, examples: list[int]) -> TopKSignal:
+        parts = [self.read(e) for e in examples]
+        return TopKSignal(ids=torch.from_numpy(np.concatenate([p.ids for p in parts])),
+                          logprobs=torch.from_numpy(np.concatenate([p.logprobs for p in parts])),
+                          tail_logmass=torch.from_numpy(np.concatenate([p.tail for p in parts])),
+                          capture_temperature=self.capture_temperature)
