@@ -3,8 +3,8 @@
 Writing a record appends its bytes to `shard-NNNNN.bin`, then one fixed-size row (example, offset, length, tokens,
 captured mass) to `shard-NNNNN.idx`. The row is written only after the bytes, so after a kill -9 every whole row
 points at a whole record. Re-opening a shard drops a torn last row and any bytes no row points at, and appending
-carries on from there: each example ends up in the journal exactly once. A shard is finished when its seal `shard-NNNNN.json`
-(counts and checksums) exists; the seal is written atomically, last.
+carries on from there: each example ends up in the journal exactly once. A shard is finished when its seal
+`shard-NNNNN.json` (counts and checksums) exists; the seal is written atomically, last.
 """
 
 from __future__ import annotations
