@@ -83,3 +83,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
         [sys.executable, "-m", "distill", *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})}, cwd=REPO,
     )
+
+
+def accelerate_launch(n: int, *args: str, port: int = 29531) -> subprocess.CompletedProcess:
+    """`accelerate launch --cpu --num_processes N -m distill ARGS`, as the README tells users to."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    return subprocess.run(
+        [str(accelerate), "launch", "--cpu", "--num_processes", str(n), "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "distill", *args],
+        capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, "MASTER_PORT": str(port)},
+    )

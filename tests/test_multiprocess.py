@@ -3,25 +3,11 @@ batch: same examples per step, loss normalised over the global token count, DDP 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from safetensors.torch import load_file
 
-from conftest import REPO, base_recipe, run_cli, write_recipe
+from conftest import accelerate_launch, base_recipe, run_cli, write_recipe
 from distill.training.metrics import read_metrics
-
-
-def _accelerate_launch(n: int, *args: str) -> subprocess.CompletedProcess:
-    accelerate = Path(sys.executable).with_name("accelerate")
-    return subprocess.run(
-        [str(accelerate), "launch", "--cpu", "--num_processes", str(n), "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "distill", *args],
-        capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, "MASTER_PORT": "29531"},
-    )
 
 
 def test_two_processes_follow_the_one_process_trajectory(tmp_path, text_data, tiny_teacher_dir):
@@ -32,7 +18,7 @@ def test_two_processes_follow_the_one_process_trajectory(tmp_path, text_data, ti
 
     one = run_cli("train", str(path))
     assert one.returncode == 0, one.stderr
-    two = _accelerate_launch(2, "train", str(path), "--set", f"training.output_dir={tmp_path / 'two'}")
+    two = accelerate_launch(2, "train", str(path), "--set", f"training.output_dir={tmp_path / 'two'}")
     assert two.returncode == 0, two.stderr
 
     # both processes really ran: each wrote its RNG state into the checkpoint
@@ -52,6 +38,6 @@ def test_two_processes_follow_the_one_process_trajectory(tmp_path, text_data, ti
 
 def test_bad_recipe_under_two_processes_is_reported_once(tmp_path, text_data):
     path = write_recipe(tmp_path / "r.yaml", base_recipe(text_data, tmp_path / "run", training={"lrr": 1}))
-    result = _accelerate_launch(2, "train", str(path))
+    result = accelerate_launch(2, "train", str(path))
     assert result.returncode != 0
     assert result.stderr.count("training.lrr: unknown key") == 1

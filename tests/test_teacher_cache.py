@@ -1,0 +1,225 @@
+"""`distill cache` end to end on the tiny teacher: what is stored, kill -9 and resume, damage, setups that do not
+match, training from the cache (k = V against the live teacher), several processes, and a planned subset."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO, accelerate_launch, base_recipe, run_cli, write_recipe
+from distill.data.dataset import collate, tokenize_data
+from distill.errors import CacheError
+from distill.models import load_teacher, load_tokenizer
+from distill.recipe import validate_recipe
+from distill.teachers.cache.build import build_cache
+from distill.teachers.cache.fingerprint import weights_sha256
+from distill.teachers.cache.shard import read_index
+from distill.teachers.cache.store import TeacherCache
+from distill.teachers.signal import TopKSignal
+from distill.training.loop import train
+from distill.training.metrics import read_metrics
+
+
+def _recipe(data: Path, run: Path, **sections) -> dict:
+    recipe = base_recipe(data, run, **sections)
+    recipe["teacher"].setdefault("top_k", 16)
+    return recipe
+
+
+def _journal(cache: Path) -> np.ndarray:
+    return np.concatenate([read_index(p) for p in sorted(cache.glob("shard-*.idx"))])
+
+
+def test_cache_holds_the_live_teachers_top_k_for_every_training_token(tmp_path, text_data, tiny_teacher_dir):
+    recipe = validate_recipe(_recipe(text_data, tmp_path / "run", teacher={"capture_temperature": 2.0}))
+    manifest = build_cache(recipe, tmp_path / "cache", shard_tokens=300)
+
+    tokenizer = load_tokenizer("tokenizer", *recipe.tokenizer_options())
+    data = tokenize_data(recipe.data, tokenizer)
+    teacher = load_teacher(recipe.teacher)
+    setup = manifest["setup"]
+    assert manifest["format_version"] == 1 and manifest["k"] == 16 and manifest["capture_temperature"] == 2.0
+    assert setup["teacher"]["weights_sha256"] == weights_sha256(teacher)
+    assert setup["teacher"]["config"]["num_hidden_layers"] == 4
+    assert len(setup["tokenizer"]["sha256"]) == 64 and "chat_template" in setup["tokenizer"]
+    assert len(setup["data"]["sha256"]) == 64
+    assert len(manifest["shards"]) > 2 and all(len(s["sha256"]) == 64 for s in manifest["shards"])
+    assert manifest["n_tokens"] == data.n_targets
+    assert manifest["bytes_per_token"] == pytest.approx(manifest["bytes"] / manifest["n_tokens"])
+    # exactly one record per example, and one row per target token
+    journal = _journal(tmp_path / "cache")
+    assert sorted(journal["example"].tolist()) == list(range(len(data.examples)))
+    assert journal["tokens"].tolist() == [data.examples[e].n_targets for e in journal["example"]]
+
+    cache = TeacherCache.open(tmp_path / "cache")
+    examples = [0, 5, len(data.examples) - 1]
+    got = cache.signal(examples)
+    batch = collate([data.examples[e] for e in examples], tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    mask = batch["labels"][:, 1:] != -100
+    live = TopKSignal.from_logits(logits[:, :-1, :len(tokenizer)][mask], 16, temperature=2.0)  # real tokens only
+    assert got.capture_temperature == 2.0
+    assert torch.equal(got.ids.sort(-1).values, live.ids.sort(-1).values)
+    a = got.logprobs.gather(-1, got.ids.argsort(-1))
+    b = live.logprobs.gather(-1, live.ids.argsort(-1))
+    assert (a - b).abs().max() < 1 / 16 + 1e-3
+    assert torch.allclose(got.tail(), live.tail(), atol=5e-3, rtol=5e-3)
+
+
+def test_kill_9_mid_build_resumes_with_exactly_one_record_per_token(tmp_path, tiny_teacher_dir):
+    from distill.builtin.corpus import tiny_stories
+
+    data = tmp_path / "big.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in tiny_stories(1200, seed=5)))
+    path = write_recipe(tmp_path / "r.yaml", _recipe(data, tmp_path / "run"))
+    args = ["cache", str(path), "--batch-size", "1", "--shard-tokens", "2000"]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "distill", *args, "--out", str(killed)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(killed.glob("shard-*.json"))) >= 1 and len(_journal(killed)) > 100:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the build ended before it could be killed; enlarge the data"
+    assert not (killed / "manifest.json").exists() and (killed / "build.json").exists()
+    with pytest.raises(CacheError, match="incomplete"):
+        TeacherCache.open(killed)
+
+    assert run_cli(*args, "--out", str(killed)).returncode == 0
+    assert run_cli(*args, "--out", str(tmp_path / "straight")).returncode == 0
+    journal = _journal(killed)
+    n_examples = json.loads((killed / "manifest.json").read_text())["setup"]["data"]["n_examples"]
+    assert sorted(journal["example"].tolist()) == list(range(n_examples))
+    a, b = TeacherCache.open(killed), TeacherCache.open(tmp_path / "straight")
+    for example in range(0, n_examples, 97):
+        x, y = a.read(example), b.read(example)
+        assert np.array_equal(x.ids, y.ids) and np.array_equal(x.logprobs, y.logprobs)
+    assert a.manifest["n_tokens"] == b.manifest["n_tokens"]
+
+
+def test_a_damaged_shard_is_refused_then_rebuilt(tmp_path, text_data, tiny_teacher_dir):
+    recipe = _recipe(text_data, tmp_path / "run")
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    out = tmp_path / "cache"
+    build_cache(validate_recipe(recipe), out, shard_tokens=300)
+    shard = out / "shard-00001.bin"
+    original = shard.read_bytes()
+
+    shard.write_bytes(original[:100] + bytes([original[100] ^ 1]) + original[101:])
+    with pytest.raises(CacheError, match=r"shard-00001.bin is corrupted .*refused"):
+        TeacherCache.open(out)
+    shard.write_bytes(original[:-10])
+    with pytest.raises(CacheError, match=r"shard-00001.bin has [\d,]+ bytes, the manifest says"):
+        TeacherCache.open(out)
+    result = run_cli("train", str(path), "--set", f"teacher.cache={out}")
+    assert result.returncode == 2 and "truncated" in result.stderr and "Traceback" not in result.stderr
+
+    rebuilt = run_cli("cache", str(path), "--out", str(out), "--shard-tokens", "300")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert shard.read_bytes() == original
+    TeacherCache.open(out)
+
+
+def test_a_cache_of_another_setup_is_refused_naming_the_difference(tmp_path, text_data, tiny_teacher_dir):
+    recipe = _recipe(text_data, tmp_path / "run")
+    out = tmp_path / "cache"
+    build_cache(validate_recipe(recipe), out)
+    recipe["teacher"]["cache"] = str(out)
+
+    changed = _recipe(text_data, tmp_path / "run2", teacher={"cache": str(out), "capture_temperature": 0.5})
+    changed["data"]["max_length"] = 24
+    with pytest.raises(CacheError) as err:
+        train(validate_recipe(changed))
+    assert "data.max_length 32 in the cache, 24 in the recipe" in str(err.value)
+    assert "teacher.capture_temperature: 1.0 in the cache, 0.5 in the recipe" in str(err.value)
+
+    text_data.write_text(text_data.read_text().replace("the", "a"))  # same file, other contents
+    with pytest.raises(CacheError, match="the tokenized sequences differ"):
+        train(validate_recipe(_recipe(text_data, tmp_path / "run3", teacher={"cache": str(out)})))
+
+    # building into it with another k is refused too, and leaves it untouched
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    result = run_cli("cache", str(path), "--out", str(out), "--set", "teacher.top_k=8")
+    assert result.returncode == 2
+    assert "teacher.top_k: 16 in the cache, 8 in the recipe" in result.stderr
+    TeacherCache.open(out)
+
+
+@pytest.mark.parametrize("implementation", ["chunked", "reference"])
+def test_a_full_vocabulary_cache_trains_exactly_like_the_live_teacher(tmp_path, text_data, tiny_teacher_dir,
+                                                                      implementation):
+    vocab = len(load_tokenizer("t", str(tiny_teacher_dir), None, False))
+    sections = {"teacher": {"top_k": vocab}, "objective": {"alpha": 0.3, "temperature": 2.0,
+                                                          "implementation": implementation}}
+    live = _recipe(text_data, tmp_path / "live", **sections)
+    train(validate_recipe(live))
+    for encoding in ("exact", "q8"):
+        recipe = _recipe(text_data, tmp_path / encoding, **sections)
+        build_cache(validate_recipe(recipe), tmp_path / f"cache-{encoding}", encoding=encoding)
+        recipe["teacher"]["cache"] = str(tmp_path / f"cache-{encoding}")
+        train(validate_recipe(recipe))
+
+    live_loss = [m["kd"] for m in read_metrics(tmp_path / "live")]
+    exact_loss = [m["kd"] for m in read_metrics(tmp_path / "exact")]
+    q8_loss = [m["kd"] for m in read_metrics(tmp_path / "q8")]
+    assert exact_loss == pytest.approx(live_loss, rel=1e-5)
+    assert q8_loss == pytest.approx(live_loss, rel=2e-3)  # the quantised values: close, not equal
+    assert all(m["teacher_mass"] == pytest.approx(1.0, abs=1e-5) for m in read_metrics(tmp_path / "exact"))
+    a = load_file(tmp_path / "live" / "student" / "model.safetensors")
+    b = load_file(tmp_path / "exact" / "student" / "model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_training_from_a_cache_alone_needs_no_teacher_model(tmp_path, text_data, tiny_teacher_dir):
+    recipe = _recipe(text_data, tmp_path / "run", teacher={"top_k": 8}, objective={"topk_mode": "renormalize"})
+    build_cache(validate_recipe(recipe), tmp_path / "cache")
+    cache_only = _recipe(text_data, tmp_path / "run", objective={"topk_mode": "renormalize"})
+    cache_only["teacher"] = {"cache": str(tmp_path / "cache"), "top_k": 8}  # no model: nothing to load
+    cache_only["student"] = {"model": str(tiny_teacher_dir)}
+    path = write_recipe(tmp_path / "r.yaml", cache_only)
+    result = run_cli("train", str(path))
+    assert result.returncode == 0, result.stderr
+    metrics = read_metrics(tmp_path / "run")
+    assert all(0.5 < m["teacher_mass"] < 1.0 and m["kd"] > 0 for m in metrics)
+
+
+def test_shards_from_two_processes_form_one_cache(tmp_path, text_data, tiny_teacher_dir):
+    recipe = _recipe(text_data, tmp_path / "run")
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    build_cache(validate_recipe(recipe), tmp_path / "one", shard_tokens=400, encoding="exact")
+    two = accelerate_launch(2, "cache", str(path), "--out", str(tmp_path / "two"), "--shard-tokens", "400",
+                            "--encoding", "exact", port=29533)
+    assert two.returncode == 0, two.stderr
+    a, b = TeacherCache.open(tmp_path / "one"), TeacherCache.open(tmp_path / "two")
+    assert b.manifest["build"]["processes"] == 2 and len(b.manifest["shards"]) == len(a.manifest["shards"]) > 2
+    journal = _journal(tmp_path / "two")
+    assert sorted(journal["example"].tolist()) == list(range(a.manifest["setup"]["data"]["n_examples"]))
+    for example in range(a.manifest["setup"]["data"]["n_examples"]):
+        x, y = a.read(example), b.read(example)
+        assert np.array_equal(x.ids, y.ids) and np.allclose(x.logprobs, y.logprobs, atol=1e-5)
+
+
+def test_a_planned_only_cache_serves_its_own_run_and_refuses_another(tmp_path, text_data, tiny_teacher_dir):
+    recipe = _recipe(text_data, tmp_path / "run")
+    manifest = build_cache(validate_recipe(recipe), tmp_path / "cache", planned_only=True)
+    assert manifest["n_examples"] <= 4 * 4  # 4 steps × 4 sequences
+    recipe["teacher"]["cache"] = str(tmp_path / "cache")
+    train(validate_recipe(recipe))
+    recipe["seed"] = 1
+    recipe["training"]["output_dir"] = str(tmp_path / "run2")
+    with pytest.raises(CacheError, match="examples this run visits are not in"):
+        train(validate_recipe(recipe))
