@@ -56,6 +56,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/loss.py
 	$(BIN)/python bench/kd_step.py
+	$(BIN)/python bench/cache.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -141,7 +141,9 @@ CASES = {
         "check", recipe_with(_drop("teacher")), ("teacher: required", "objective.alpha")),
     "from-teacher-without-teacher": Case(
         "train", recipe_with(lambda r, _t: (r.pop("teacher"), r["objective"].update(alpha=1.0))),
-        ("teacher: required by student.from_teacher",)),
+        ("teacher.model: required by student.from_teacher",)),
+    "teacher-without-model-or-cache": Case(
+        "check", recipe_with(lambda r, _t: r["teacher"].pop("model")), ("teacher: set `model`", "`cache`")),
     "several-problems-one-line": Case(
         "check", recipe_with(lambda r, _t: (r["training"].update(lr=-1), r["objective"].update(alpha=1.5))),
         ("training.lr", "objective.alpha")),

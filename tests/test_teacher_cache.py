@@ -147,6 +147,11 @@ def test_a_cache_of_another_setup_is_refused_naming_the_difference(tmp_path, tex
     assert "data.max_length 32 in the cache, 24 in the recipe" in str(err.value)
     assert "teacher.capture_temperature: 1.0 in the cache, 0.5 in the recipe" in str(err.value)
 
+    from distill.check import check_recipe  # `distill check` makes the same check before any training
+
+    problems = check_recipe(validate_recipe(changed)).problems
+    assert len(problems) == 1 and "data.max_length 32 in the cache, 24 in the recipe" in problems[0]
+
     text_data.write_text(text_data.read_text().replace("the", "a"))  # same file, other contents
     with pytest.raises(CacheError, match="the tokenized sequences differ"):
         train(validate_recipe(_recipe(text_data, tmp_path / "run3", teacher={"cache": str(out)})))

@@ -34,8 +34,8 @@ def check_recipe(recipe: Recipe) -> CheckReport:
     if tokenizer is not None:
         report.facts["tokenizer"] = f"{recipe.tokenizer_source} ({len(tokenizer):,} tokens)"
     teacher_cfg = None
-    if recipe.teacher is not None:
-        t = recipe.teacher
+    t = recipe.teacher
+    if t is not None and t.model is not None:
         teacher_cfg = attempt(lambda: load_config("teacher.model", t.model, t.revision, t.trust_remote_code))
         if teacher_cfg is not None:
             report.facts["teacher"] = f"{t.model} ({teacher_cfg.model_type}, {teacher_cfg.num_hidden_layers} layers)"
@@ -59,16 +59,39 @@ def check_recipe(recipe: Recipe) -> CheckReport:
             attempt(lambda: check_logit_width("student.config.vocab_size", vocab, len(tokenizer)))
         report.facts["student"] = f"fresh {s.config['model_type']} from config"
 
+    cache = None
+    if t is not None and t.cache is not None and recipe.objective.alpha < 1.0:
+        from distill.teachers.cache.store import TeacherCache
+
+        cache = attempt(lambda: TeacherCache.open(t.cache))
+        if cache is not None:
+            m = cache.manifest
+            report.facts["teacher"] = (f"cache {t.cache} ({m['setup']['teacher']['source']}, k={m['k']}, "
+                                       f"T={m['capture_temperature']}, {m['n_tokens']:,} tokens, "
+                                       f"{m['bytes_per_token']:.1f} bytes/token)")
+
     if tokenizer is not None:
         data = attempt(lambda: tokenize_data(recipe.data, tokenizer))
         if data is not None:
             dropped = f", {data.dropped} dropped (nothing to learn)" if data.dropped else ""
             report.facts["data"] = (f"{len(data.examples):,} sequences ({data.format}), "
                                     f"{data.n_targets:,} target tokens{dropped}")
-            t = recipe.training
-            attempt(lambda: BatchPlan(len(data.examples), t.batch_size, t.micro_batch_size, 1, recipe.seed))
-            steps_per_epoch = len(data.examples) / t.batch_size
-            report.facts["schedule"] = (f"{t.max_steps} steps × {t.batch_size} sequences = "
-                                        f"{t.max_steps / steps_per_epoch:.2f} epochs")
+            tr = recipe.training
+            attempt(lambda: BatchPlan(len(data.examples), tr.batch_size, tr.micro_batch_size, 1, recipe.seed))
+            steps_per_epoch = len(data.examples) / tr.batch_size
+            report.facts["schedule"] = (f"{tr.max_steps} steps × {tr.batch_size} sequences = "
+                                        f"{tr.max_steps / steps_per_epoch:.2f} epochs")
+            if cache is not None:
+                attempt(lambda: check_cache_against(recipe, cache, tokenizer, data))
     return report
 
+
+def check_cache_against(recipe: Recipe, cache, tokenizer, data) -> None:
+    """The checks training makes before its first step: same setup (teacher weights only when training loads them),
+    and every example the run visits present."""
+    from distill.training.loop import check_cache_covers, setup_for_cache
+
+    cache.check_setup(setup_for_cache(recipe, tokenizer, data, teacher=None))
+    t = recipe.training
+    check_cache_covers(cache, BatchPlan(len(data.examples), t.batch_size, t.micro_batch_size, 1, recipe.seed),
+                       t.max_steps)

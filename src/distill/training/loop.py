@@ -242,14 +242,19 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
 def open_cache(recipe: Recipe, tokenizer, data: TokenizedData, teacher) -> TeacherCache:
     """The recipe's teacher cache, refused unless it was built for exactly this tokenizer, data, k and temperature
     (and this teacher, when its model is loaded to initialise the student)."""
+    cache = TeacherCache.open(recipe.teacher.cache)
+    cache.check_setup(setup_for_cache(recipe, tokenizer, data, teacher))
+    return cache
+
+
+def setup_for_cache(recipe: Recipe, tokenizer, data: TokenizedData, teacher) -> dict:
+    """What this run needs a cache to have been built for (the teacher's identity only when its model is loaded)."""
     t = recipe.teacher
-    cache = TeacherCache.open(t.cache)
     wanted = {"tokenizer": tokenizer_identity(tokenizer), "data": data_identity(recipe, data), "k": t.top_k,
               "capture_temperature": t.capture_temperature}
     if teacher is not None:
         wanted["teacher"] = teacher_identity(teacher, t.model, t.dtype)
-    cache.check_setup(wanted)
-    return cache
+    return wanted
 
 
 def check_cache_covers(cache: TeacherCache, plan: BatchPlan, max_steps: int) -> None:
