@@ -14,9 +14,11 @@ Setting: the demo's (SmolLM2-135M-Instruct teacher, its layers 0, 6, 12, 18, 24,
            the teacher, each with a 95% BCa bootstrap CI over documents, and paired differences cache − live.
   speed    seconds per training step, live teacher vs cache (a ratio within this run).
 
-Output: JSON lines, the last one a summary. Training runs resume (re-running after a kill continues).
+Output: JSON lines, the last one a summary. Training runs resume and finished caches are reused (re-running after a
+kill continues); `--parts` runs some of the measurements.
 
-    python bench/cache.py > bench/results/cache.jsonl      # ~40 min on 2 CPU cores
+    python bench/cache.py > bench/results/cache.jsonl      # ~45 min on 2 CPU cores
+    python bench/cache.py --parts values                   # just the value errors (about a minute per k)
     python bench/cache.py --quick                          # tiny teacher and data: a smoke test of the script
 """
 
@@ -37,6 +39,7 @@ from distill.data.dataset import collate, tokenize_data
 from distill.demo.plan import DemoOptions, recipe_for
 from distill.eval.runner import load_eval_set
 from distill.eval.suite import ModelEntry, Suite, run_suite
+from distill.losses.divergences import kl
 from distill.losses.support import topk_support
 from distill.models import load_teacher, load_tokenizer
 from distill.recipe import Recipe, validate_recipe
@@ -106,7 +109,7 @@ def value_errors(recipe: Recipe, k: int, sample: int) -> dict[str, float]:
             ia, ib = exact.ids.argsort(-1), q8.ids.argsort(-1)
             pa = torch.cat([log_p[:, :-1].gather(-1, ia), log_p[:, -1:]], -1)
             pb = torch.cat([log_p_q[:, :-1].gather(-1, ib), log_p_q[:, -1:]], -1)
-            kls.append((pa.exp() * (pa - pb)).sum(-1).numpy())
+            kls.append(kl(pa, pb).numpy())  # an empty tail (−inf in both) contributes 0
             tokens += len(signal)
             narrow += len(codec.encode(signal, rank, "q8"))
             wide_signal = codec.Signal(scatter[signal.ids], signal.logprobs, signal.tail)
@@ -122,11 +125,84 @@ def seconds_per_step(run_dir: Path) -> float:
     return float(np.median([r["targets"] / r["tokens_per_s"] for r in rows])) if rows else float("nan")
 
 
+PARTS = ("format", "values", "quality")
+
+
+def format_part(live: Recipe, ks: tuple[int, ...], out: Path, n_examples: int) -> dict[str, dict[str, Any]]:
+    rows = {}
+    for k in ks:
+        folder = out / f"cache-k{k}"
+        started = time.perf_counter()
+        manifest = build_cache(with_changes(live, **{"teacher.top_k": k}), folder, planned_only=True)
+        row = {"bench": "cache_format", "k": k, "n_tokens": manifest["n_tokens"],
+               "bytes_per_token": manifest["bytes_per_token"],
+               "record_bytes_per_token": manifest["record_bytes_per_token"],
+               "build_tokens_per_s": manifest["build"]["tokens_per_s"], "build_s": time.perf_counter() - started,
+               "read_tokens_per_s": read_speed(TeacherCache.open(folder), n_examples),
+               "captured_mass": manifest["captured_mass_mean"]}
+        emit(row)
+        rows[f"k{k}"] = row
+    return rows
+
+
+def values_part(live: Recipe, ks: tuple[int, ...], sample: int) -> dict[str, dict[str, Any]]:
+    rows = {}
+    for k in ks:
+        row = {"bench": "cache_values", "k": k,
+               **value_errors(with_changes(live, **{"teacher.top_k": k}), k, sample)}
+        emit(row)
+        rows[f"k{k}"] = row
+    return rows
+
+
+def quality_part(options: DemoOptions, live: Recipe, baseline: Recipe, ks: tuple[int, ...], out: Path
+                 ) -> dict[str, Any]:
+    students = {"live": out / "live", "baseline": out / "baseline"} | {f"cache-k{k}": out / f"student-k{k}"
+                                                                       for k in ks}
+    for name, run in students.items():
+        if name == "live":
+            recipe = with_changes(live, **{"training.output_dir": str(run)})
+        elif name == "baseline":
+            recipe = with_changes(baseline, **{"training.output_dir": str(run)})
+        else:
+            k = int(name.removeprefix("cache-k"))
+            build_cache(with_changes(live, **{"teacher.top_k": k}), out / f"cache-k{k}", planned_only=True)
+            recipe = with_changes(live, **{"training.output_dir": str(run), "teacher.top_k": k,
+                                           "teacher.cache": str(out / f"cache-k{k}")})
+        train(recipe, resume=True)
+        emit({"bench": "cache_train", "student": name, "s_per_step": seconds_per_step(run),
+              "final_loss": read_metrics(run)[-1]["loss"]})
+
+    heldout = load_eval_set(options.heldout, name="heldout", max_docs=options.eval_docs, seed=options.seed)
+    from distill.builtin.registry import resolve
+
+    models = [ModelEntry("teacher", str(resolve(options.teacher, "model")), "teacher")]
+    models += [ModelEntry(name, str(run / "student"), "student") for name, run in students.items()]
+    cache_names = [n for n in students if n.startswith("cache")]
+    suite = Suite(models=models, sets=[heldout], reference="teacher", pairs=[(n, "live") for n in cache_names]
+                  + [("live", "baseline")], max_length=options.max_length * 2, seed=options.seed,
+                  throughput_prompts=0)
+    result = run_suite(suite)
+    (out / "eval.json").write_text(json.dumps(result, indent=2))
+    metrics = result["sets"]["heldout"]["metrics"]
+    paired = result["sets"]["heldout"]["paired"]
+    for name in students:
+        emit({"bench": "cache_quality", "student": name,
+              **{m: metrics[name][m] for m in ("nll", "agreement", "kl_forward")},
+              **({f"minus_live_{m}": paired[f"{name}_minus_live"][m] for m in ("nll", "agreement", "kl_forward")}
+                 if name in cache_names else {})})
+    live_step = seconds_per_step(students["live"])
+    return {"nll_minus_live": {n: paired[f"{n}_minus_live"]["nll"] for n in cache_names},
+            "kd_gain_live_minus_baseline_nll": paired["live_minus_baseline"]["nll"],
+            "step_time_cache_over_live": {n: seconds_per_step(students[n]) / live_step for n in cache_names}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-cache"))
     parser.add_argument("--quick", action="store_true", help="tiny teacher, 4 steps: checks the script, not the claim")
     parser.add_argument("--sample", type=int, default=16, help="sequences for the value-error measurement")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements to run")
     args = parser.parse_args()
     sys.stdout = sys.stderr
 
@@ -142,66 +218,19 @@ def main() -> None:
     baseline = recipe_for(options, "baseline")
     n_examples = len(tokenize_data(live.data, load_tokenizer("tokenizer", *live.tokenizer_options())).examples)
 
-    rows: dict[str, Any] = {}
-    students = {"live": args.out / "live", "baseline": args.out / "baseline"}
-    for k in ks:
-        recipe = with_changes(live, **{"teacher.top_k": k})
-        folder = args.out / f"cache-k{k}"
-        started = time.perf_counter()
-        manifest = build_cache(recipe, folder, planned_only=True)
-        cache = TeacherCache.open(folder)
-        row = {"bench": "cache_format", "k": k, "n_tokens": manifest["n_tokens"],
-               "bytes_per_token": manifest["bytes_per_token"],
-               "record_bytes_per_token": manifest["record_bytes_per_token"],
-               "build_tokens_per_s": manifest["build"]["tokens_per_s"], "build_s": time.perf_counter() - started,
-               "read_tokens_per_s": read_speed(cache, n_examples), "captured_mass": manifest["captured_mass_mean"]}
-        row.update({f"values_{key}": value for key, value in value_errors(recipe, k, args.sample).items()})
-        emit(row)
-        rows[f"k{k}"] = row
-        students[f"cache-k{k}"] = args.out / f"student-k{k}"
-
-    for name, run in students.items():
-        if name == "live":
-            recipe = with_changes(live, **{"training.output_dir": str(run)})
-        elif name == "baseline":
-            recipe = with_changes(baseline, **{"training.output_dir": str(run)})
-        else:
-            k = int(name.removeprefix("cache-k"))
-            recipe = with_changes(live, **{"training.output_dir": str(run), "teacher.top_k": k,
-                                           "teacher.cache": str(args.out / f"cache-k{k}")})
-        train(recipe, resume=True)
-        emit({"bench": "cache_train", "student": name, "s_per_step": seconds_per_step(run),
-              "final_loss": read_metrics(run)[-1]["loss"]})
-
-    heldout = load_eval_set(options.heldout, name="heldout", max_docs=options.eval_docs, seed=options.seed)
-    from distill.builtin.registry import resolve
-
-    models = [ModelEntry("teacher", str(resolve(options.teacher, "model")), "teacher")]
-    models += [ModelEntry(name, str(run / "student"), "student") for name, run in students.items()]
-    cache_names = [n for n in students if n.startswith("cache")]
-    suite = Suite(models=models, sets=[heldout], reference="teacher", pairs=[(n, "live") for n in cache_names]
-                  + [("live", "baseline")], max_length=options.max_length * 2, seed=options.seed,
-                  throughput_prompts=0)
-    result = run_suite(suite)
-    (args.out / "eval.json").write_text(json.dumps(result, indent=2))
-    metrics = result["sets"]["heldout"]["metrics"]
-    paired = result["sets"]["heldout"]["paired"]
-    for name in students:
-        emit({"bench": "cache_quality", "student": name,
-              **{m: metrics[name][m] for m in ("nll", "agreement", "kl_forward")},
-              **({f"minus_live_{m}": paired[f"{name}_minus_live"][m] for m in ("nll", "agreement", "kl_forward")}
-                 if name in cache_names else {})})
-    live_step = seconds_per_step(students["live"])
-    summary = {
-        "bench": "cache_summary", "quick": args.quick, "setting": "demo" if not args.quick else "tiny",
-        "bytes_per_token": {k: rows[k]["bytes_per_token"] for k in rows},
-        "record_bytes_per_token_262k_scattered": {k: rows[k]["values_record_bytes_per_token_262k_scattered"]
-                                                  for k in rows},
-        "nll_minus_live": {n: paired[f"{n}_minus_live"]["nll"] for n in cache_names},
-        "kd_gain_live_minus_baseline_nll": paired["live_minus_baseline"]["nll"],
-        "step_time_cache_over_live": {n: seconds_per_step(students[n]) / live_step for n in cache_names},
-        "provenance": harness.provenance(),
-    }
+    summary: dict[str, Any] = {"bench": "cache_summary", "quick": args.quick, "parts": args.parts}
+    if "format" in args.parts:
+        rows = format_part(live, ks, args.out, n_examples)
+        summary["bytes_per_token"] = {k: r["bytes_per_token"] for k, r in rows.items()}
+        summary["record_bytes_per_token"] = {k: r["record_bytes_per_token"] for k, r in rows.items()}
+    if "values" in args.parts:
+        rows = values_part(live, ks, args.sample)
+        summary["record_bytes_per_token_262k_scattered"] = {
+            k: r["record_bytes_per_token_262k_scattered"] for k, r in rows.items()}
+        summary["kl_exact_q8_mean"] = {k: r["kl_exact_q8_mean"] for k, r in rows.items()}
+    if "quality" in args.parts:
+        summary |= quality_part(options, live, baseline, ks, args.out)
+    summary["provenance"] = harness.provenance()
     emit(summary)
 
 
