@@ -9,7 +9,8 @@ Setting: the demo's (SmolLM2-135M-Instruct teacher, its layers 0, 6, 12, 18, 24,
            KL(exact ‖ q8) over the k + 1 outcomes the loss sees; and the same records' bytes/token when the 49k ids
            are scattered at random over a 262,144-id vocabulary (the frequency ranking must undo it).
   quality  the student trained from each cache (objective.topk_mode tail) against the one trained from the live
-           dense teacher, same recipe otherwise; plus the no-distillation baseline for scale. All evaluated by the
+           dense teacher, same recipe otherwise; plus the no-distillation baseline for scale, and a k = 64 cache
+           with exact float32 values (q8 − exact isolates what quantisation costs). All evaluated by the
            `distill eval` suite on the demo's held-out Shakespeare (40 passages): NLL, agreement and forward KL to
            the teacher, each with a 95% BCa bootstrap CI over documents, and paired differences cache − live.
   speed    seconds per training step, live teacher vs cache (a ratio within this run).
@@ -128,20 +129,26 @@ def seconds_per_step(run_dir: Path) -> float:
 PARTS = ("format", "values", "quality")
 
 
+def caches(ks: tuple[int, ...]) -> list[tuple[str, int, str]]:
+    """(name, k, encoding) of every cache: q8 at each k, and exact at the largest k (what quantisation costs)."""
+    return [(f"k{k}", k, "q8") for k in ks] + [(f"k{max(ks)}-exact", max(ks), "exact")]
+
+
 def format_part(live: Recipe, ks: tuple[int, ...], out: Path, n_examples: int) -> dict[str, dict[str, Any]]:
     rows = {}
-    for k in ks:
-        folder = out / f"cache-k{k}"
+    for name, k, encoding in caches(ks):
+        folder = out / f"cache-{name}"
         started = time.perf_counter()
-        manifest = build_cache(with_changes(live, **{"teacher.top_k": k}), folder, planned_only=True)
-        row = {"bench": "cache_format", "k": k, "n_tokens": manifest["n_tokens"],
+        manifest = build_cache(with_changes(live, **{"teacher.top_k": k}), folder, encoding=encoding,
+                               planned_only=True)
+        row = {"bench": "cache_format", "cache": name, "k": k, "encoding": encoding, "n_tokens": manifest["n_tokens"],
                "bytes_per_token": manifest["bytes_per_token"],
                "record_bytes_per_token": manifest["record_bytes_per_token"],
                "build_tokens_per_s": manifest["build"]["tokens_per_s"], "build_s": time.perf_counter() - started,
                "read_tokens_per_s": read_speed(TeacherCache.open(folder), n_examples),
                "captured_mass": manifest["captured_mass_mean"]}
         emit(row)
-        rows[f"k{k}"] = row
+        rows[name] = row
     return rows
 
 
@@ -157,18 +164,19 @@ def values_part(live: Recipe, ks: tuple[int, ...], sample: int) -> dict[str, dic
 
 def quality_part(options: DemoOptions, live: Recipe, baseline: Recipe, ks: tuple[int, ...], out: Path
                  ) -> dict[str, Any]:
-    students = {"live": out / "live", "baseline": out / "baseline"} | {f"cache-k{k}": out / f"student-k{k}"
-                                                                       for k in ks}
+    students = {"live": out / "live", "baseline": out / "baseline"} | {
+        f"cache-{name}": out / f"student-{name}" for name, _, _ in caches(ks)}
     for name, run in students.items():
         if name == "live":
             recipe = with_changes(live, **{"training.output_dir": str(run)})
         elif name == "baseline":
             recipe = with_changes(baseline, **{"training.output_dir": str(run)})
         else:
-            k = int(name.removeprefix("cache-k"))
-            build_cache(with_changes(live, **{"teacher.top_k": k}), out / f"cache-k{k}", planned_only=True)
+            cache, k, encoding = next(c for c in caches(ks) if f"cache-{c[0]}" == name)
+            build_cache(with_changes(live, **{"teacher.top_k": k}), out / f"cache-{cache}", encoding=encoding,
+                        planned_only=True)
             recipe = with_changes(live, **{"training.output_dir": str(run), "teacher.top_k": k,
-                                           "teacher.cache": str(out / f"cache-k{k}")})
+                                           "teacher.cache": str(out / f"cache-{cache}")})
         train(recipe, resume=True)
         emit({"bench": "cache_train", "student": name, "s_per_step": seconds_per_step(run),
               "final_loss": read_metrics(run)[-1]["loss"]})
@@ -179,9 +187,10 @@ def quality_part(options: DemoOptions, live: Recipe, baseline: Recipe, ks: tuple
     models = [ModelEntry("teacher", str(resolve(options.teacher, "model")), "teacher")]
     models += [ModelEntry(name, str(run / "student"), "student") for name, run in students.items()]
     cache_names = [n for n in students if n.startswith("cache")]
-    suite = Suite(models=models, sets=[heldout], reference="teacher", pairs=[(n, "live") for n in cache_names]
-                  + [("live", "baseline")], max_length=options.max_length * 2, seed=options.seed,
-                  throughput_prompts=0)
+    q8_vs_exact = (f"cache-k{max(ks)}", f"cache-k{max(ks)}-exact")
+    pairs = [(n, "live") for n in cache_names] + [("live", "baseline"), q8_vs_exact]
+    suite = Suite(models=models, sets=[heldout], reference="teacher", pairs=pairs, max_length=options.max_length * 2,
+                  seed=options.seed, throughput_prompts=0)
     result = run_suite(suite)
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     metrics = result["sets"]["heldout"]["metrics"]
@@ -192,7 +201,9 @@ def quality_part(options: DemoOptions, live: Recipe, baseline: Recipe, ks: tuple
               **({f"minus_live_{m}": paired[f"{name}_minus_live"][m] for m in ("nll", "agreement", "kl_forward")}
                  if name in cache_names else {})})
     live_step = seconds_per_step(students["live"])
+    exact, q8 = f"cache-k{max(ks)}-exact", f"cache-k{max(ks)}"
     return {"nll_minus_live": {n: paired[f"{n}_minus_live"]["nll"] for n in cache_names},
+            "q8_minus_exact_nll": paired[f"{q8}_minus_{exact}"]["nll"],
             "kd_gain_live_minus_baseline_nll": paired["live_minus_baseline"]["nll"],
             "step_time_cache_over_live": {n: seconds_per_step(students[n]) / live_step for n in cache_names}}
 
