@@ -100,16 +100,22 @@ def test_ce_only_needs_no_teacher():
     assert total.item() == pytest.approx(expected.item(), rel=1e-5) and kd.item() == 0.0
 
 
+@pytest.mark.parametrize("teacher_kind", ["hidden", "topk-tail", "topk-renormalize", "topk-full"])
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
-def test_closed_form_forward_kl_matches_the_autograd_chunk(temperature):
-    """The fast path (closed-form gradient) against its twin (autograd inside each chunk), both chunked."""
+def test_closed_form_forward_kl_matches_the_autograd_chunk(temperature, teacher_kind):
+    """The fast path (closed-form gradient) against its twin (autograd inside each chunk), both chunked, for a
+    dense teacher and for top-k signals (tail bucket, renormalised, and k = vocabulary)."""
     hidden, head, targets, dense = _problem(4)
+    if teacher_kind == "topk-full":
+        teacher, mode = TopKSignal.from_logits(dense.head.logits(dense.hidden)[:, :VOCAB], k=VOCAB), "tail"
+    else:
+        teacher, mode = _teacher(teacher_kind, dense)
     results = []
     for closed_form in (True, False):
         settings = LossSettings(spec=DivergenceSpec(kind="forward_kl"), temperature=temperature,
                                 weights=LossWeights(ce=0.3, kd=0.7 * temperature**2), vocab_size=VOCAB,
-                                closed_form=closed_form)
-        out = fused_linear_loss(hidden, head, targets, dense, settings, chunk_size=31)
+                                topk_mode=mode, closed_form=closed_form)
+        out = fused_linear_loss(hidden, head, targets, teacher, settings, chunk_size=31)
         results.append((out, _grads(out[0], [hidden, head.weight])))
     (fast, fast_grads), (slow, slow_grads) = results
     for a, b in zip(fast, slow, strict=True):

@@ -14,6 +14,7 @@ top-k signal.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,7 @@ import torch
 from distill.losses.cross_entropy import cross_entropy_sum
 from distill.losses.divergences import LOG_FLOOR, DivergenceSpec, on_support
 from distill.losses.lm_head import LMHead
-from distill.losses.support import TopKMode, support
+from distill.losses.support import TopKMode, support, topk_teacher_logp
 from distill.teachers.signal import TopKSignal
 
 
@@ -51,7 +52,7 @@ class LossSettings:
     weights: LossWeights
     vocab_size: int  # logits are cut to the tokenizer's size (padded embedding rows are not tokens)
     topk_mode: TopKMode = "tail"
-    closed_form: bool = True  # forward KL against a dense teacher: gradient in closed form (see _forward_kl_chunk)
+    closed_form: bool = True  # forward KL: gradient in closed form (see _forward_kl_chunk), dense or top-k teacher
 
 
 def _teacher_rows(teacher: Teacher, start: int, end: int, vocab: int) -> torch.Tensor | TopKSignal | None:
@@ -75,15 +76,16 @@ def loss_from_logits(logits: torch.Tensor, targets: torch.Tensor, teacher_rows: 
     return ce, on_support(log_p, log_q, settings.spec).sum()
 
 
-def _forward_kl_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None,
+def _forward_kl_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher: torch.Tensor | TopKSignal | None,
                       settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(Σ CE, Σ KL(P_T ‖ Q_T), ∂total/∂logits) for the default case, in closed form and in place:
+    """(Σ CE, Σ KL(P_T ‖ Q_T), ∂total/∂logits) for forward KL, in closed form and in place:
 
         ∂/∂z [w_ce · CE] = w_ce · (softmax(z) − onehot(target))
         ∂/∂z [w_kd · KL(P_T ‖ softmax(z / T))] = (w_kd / T) · (softmax(z / T) − P_T)
 
-    About half the passes over the (chunk × vocab) logits of the generic autograd path, and no graph; that path is
-    its reference twin (tests hold them to 1e-5)."""
+    for a dense teacher; a top-k teacher (a cache) has its own closed form (`_topk_forward_kl`). About half the
+    passes over the (chunk × vocab) logits of the generic autograd path, and no graph; that path is its reference
+    twin (tests hold them to 1e-5)."""
     w, temperature = settings.weights, settings.temperature
     rows = torch.arange(logits.shape[0], device=logits.device)
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)
@@ -92,10 +94,14 @@ def _forward_kl_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher_logit
     if w.ce != 0.0:
         grad[rows, targets] -= w.ce
     kd = torch.zeros((), device=logits.device)
-    if teacher_logits is not None and w.kd != 0.0:
+    if teacher is not None and w.kd != 0.0:
         log_q = logits / temperature if temperature != 1.0 else logits.clone()
         log_q -= torch.logsumexp(log_q, dim=-1, keepdim=True)
-        log_p = teacher_logits.float() / temperature
+        if isinstance(teacher, TopKSignal):
+            kd, grad_kd = _topk_forward_kl(log_q, teacher, settings)
+            grad.add_(grad_kd, alpha=w.kd / temperature)
+            return ce, kd, grad
+        log_p = teacher.float() / temperature
         log_p -= torch.logsumexp(log_p, dim=-1, keepdim=True)
         p = log_p.exp()
         # the same floor as divergences.kl: tokens the teacher rules out (−inf logits) contribute 0, not NaN
@@ -104,11 +110,40 @@ def _forward_kl_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher_logit
     return ce, kd, grad
 
 
+def _topk_forward_kl(log_q: torch.Tensor, teacher: TopKSignal, settings: LossSettings
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ KL, ∂KL/∂(z/T)) on a top-k support, given the student's log_softmax(z / T) over the vocabulary.
+
+    `renormalize`: both sides renormalised over the k ids K; the gradient is q'_v − p_v on K and 0 elsewhere.
+    `tail`: k + 1 outcomes, the last the mass outside K. With q = softmax(z / T) and q_tail = Σ_{v∉K} q_v,
+
+        ∂KL/∂s_v = q_v − p_v                    for v in K
+        ∂KL/∂s_v = q_v − p_tail · q_v / q_tail   for v outside K
+
+    (the tail's teacher mass is pushed onto the student's tail tokens in proportion to what the student gives them).
+    """
+    ids = teacher.ids.long()
+    log_p = topk_teacher_logp(teacher, log_q.shape[-1], settings.temperature, settings.topk_mode)
+    p = log_p.exp()
+    q_top = log_q.gather(-1, ids)
+    if settings.topk_mode == "renormalize":
+        log_qk = q_top - torch.logsumexp(q_top, dim=-1, keepdim=True)
+        kd = (p * (log_p.clamp(min=LOG_FLOOR) - log_qk.clamp(min=LOG_FLOOR))).sum()
+        return kd, torch.zeros_like(log_q).scatter_(-1, ids, log_qk.exp() - p)
+    rest = log_q.scatter(-1, ids, -math.inf)  # log q outside K
+    log_q_tail = torch.logsumexp(rest, dim=-1, keepdim=True)
+    log_q_support = torch.cat([q_top, log_q_tail], dim=-1)
+    kd = (p * (log_p.clamp(min=LOG_FLOOR) - log_q_support.clamp(min=LOG_FLOOR))).sum()
+    grad = log_q.exp()
+    grad -= rest.add_(log_p[:, -1:] - log_q_tail.clamp(min=LOG_FLOOR)).exp_()
+    return kd, grad.scatter_(-1, ids, q_top.exp() - p[:, :-1])
+
+
 def _chunk(raw: torch.Tensor, head: LMHead, targets: torch.Tensor, rows: torch.Tensor | TopKSignal | None,
            settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Σ CE, Σ divergence, ∂total/∂raw) for one chunk of raw projections (chunk, V_model)."""
     vocab = settings.vocab_size
-    closed = settings.closed_form and settings.spec.kind == "forward_kl" and not isinstance(rows, TopKSignal)
+    closed = settings.closed_form and settings.spec.kind == "forward_kl"
     if closed and head.scale == 1.0 and head.softcap is None and raw.dtype == torch.float32:
         ce, kd, grad_logits = _forward_kl_chunk(raw[:, :vocab], targets, rows, settings)
         if vocab == raw.shape[1]:

@@ -31,18 +31,15 @@ def dense_support(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     return log_p, log_q
 
 
-def topk_support(student_logits: torch.Tensor, teacher: TopKSignal, temperature: float, mode: TopKMode
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    vocab = student_logits.shape[-1]
+def topk_teacher_logp(teacher: TopKSignal, vocab: int, temperature: float, mode: TopKMode) -> torch.Tensor:
+    """The teacher's side of the top-k support at the loss temperature: (..., k) for `renormalize`, (..., k + 1)
+    with the tail last for `tail`; normalised."""
     if teacher.k > vocab:
         raise ValueError(f"top-k signal has k={teacher.k} but the student predicts only {vocab} tokens")
     ratio = teacher.capture_temperature / temperature
-    ids = teacher.ids.long()
     scaled = teacher.logprobs.float() * ratio
     if mode == "renormalize":
-        log_p = torch.log_softmax(scaled, dim=-1)
-        log_q = torch.log_softmax(student_logits.float().gather(-1, ids) / temperature, dim=-1)
-        return log_p, log_q
+        return torch.log_softmax(scaled, dim=-1)
     if mode != "tail":
         raise ValueError(f"unknown top-k mode {mode!r}; use one of {', '.join(TOPK_MODES)}")
     n_tail = vocab - teacher.k
@@ -51,7 +48,15 @@ def topk_support(student_logits: torch.Tensor, teacher: TopKSignal, temperature:
         tail = torch.full_like(tail, -math.inf)
     elif ratio != 1.0:
         tail = math.log(n_tail) + ratio * (tail - math.log(n_tail))
-    log_p = torch.log_softmax(torch.cat([scaled, tail.unsqueeze(-1)], dim=-1), dim=-1)
+    return torch.log_softmax(torch.cat([scaled, tail.unsqueeze(-1)], dim=-1), dim=-1)
+
+
+def topk_support(student_logits: torch.Tensor, teacher: TopKSignal, temperature: float, mode: TopKMode
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    log_p = topk_teacher_logp(teacher, student_logits.shape[-1], temperature, mode)
+    ids = teacher.ids.long()
+    if mode == "renormalize":
+        return log_p, torch.log_softmax(student_logits.float().gather(-1, ids) / temperature, dim=-1)
     log_q_full = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     q_top = log_q_full.gather(-1, ids)
     q_tail = torch.logsumexp(log_q_full.scatter(-1, ids, -math.inf), dim=-1, keepdim=True)
