@@ -129,8 +129,9 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
         _prepare(out, build, data, vocab, overwrite)
     accelerator.wait_for_everyone()
     if (out / MANIFEST).exists():  # complete and intact: nothing to do
-        if main:
-            print(f"cache: {out} is complete and matches the recipe; nothing to do")
+        if not main:
+            return {}
+        print(f"cache: {out} is complete and matches the recipe; nothing to do")
         return json.loads((out / MANIFEST).read_text())
     order = np.load(out / VOCAB)
     rank_of = np.empty(len(order), dtype=np.int64)
