@@ -217,6 +217,16 @@ def test_shards_from_two_processes_form_one_cache(tmp_path, text_data, tiny_teac
         x, y = a.read(example), b.read(example)
         assert np.array_equal(x.ids, y.ids) and np.allclose(x.logprobs, y.logprobs, atol=1e-5)
 
+    # and two processes train from it like one: the signal rides along each process's micro-batches under DDP
+    recipe["teacher"]["cache"] = str(tmp_path / "two")
+    recipe["training"].update(batch_size=8, micro_batch_size=2)
+    train(validate_recipe(recipe))
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    ddp = accelerate_launch(2, "train", str(path), "--set", f"training.output_dir={tmp_path / 'ddp'}", port=29534)
+    assert ddp.returncode == 0, ddp.stderr
+    one_loss = [m["loss"] for m in read_metrics(tmp_path / "run")]
+    assert [m["loss"] for m in read_metrics(tmp_path / "ddp")] == pytest.approx(one_loss, rel=1e-5)
+
 
 def test_a_planned_only_cache_serves_its_own_run_and_refuses_another(tmp_path, text_data, tiny_teacher_dir):
     recipe = _recipe(text_data, tmp_path / "run")
