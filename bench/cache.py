@@ -71,7 +71,8 @@ def with_changes(recipe: Recipe, **changes: Any) -> Recipe:
 
 
 def read_speed(cache: TeacherCache, n_examples: int) -> float:
-    examples = [e for e in range(n_examples) if not cache.missing([e])]
+    absent = set(cache.missing(list(range(n_examples))))
+    examples = [e for e in range(n_examples) if e not in absent]
     start = time.perf_counter()
     tokens = sum(cache.signal([e]).ids.shape[0] for e in examples)
     return tokens / (time.perf_counter() - start)
@@ -84,18 +85,17 @@ def value_errors(recipe: Recipe, k: int, sample: int) -> dict[str, float]:
     teacher = load_teacher(recipe.teacher)
     vocab = len(tokenizer)
     order = vocab_order(data, vocab)
-    rank = np.empty(vocab, dtype=np.int64)
-    rank[order] = np.arange(vocab)
+    rank = codec.inverse_permutation(order)
     scatter = np.random.default_rng(0).permutation(SCATTERED_VOCAB)[:vocab]
     wide_order = np.concatenate([scatter[order], np.setdiff1d(np.arange(SCATTERED_VOCAB), scatter)])
-    wide_rank = np.empty(SCATTERED_VOCAB, dtype=np.int64)
-    wide_rank[wide_order] = np.arange(SCATTERED_VOCAB)
+    wide_rank = codec.inverse_permutation(wide_order)
     picked = np.linspace(0, len(data.examples) - 1, sample).astype(int).tolist()
     errs, kls, tokens, narrow, wide = [], [], 0, 0, 0
     for start in range(0, len(picked), 4):
         batch = collate([data.examples[e] for e in picked[start:start + 4]], tokenizer.pad_token_id)
         for signal in capture(teacher, batch, k, recipe.teacher.capture_temperature, vocab):
-            decoded = codec.decode(codec.encode(signal, rank, "q8"), order)
+            record = codec.encode(signal, rank, "q8")
+            decoded = codec.decode(record, order)
             a = np.take_along_axis(signal.logprobs, np.argsort(signal.ids, 1), 1)
             b = np.take_along_axis(decoded.logprobs, np.argsort(decoded.ids, 1), 1)
             errs.append(np.abs(a - b).ravel())
@@ -112,7 +112,7 @@ def value_errors(recipe: Recipe, k: int, sample: int) -> dict[str, float]:
             pb = torch.cat([log_p_q[:, :-1].gather(-1, ib), log_p_q[:, -1:]], -1)
             kls.append(kl(pa, pb).numpy())  # an empty tail (−inf in both) contributes 0
             tokens += len(signal)
-            narrow += len(codec.encode(signal, rank, "q8"))
+            narrow += len(record)
             wide_signal = codec.Signal(scatter[signal.ids], signal.logprobs, signal.tail)
             wide += len(codec.encode(wide_signal, wide_rank, "q8"))
     err = np.concatenate(errs)

@@ -19,11 +19,9 @@ def random_signal(n: int, k: int, vocab: int, seed: int = 0, sharpness: float = 
     return codec.Signal(s.ids.numpy(), s.logprobs.numpy(), s.tail().numpy())
 
 
-def identity_order(vocab: int) -> tuple[np.ndarray, np.ndarray]:
+def vocabulary_order(vocab: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(1).permutation(vocab)  # any permutation must round-trip, not just the identity
-    rank = np.empty(vocab, dtype=np.int64)
-    rank[order] = np.arange(vocab)
-    return rank, order
+    return codec.inverse_permutation(order), order
 
 
 def by_id(ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +32,7 @@ def by_id(ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("vocab", [300, 49_152, 262_144])  # 1, 2 and 3 bytes per id plane
 def test_q8_round_trip_keeps_ids_exactly_and_values_within_the_quantiser_step(vocab):
     signal = random_signal(40, 64, vocab)
-    rank, order = identity_order(vocab)
+    rank, order = vocabulary_order(vocab)
     decoded = codec.decode(codec.encode(signal, rank, "q8"), order)
 
     ids_a, lp_a = by_id(signal.ids, signal.logprobs)
@@ -50,7 +48,7 @@ def test_q8_round_trip_keeps_ids_exactly_and_values_within_the_quantiser_step(vo
 
 def test_exact_encoding_is_bit_exact():
     signal = random_signal(17, 32, 1000, seed=3)
-    rank, order = identity_order(1000)
+    rank, order = vocabulary_order(1000)
     decoded = codec.decode(codec.encode(signal, rank, "exact"), order)
     assert np.array_equal(decoded.ids, signal.ids)
     assert np.array_equal(decoded.logprobs, signal.logprobs)
@@ -70,7 +68,7 @@ def test_quantiser_is_monotone_and_clamps_far_entries():
 
 def test_a_flipped_byte_or_a_cut_record_does_not_decode():
     signal = random_signal(10, 16, 500)
-    rank, order = identity_order(500)
+    rank, order = vocabulary_order(500)
     record = bytearray(codec.encode(signal, rank, "q8"))
     record[len(record) // 2] ^= 0x40
     with pytest.raises(codec.CorruptRecord):

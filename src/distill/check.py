@@ -77,21 +77,20 @@ def check_recipe(recipe: Recipe) -> CheckReport:
             report.facts["data"] = (f"{len(data.examples):,} sequences ({data.format}), "
                                     f"{data.n_targets:,} target tokens{dropped}")
             tr = recipe.training
-            attempt(lambda: BatchPlan(len(data.examples), tr.batch_size, tr.micro_batch_size, 1, recipe.seed))
+            plan = attempt(lambda: BatchPlan(len(data.examples), tr.batch_size, tr.micro_batch_size, 1, recipe.seed))
             steps_per_epoch = len(data.examples) / tr.batch_size
             report.facts["schedule"] = (f"{tr.max_steps} steps × {tr.batch_size} sequences = "
                                         f"{tr.max_steps / steps_per_epoch:.2f} epochs")
             if cache is not None:
-                attempt(lambda: check_cache_against(recipe, cache, tokenizer, data))
+                attempt(lambda: check_cache_against(recipe, cache, tokenizer, data, plan))
     return report
 
 
-def check_cache_against(recipe: Recipe, cache, tokenizer, data) -> None:
-    """The checks training makes before its first step: same setup (teacher weights only when training loads them),
-    and every example the run visits present."""
-    from distill.training.loop import check_cache_covers, setup_for_cache
+def check_cache_against(recipe: Recipe, cache, tokenizer, data, plan: BatchPlan | None) -> None:
+    """Training's checks before its first step, in its order: the setup (no teacher model here, so no weights
+    check), then every example the run visits present."""
+    from distill.teachers.cache.build import recipe_setup
 
-    cache.check_setup(setup_for_cache(recipe, tokenizer, data, teacher=None))
-    t = recipe.training
-    check_cache_covers(cache, BatchPlan(len(data.examples), t.batch_size, t.micro_batch_size, 1, recipe.seed),
-                       t.max_steps)
+    cache.check_setup(recipe_setup(recipe, tokenizer, data))
+    if plan is not None:
+        cache.check_covers(plan.visited(recipe.training.max_steps))

@@ -109,6 +109,10 @@ class BatchPlan:
         positions = range(step * self.batch_size, (step + 1) * self.batch_size)
         return [self._order(p // self.n)[p % self.n] for p in positions]
 
+    def visited(self, max_steps: int) -> list[int]:
+        """Every example steps 0 … max_steps − 1 see, once each, in index order."""
+        return sorted({i for step in range(max_steps) for i in self.step_indices(step)})
+
     def micro_indices(self, step: int, rank: int) -> list[list[int]]:
         """The micro-batches process `rank` runs at `step`, one list per accumulation step."""
         batch = self.step_indices(step)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from distill.losses.cross_entropy import cross_entropy_sum
-from distill.losses.divergences import LOG_FLOOR, DivergenceSpec, on_support
+from distill.losses.divergences import LOG_FLOOR, DivergenceSpec, kl, on_support
 from distill.losses.lm_head import LMHead
 from distill.losses.support import TopKMode, support, topk_teacher_logp
 from distill.teachers.signal import TopKSignal
@@ -128,12 +128,10 @@ def _topk_forward_kl(log_q: torch.Tensor, teacher: TopKSignal, settings: LossSet
     q_top = log_q.gather(-1, ids)
     if settings.topk_mode == "renormalize":
         log_qk = q_top - torch.logsumexp(q_top, dim=-1, keepdim=True)
-        kd = (p * (log_p.clamp(min=LOG_FLOOR) - log_qk.clamp(min=LOG_FLOOR))).sum()
-        return kd, torch.zeros_like(log_q).scatter_(-1, ids, log_qk.exp() - p)
+        return kl(log_p, log_qk).sum(), torch.zeros_like(log_q).scatter_(-1, ids, log_qk.exp() - p)
     rest = log_q.scatter(-1, ids, -math.inf)  # log q outside K
     log_q_tail = torch.logsumexp(rest, dim=-1, keepdim=True)
-    log_q_support = torch.cat([q_top, log_q_tail], dim=-1)
-    kd = (p * (log_p.clamp(min=LOG_FLOOR) - log_q_support.clamp(min=LOG_FLOOR))).sum()
+    kd = kl(log_p, torch.cat([q_top, log_q_tail], dim=-1)).sum()
     grad = log_q.exp()
     grad -= rest.add_(log_p[:, -1:] - log_q_tail.clamp(min=LOG_FLOOR)).exp_()
     return kd, grad.scatter_(-1, ids, q_top.exp() - p[:, :-1])

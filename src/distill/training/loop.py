@@ -28,8 +28,8 @@ from rich.progress import (
 )
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from distill.data.dataset import BatchPlan, TokenizedData, collate, tokenize_data
-from distill.errors import CacheError, CheckpointError, TrainingError
+from distill.data.dataset import BatchPlan, collate, tokenize_data
+from distill.errors import CheckpointError, TrainingError
 from distill.models import (
     build_student,
     check_logit_width,
@@ -40,8 +40,7 @@ from distill.models import (
 )
 from distill.objectives.offpolicy import OffPolicyObjective, check_head
 from distill.recipe import Recipe, dump_recipe, validate_recipe
-from distill.teachers.cache.build import data_identity
-from distill.teachers.cache.fingerprint import teacher_identity, tokenizer_identity
+from distill.teachers.cache.build import recipe_setup
 from distill.teachers.cache.store import TeacherCache
 from distill.training import checkpoint
 from distill.training.metrics import MetricsLog
@@ -118,8 +117,10 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
         teacher = load_teacher(t) if need_model else None
         student = build_student(recipe, tokenizer, teacher)
         data = tokenize_data(recipe.data, tokenizer)
-    cache = open_cache(recipe, tokenizer, data, teacher) if from_cache else None
-    if cache is not None:
+    cache = None
+    if from_cache:  # refused unless built for this tokenizer, data, k, temperature (and teacher, when loaded)
+        cache = TeacherCache.open(t.cache)
+        cache.check_setup(recipe_setup(recipe, tokenizer, data, teacher))
         teacher = None  # the signal comes from the cache; the model only initialised the student
     if recipe.student.model is not None and recipe.student.model != recipe.tokenizer_source:
         s = recipe.student
@@ -142,7 +143,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
         student.config.use_cache = False
     plan = BatchPlan(len(data.examples), cfg.batch_size, cfg.micro_batch_size, accelerator.num_processes, recipe.seed)
     if cache is not None:
-        check_cache_covers(cache, plan, cfg.max_steps)
+        cache.check_covers(plan.visited(cfg.max_steps))
 
     # --- optimizer, schedule, and state to resume
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -237,33 +238,6 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return out
-
-
-def open_cache(recipe: Recipe, tokenizer, data: TokenizedData, teacher) -> TeacherCache:
-    """The recipe's teacher cache, refused unless it was built for exactly this tokenizer, data, k and temperature
-    (and this teacher, when its model is loaded to initialise the student)."""
-    cache = TeacherCache.open(recipe.teacher.cache)
-    cache.check_setup(setup_for_cache(recipe, tokenizer, data, teacher))
-    return cache
-
-
-def setup_for_cache(recipe: Recipe, tokenizer, data: TokenizedData, teacher) -> dict:
-    """What this run needs a cache to have been built for (the teacher's identity only when its model is loaded)."""
-    t = recipe.teacher
-    wanted = {"tokenizer": tokenizer_identity(tokenizer), "data": data_identity(recipe, data), "k": t.top_k,
-              "capture_temperature": t.capture_temperature}
-    if teacher is not None:
-        wanted["teacher"] = teacher_identity(teacher, t.model, t.dtype)
-    return wanted
-
-
-def check_cache_covers(cache: TeacherCache, plan: BatchPlan, max_steps: int) -> None:
-    """A cache built with --planned-only holds only the examples of one plan; make sure it holds this run's."""
-    missing = cache.missing(sorted({i for step in range(max_steps) for i in plan.step_indices(step)}))
-    if missing:
-        raise CacheError(f"teacher.cache: {len(missing)} examples this run visits are not in {cache.root} (first: "
-                         f"{missing[0]}); it was built for another seed, batch size or number of steps. Rebuild it "
-                         "for this recipe (`distill cache`), or without --planned-only")
 
 
 def _save_checkpoint(accelerator: Accelerator, root: Path, student, optimizer, scheduler,

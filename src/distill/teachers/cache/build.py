@@ -54,8 +54,7 @@ def vocab_order(data: TokenizedData, vocab_size: int) -> np.ndarray:
 def planned_examples(recipe: Recipe, n_examples: int) -> list[int]:
     """The examples the recipe's training run visits (all its steps), in index order."""
     t = recipe.training
-    plan = BatchPlan(n_examples, t.batch_size, t.micro_batch_size, 1, recipe.seed)
-    return sorted({i for step in range(t.max_steps) for i in plan.step_indices(step)})
+    return BatchPlan(n_examples, t.batch_size, t.micro_batch_size, 1, recipe.seed).visited(t.max_steps)
 
 
 def plan_shards(examples: list[int], tokens: list[int], shard_tokens: int) -> list[list[int]]:
@@ -71,9 +70,17 @@ def plan_shards(examples: list[int], tokens: list[int], shard_tokens: int) -> li
     return [s for s in shards if s]
 
 
-def data_identity(recipe: Recipe, data: TokenizedData) -> dict[str, Any]:
-    return {"sha256": data_sha256(data.examples), "config": recipe.data.model_dump(mode="json"),
-            "n_examples": len(data.examples), "n_tokens": data.n_targets}
+def recipe_setup(recipe: Recipe, tokenizer, data: TokenizedData, teacher=None) -> dict[str, Any]:
+    """What a cache for this recipe is built for, as `setup_differences` compares it: tokenizer, data, k and
+    temperature, plus the teacher's identity when its model is at hand (training checks it only then)."""
+    t = recipe.teacher
+    setup = {"tokenizer": tokenizer_identity(tokenizer),
+             "data": {"sha256": data_sha256(data.examples), "config": recipe.data.model_dump(mode="json"),
+                      "n_examples": len(data.examples), "n_tokens": data.n_targets},
+             "k": t.top_k, "capture_temperature": t.capture_temperature}
+    if teacher is not None:
+        setup["teacher"] = teacher_identity(teacher, t.model, t.dtype)
+    return setup
 
 
 @torch.no_grad()
@@ -117,10 +124,8 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
     check_head(teacher, "teacher.model")
     teacher.to(accelerator.device)
     examples = planned_examples(recipe, len(data.examples)) if planned_only else list(range(len(data.examples)))
-    setup = {
-        "tokenizer": tokenizer_identity(tokenizer), "data": data_identity(recipe, data),
-        "teacher": teacher_identity(teacher, t.model, t.dtype), "k": t.top_k,
-        "capture_temperature": t.capture_temperature, "encoding": encoding,
+    setup = recipe_setup(recipe, tokenizer, data, teacher) | {
+        "encoding": encoding,
         "examples": "all" if not planned_only else {"plan": {
             "seed": recipe.seed, "batch_size": recipe.training.batch_size, "max_steps": recipe.training.max_steps}},
     }
@@ -133,9 +138,7 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
             return {}
         print(f"cache: {out} is complete and matches the recipe; nothing to do")
         return json.loads((out / MANIFEST).read_text())
-    order = np.load(out / VOCAB)
-    rank_of = np.empty(len(order), dtype=np.int64)
-    rank_of[order] = np.arange(len(order))
+    rank_of = codec.inverse_permutation(np.load(out / VOCAB))
     tokens = [e.n_targets for e in data.examples]
     shards = plan_shards(examples, tokens, shard_tokens)
     mine = [n for n in range(rank, len(shards), world) if read_seal(out, n) is None]
@@ -159,7 +162,7 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
                 batch = {key: value.to(accelerator.device) for key, value in batch.items()}
                 for example, signal in zip(chunk, capture(teacher, batch, t.top_k, t.capture_temperature, vocab),
                                            strict=True):
-                    mass = float(np.exp(np.logaddexp.reduce(signal.logprobs, axis=1)).sum())
+                    mass = float(np.exp(signal.logprobs, dtype=np.float64).sum())  # Σ over tokens and top-k
                     writer.append(example, len(signal), mass, codec.encode(signal, rank_of, encoding))
                     computed += len(signal)
                 progress.update(task, advance=sum(tokens[e] for e in chunk),

@@ -69,6 +69,13 @@ def dequantize(codes: np.ndarray) -> np.ndarray:
     return np.where(c <= FINE_CODES, c * FINE_STEP, FINE_RANGE + (c - FINE_CODES) * COARSE_STEP).astype(np.float32)
 
 
+def inverse_permutation(order: np.ndarray) -> np.ndarray:
+    """rank → id turned into id → rank (`vocab_rank` from `vocab_order`)."""
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
 def id_bytes(vocab_size: int) -> int:
     """Bytes per id plane: enough for any gap in a vocabulary of `vocab_size`."""
     return max(1, (max(vocab_size - 1, 1).bit_length() + 7) // 8)

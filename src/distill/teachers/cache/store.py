@@ -112,6 +112,14 @@ class TeacherCache:
         index = np.asarray(examples, dtype=np.int64)
         return index[self._shard[index] < 0].tolist()
 
+    def check_covers(self, examples: list[int]) -> None:
+        """A cache built with --planned-only holds only the examples of one plan; refuse a run that visits others."""
+        missing = self.missing(examples)
+        if missing:
+            raise CacheError(f"teacher.cache: {len(missing)} examples this run visits are not in {self.root} (first: "
+                             f"{missing[0]}); it was built for another seed, batch size or number of steps. Rebuild "
+                             "it for this recipe (`distill cache`), or without --planned-only")
+
     def tokens(self, example: int) -> int:
         return int(self._tokens[example])
 
