@@ -8,7 +8,6 @@ SHA-256 of every file and is checked before a resume, so a half-written or corru
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from distill.checksum import file_sha256
 from distill.errors import CheckpointError
 
 FORMAT_VERSION = 1
@@ -47,14 +47,6 @@ def list_checkpoints(root: Path) -> list[Path]:
         return []
     found = [p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name) and (p / "manifest.json").exists()]
     return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -116,7 +108,8 @@ def write_rank(tmp: Path, rank: int) -> None:
 def commit(tmp: Path, root: Path, step: int, keep: int) -> Path:
     """Hash every file into manifest.json, rename into place, and prune old checkpoints (main process)."""
     files = sorted(p.name for p in tmp.iterdir())
-    manifest = {"format_version": FORMAT_VERSION, "step": step, "files": {name: _sha256(tmp / name) for name in files}}
+    manifest = {"format_version": FORMAT_VERSION, "step": step,
+                "files": {name: file_sha256(tmp / name) for name in files}}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     for name in [*files, "manifest.json"]:
         with open(tmp / name, "rb") as f:
@@ -144,7 +137,7 @@ def verify(path: Path) -> dict[str, Any]:
         if not file.exists():
             raise CheckpointError(f"checkpoint {path}: {name} is missing; delete this checkpoint to resume from "
                                   "an earlier one")
-        if _sha256(file) != digest:
+        if file_sha256(file) != digest:
             raise CheckpointError(f"checkpoint {path}: {name} is corrupted (checksum mismatch); delete this "
                                   "checkpoint to resume from an earlier one")
     return manifest

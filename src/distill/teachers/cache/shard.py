@@ -9,7 +9,6 @@ carries on from there: each example ends up in the journal exactly once. A shard
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from distill.atomic import write_json
+from distill.checksum import file_sha256
 
 # one journal row per record; `mass` is the teacher mass the record's top-k captured, summed over its tokens
 INDEX_DTYPE = np.dtype([("example", "<i8"), ("offset", "<i8"), ("nbytes", "<i8"), ("tokens", "<i8"),
@@ -26,14 +26,6 @@ INDEX_DTYPE = np.dtype([("example", "<i8"), ("offset", "<i8"), ("nbytes", "<i8")
 
 def shard_stem(number: int) -> str:
     return f"shard-{number:05d}"
-
-
-def file_sha256(path: Path, block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_index(path: Path) -> np.ndarray:
@@ -94,8 +86,7 @@ class ShardWriter:
 
     def seal(self, examples: list[int]) -> dict[str, Any]:
         """Check the journal holds exactly `examples` once each, then write the seal."""
-        self._data.close()
-        self._index.close()
+        self.close()
         got = sorted(int(e) for e in self.rows["example"])
         assert got == sorted(examples), f"{self.data_path.name}: journal does not match its examples"
         seal = {"number": self.number, "data": self.data_path.name, "index": self.index_path.name,

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from distill.checksum import file_sha256
 from distill.errors import CacheError
 from distill.teachers.cache import codec
 from distill.teachers.cache.fingerprint import setup_differences
-from distill.teachers.cache.shard import file_sha256, read_index
+from distill.teachers.cache.shard import read_index
 from distill.teachers.signal import TopKSignal
 
 FORMAT = "distill-teacher-cache"
@@ -60,14 +61,12 @@ class TeacherCache:
         self._shard = np.full(n, -1, dtype=np.int64)
         self._offset = np.zeros(n, dtype=np.int64)
         self._nbytes = np.zeros(n, dtype=np.int64)
-        self._tokens = np.zeros(n, dtype=np.int64)
         self._maps: list[np.memmap | None] = []
         for i, seal in enumerate(manifest["shards"]):
             rows = read_index(root / seal["index"])
             self._shard[rows["example"]] = i
             self._offset[rows["example"]] = rows["offset"]
             self._nbytes[rows["example"]] = rows["nbytes"]
-            self._tokens[rows["example"]] = rows["tokens"]
             self._maps.append(np.memmap(root / seal["data"], dtype=np.uint8, mode="r") if seal["bytes"] else None)
 
     @classmethod
@@ -119,9 +118,6 @@ class TeacherCache:
             raise CacheError(f"teacher.cache: {len(missing)} examples this run visits are not in {self.root} (first: "
                              f"{missing[0]}); it was built for another seed, batch size or number of steps. Rebuild "
                              "it for this recipe (`distill cache`), or without --planned-only")
-
-    def tokens(self, example: int) -> int:
-        return int(self._tokens[example])
 
     def read(self, example: int) -> codec.Signal:
         shard = int(self._shard[example])
