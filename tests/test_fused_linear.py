@@ -32,14 +32,16 @@ def _problem(seed: int, *, bias: bool = False, scale: float = 1.0, softcap: floa
     return hidden, head, targets, TeacherHidden(teacher_hidden, teacher_head)
 
 
-def _teacher(kind_of_teacher: str, dense: TeacherHidden):
+def _teacher(kind_of_teacher: str, dense: TeacherHidden, temperature: float):
+    """The dense teacher in the form asked for. A top-k signal with a tail is captured at the loss temperature (the
+    only one its tail bucket is known at); a renormalised one at 2.0, so re-tempering is exercised."""
     if kind_of_teacher == "hidden":
         return dense, "tail"
     logits = dense.head.logits(dense.hidden)[:, :VOCAB]
     if kind_of_teacher == "logits":
         return logits, "tail"
     mode = kind_of_teacher.removeprefix("topk-")
-    return TopKSignal.from_logits(logits, k=16, temperature=2.0), mode
+    return TopKSignal.from_logits(logits, k=16, temperature=temperature if mode == "tail" else 2.0), mode
 
 
 def _grads(total: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -50,7 +52,7 @@ def _grads(total: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor
 @pytest.mark.parametrize("kind", KINDS)
 def test_chunked_matches_reference(kind, teacher_kind):
     hidden, head, targets, dense = _problem(0)
-    teacher, mode = _teacher(teacher_kind, dense)
+    teacher, mode = _teacher(teacher_kind, dense, 1.7)
     settings = LossSettings(spec=DivergenceSpec(kind=kind, beta=0.3, alpha=0.2), temperature=1.7,
                             weights=LossWeights(ce=0.25, kd=0.75 * 1.7**2), vocab_size=VOCAB, topk_mode=mode)
     ref = reference_linear_loss(hidden, head, targets, teacher, settings)
@@ -60,6 +62,45 @@ def test_chunked_matches_reference(kind, teacher_kind):
     inputs = [hidden, head.weight]
     for g_fused, g_ref in zip(_grads(fused[0], inputs), _grads(ref[0], inputs), strict=True):
         assert torch.allclose(g_fused, g_ref, atol=1e-5, rtol=1e-4), (g_fused - g_ref).abs().max()
+
+
+def _coarse(logits: torch.Tensor, ids: torch.Tensor, temperature: float, mode: str) -> torch.Tensor:
+    """The test's own top-k support from dense logits: p_T on the ids (+ the rest as one bucket, or renormalised)."""
+    log_p = torch.log_softmax(logits / temperature, dim=-1)
+    top = log_p.gather(-1, ids)
+    if mode == "renormalize":
+        return top - top.logsumexp(-1, keepdim=True)
+    return torch.cat([top, log_p.scatter(-1, ids, -torch.inf).logsumexp(-1, keepdim=True)], dim=-1)
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+@pytest.mark.parametrize("mode", ["tail", "renormalize"])
+def test_chunked_topk_matches_the_coarse_grained_dense_teacher(kind, mode):
+    """An outside twin for the top-k path: the expected loss is built here from the dense teacher's logits at the loss
+    temperature, sharing no support or re-tempering code with the path under test."""
+    hidden, head, targets, dense = _problem(6)
+    temperature = 1.7
+    teacher_logits = dense.head.logits(dense.hidden)[:, :VOCAB]
+    signal, _ = _teacher(f"topk-{mode}", dense, temperature)
+    settings = LossSettings(spec=DivergenceSpec(kind=kind, beta=0.3), temperature=temperature,
+                            weights=LossWeights(ce=0.0, kd=1.0), vocab_size=VOCAB, topk_mode=mode)
+    _total, _ce, kd = fused_linear_loss(hidden, head, targets, signal, settings, chunk_size=29)
+    (grad,) = torch.autograd.grad(_total, hidden)
+
+    h = hidden.detach().requires_grad_()
+    log_p = _coarse(teacher_logits, signal.ids, temperature, mode)
+    log_q = _coarse(head.logits(h)[:, :VOCAB], signal.ids, temperature, mode)
+    p, q = log_p.exp(), log_q.exp()
+    if kind == "forward_kl":
+        expected = (p * (log_p - log_q)).sum()
+    elif kind == "reverse_kl":
+        expected = (q * (log_q - log_p)).sum()
+    else:
+        m = 0.3 * p + 0.7 * q
+        expected = 0.3 * (p * (log_p - m.log())).sum() + 0.7 * (q * (log_q - m.log())).sum()
+    (grad_expected,) = torch.autograd.grad(expected, h)
+    assert kd.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(grad, grad_expected, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["jsd", "forward_kl"])  # forward_kl: the closed-form gradient, through the head
@@ -109,7 +150,7 @@ def test_closed_form_forward_kl_matches_the_autograd_chunk(temperature, teacher_
     if teacher_kind == "topk-full":
         teacher, mode = TopKSignal.from_logits(dense.head.logits(dense.hidden)[:, :VOCAB], k=VOCAB), "tail"
     else:
-        teacher, mode = _teacher(teacher_kind, dense)
+        teacher, mode = _teacher(teacher_kind, dense, temperature)
     results = []
     for closed_form in (True, False):
         settings = LossSettings(spec=DivergenceSpec(kind="forward_kl"), temperature=temperature,

@@ -116,12 +116,14 @@ def akl_weights(log_p: torch.Tensor, log_q: torch.Tensor, mu: float) -> tuple[to
 
     Sort the teacher's probabilities; the head is the top tokens until their cumulative mass exceeds `mu` (at least
     one token), the tail the rest. The weights are the shares of Σ|p − q| that fall in head and tail; they are
-    constants for the gradient, as in the authors' code."""
+    constants for the gradient, as in the authors' code. The cumulative mass is divided by its last entry: in fp32 it
+    can end an ulp above 1, which at μ = 1 would put the last tokens in the tail (AKL at μ = 1 is forward KL)."""
     with torch.no_grad():
         p, q = log_p.exp(), log_q.exp()
         p_sorted, order = p.sort(dim=-1, descending=True)
         gap = (p_sorted - q.gather(-1, order)).abs()
-        tail = p_sorted.cumsum(-1) > mu
+        cumulative = p_sorted.cumsum(-1)
+        tail = cumulative / cumulative[..., -1:].clamp(min=torch.finfo(cumulative.dtype).tiny) > mu
         tail[..., 0] = False
         g_head = gap.masked_fill(tail, 0.0).sum(-1)
         g_tail = gap.masked_fill(~tail, 0.0).sum(-1)

@@ -22,9 +22,22 @@ def divergence(student_logits: torch.Tensor, teacher: torch.Tensor | TopKSignal,
                temperature: float = 1.0, beta: float = 0.5, alpha: float = 0.1, mu: float = 0.5,
                normalized: bool = False, topk_mode: TopKMode = "tail", mask: torch.Tensor | None = None
                ) -> torch.Tensor:
-    """Mean divergence over valid tokens (`mask` True where a token counts; every token when None)."""
+    """Mean divergence over valid tokens (`mask`: True or 1 where a token counts, of the leading shape; every token
+    when None). Integer and float 0/1 masks (as TRL, torchtune and DistillKit take) mean the same as booleans."""
     values = token_divergence(student_logits, teacher, kind, temperature=temperature, beta=beta, alpha=alpha, mu=mu,
                               normalized=normalized, topk_mode=topk_mode)
     if mask is None:
         return values.mean()
+    mask = as_bool_mask(mask, values.shape)
     return values[mask].sum() / mask.sum().clamp(min=1)
+
+
+def as_bool_mask(mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A boolean mask of `shape` from a boolean or 0/1 mask; anything else would be read as indices, so refuse it."""
+    if mask.shape != shape:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}, the tokens have {tuple(shape)}")
+    if mask.dtype == torch.bool:
+        return mask
+    if not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("mask must be boolean or hold only 0 and 1 (1 = the token counts)")
+    return mask != 0

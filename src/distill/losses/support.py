@@ -7,8 +7,16 @@
   against the student's mass outside the top-k. With k = vocabulary size this is exactly the dense case.
 
 Re-tempering. Stored log-probs are at the capture temperature T_c; the loss wants T. Within the top-k this is exact:
-log p_T(i) = (T_c / T) · log p_Tc(i) + const. The tail's shape was not stored, so for T ≠ T_c its mass is re-tempered
-as if spread evenly over the V − k other tokens (exact when T = T_c, and the maximum-entropy guess otherwise).
+log p_T(i) = (T_c / T) · log p_Tc(i) + const, so `renormalize` accepts any T. The tail bucket is not: its mass at T
+depends on the shape of the tail, which was not stored. Any guess is biased — spreading it evenly gives the largest
+Σ p_i^(T_c/T) for a given mass when softening (T > T_c) and the smallest when sharpening, so the tail would always be
+overstated or understated (0.897 against a true 0.747 on SmolLM2 at k = 64, T_c = 1, T = 2). So `tail` mode with
+tokens outside the top-k requires T = T_c and refuses otherwise (`retempering_problem`): capture at the loss
+temperature, which is what `teacher.capture_temperature` defaults to.
+
+An empty tail (−inf) with tokens outside the top-k is a tail below what the signal could resolve (an API's rounded
+log-probs, a cache written before tails were computed directly), not a zero: it is read as `UNRESOLVED_TAIL`, so
+reverse-type divergences are not charged ~q_tail · 10⁴ nats through the log floor for mass the teacher does have.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from typing import Literal
 
 import torch
 
-from distill.teachers.signal import TopKSignal
+from distill.teachers.signal import UNRESOLVED_TAIL, TopKSignal
 
 TopKMode = Literal["renormalize", "tail"]
 TOPK_MODES: tuple[str, ...] = TopKMode.__args__
@@ -31,23 +39,33 @@ def dense_support(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     return log_p, log_q
 
 
+def retempering_problem(k: int, vocab: int, capture_temperature: float, temperature: float, mode: str) -> str | None:
+    """Why a top-k signal captured at `capture_temperature` cannot be compared at `temperature` in `mode`, or None."""
+    if mode == "tail" and k < vocab and capture_temperature != temperature:
+        return (f"the tail bucket's mass is known only at the capture temperature ({capture_temperature:g}), not at "
+                f"the loss temperature {temperature:g} (the tail's shape was not stored, and every guess is biased); "
+                "capture at the loss temperature, or compare within the top-k only (topk_mode renormalize)")
+    return None
+
+
 def topk_teacher_logp(teacher: TopKSignal, vocab: int, temperature: float, mode: TopKMode) -> torch.Tensor:
     """The teacher's side of the top-k support at the loss temperature: (..., k) for `renormalize`, (..., k + 1)
     with the tail last for `tail`; normalised."""
     if teacher.k > vocab:
         raise ValueError(f"top-k signal has k={teacher.k} but the student predicts only {vocab} tokens")
-    ratio = teacher.capture_temperature / temperature
-    scaled = teacher.logprobs.float() * ratio
+    if mode not in TOPK_MODES:
+        raise ValueError(f"unknown top-k mode {mode!r}; use one of {', '.join(TOPK_MODES)}")
+    problem = retempering_problem(teacher.k, vocab, teacher.capture_temperature, temperature, mode)
+    if problem:
+        raise ValueError(problem)
+    scaled = teacher.logprobs.float() * (teacher.capture_temperature / temperature)
     if mode == "renormalize":
         return torch.log_softmax(scaled, dim=-1)
-    if mode != "tail":
-        raise ValueError(f"unknown top-k mode {mode!r}; use one of {', '.join(TOPK_MODES)}")
-    n_tail = vocab - teacher.k
     tail = teacher.tail()
-    if n_tail == 0:
+    if teacher.k == vocab:
         tail = torch.full_like(tail, -math.inf)
-    elif ratio != 1.0:
-        tail = math.log(n_tail) + ratio * (tail - math.log(n_tail))
+    else:
+        tail = torch.where(torch.isneginf(tail), UNRESOLVED_TAIL, tail)
     return torch.log_softmax(torch.cat([scaled, tail.unsqueeze(-1)], dim=-1), dim=-1)
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+
+# fp32 cannot tell 1 − Σ top-k from 0 below its resolution 2⁻²⁴: a tail known only as "1 − Σ" and found empty is
+# below this, not zero (see `TopKSignal.tail`)
+UNRESOLVED_TAIL = -24 * math.log(2.0)
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -19,7 +24,9 @@ class TopKSignal:
 
     ids: (..., k) token ids. logprobs: (..., k) their log-probabilities under the teacher's *full* distribution at
     `capture_temperature` (so they sum to less than 1). tail_logmass: (...) log of the mass outside the top-k at that
-    temperature; derived from `logprobs` when not stored.
+    temperature, computed from the logits outside the top-k (a logsumexp), so a tail of 10⁻²⁰ is stored as such
+    rather than as log(1 − Σ top-k), which cancels to −inf in fp32 below ~6·10⁻⁸. When it is not given, `tail()`
+    derives it from `logprobs` (all an API may return) and floors what fp32 cannot resolve at `UNRESOLVED_TAIL`.
     """
 
     ids: torch.Tensor
@@ -32,7 +39,7 @@ class TopKSignal:
         """Capture a top-k signal from dense teacher logits at `temperature` (as a cache or an API would)."""
         logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
         top, ids = logprobs.topk(k, dim=-1)
-        tail = log1mexp(torch.logsumexp(top, dim=-1))
+        tail = torch.logsumexp(logprobs.scatter_(-1, ids, -math.inf), dim=-1)  # −inf only when k is the vocabulary
         return cls(ids=ids, logprobs=top, tail_logmass=tail, capture_temperature=temperature)
 
     @property
@@ -40,9 +47,12 @@ class TopKSignal:
         return self.ids.shape[-1]
 
     def tail(self) -> torch.Tensor:
+        """log of the teacher's mass outside the top-k: the stored value, else 1 − Σ top-k floored at what fp32
+        resolves (`UNRESOLVED_TAIL`). −inf means an empty tail, which is only right when k is the vocabulary; the
+        support replaces it by the floor otherwise."""
         if self.tail_logmass is not None:
             return self.tail_logmass.float()
-        return log1mexp(torch.logsumexp(self.logprobs.float(), dim=-1))
+        return log1mexp(torch.logsumexp(self.logprobs.float(), dim=-1)).clamp(min=UNRESOLVED_TAIL)
 
     def captured_mass(self) -> torch.Tensor:
         """Teacher mass inside the top-k at the capture temperature, per token (logged during training)."""
