@@ -9,13 +9,14 @@ from transformers import AutoModelForCausalLM
 
 from distill.data.dataset import BatchPlan, collate, pack
 from distill.data.formatting import IGNORE_INDEX, encode_messages, encode_prompt_completion, encode_text
+from distill.errors import DataError
 from distill.objectives.offpolicy import OffPolicyObjective, shifted_targets
 from distill.recipe import ObjectiveConfig
 
 
 def test_prompt_completion_labels_only_the_completion(tiny_tokenizer):
     ex = encode_prompt_completion({"prompt": "anna had two apples", "completion": " and got one more."},
-                                  tiny_tokenizer, 0)
+                                  tiny_tokenizer, "record 1")
     n_prompt = len(tiny_tokenizer("anna had two apples")["input_ids"])
     assert ex.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
     assert ex.labels[n_prompt:] == ex.input_ids[n_prompt:]
@@ -36,8 +37,8 @@ def test_cross_entropy_is_on_completion_tokens_predicted_from_the_previous_posit
     model = AutoModelForCausalLM.from_pretrained(tiny_teacher_dir).eval()
     examples = [
         encode_prompt_completion({"prompt": "the cat likes", "completion": " ben because ben is kind."},
-                                 tiny_tokenizer, 0),
-        encode_prompt_completion({"prompt": "yesterday emma saw", "completion": " a dog."}, tiny_tokenizer, 1),
+                                 tiny_tokenizer, "record 1"),
+        encode_prompt_completion({"prompt": "yesterday emma saw", "completion": " a dog."}, tiny_tokenizer, "record 2"),
     ]
     batch = collate(examples, tiny_tokenizer.pad_token_id)
     with torch.no_grad():
@@ -64,13 +65,53 @@ def test_chat_labels_cover_assistant_turns_only(tiny_tokenizer):
         {"role": "user", "content": "and ben?"},
         {"role": "assistant", "content": "a dog."},
     ]}
-    ex = encode_messages(record, tiny_tokenizer, 0)
+    ex = encode_messages(record, tiny_tokenizer, "record 1")
     rendered = tiny_tokenizer.apply_chat_template(record["messages"], tokenize=False)
     assert tiny_tokenizer.decode(ex.input_ids) == rendered
     labelled = [tok for tok, label in zip(ex.input_ids, ex.labels, strict=True) if label != IGNORE_INDEX]
     assert tiny_tokenizer.decode(labelled) == "two apples.<|im_end|>\na dog.<|im_end|>\n"
     # the assistant headers (prompt side) are not labelled
     assert "assistant" not in tiny_tokenizer.decode(labelled)
+
+
+def test_text_parts_render_as_their_joined_text(tiny_tokenizer):
+    """OpenAI-style content parts that are all text are the same conversation as the joined string."""
+    as_parts = {"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "what does "}, {"type": "text", "text": "anna have?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "two apples."}]},
+    ]}
+    as_text = {"messages": [{"role": "user", "content": "what does anna have?"},
+                            {"role": "assistant", "content": "two apples."}]}
+    assert encode_messages(as_parts, tiny_tokenizer, "record 1") == encode_messages(as_text, tiny_tokenizer, "r")
+    assert as_parts["messages"][0]["content"][0] == {"type": "text", "text": "what does "}  # the record is untouched
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (7, r"messages\[1\]\.content is int \(7\); it must be a string"),
+        (None, r"messages\[1\]\.content is null; it must be a string"),
+        ([{"type": "image_url", "image_url": {"url": "x.png"}}], r"messages\[1\]\.content\[0\] is a 'image_url' part"),
+        (["just a string"], r"messages\[1\]\.content\[0\] is not a \{type, text\} part"),
+        ([{"type": "text", "text": 3}], r"messages\[1\]\.content\[0\] is not a \{type, text\} part"),
+    ],
+    ids=["int", "none", "image-part", "bare-string-part", "non-string-text"],
+)
+def test_unusable_content_names_the_record_and_turn(tiny_tokenizer, content, expected):
+    record = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": content}]}
+    with pytest.raises(DataError, match=r"^data\.train: d\.jsonl, line 4: " + expected):
+        encode_messages(record, tiny_tokenizer, "d.jsonl, line 4")
+
+
+def test_a_failing_chat_template_names_the_record(tiny_tokenizer):
+    """Templates raise on conversations they refuse (alternation, roles); that is the data's problem, said so."""
+    import copy
+
+    strict = copy.deepcopy(tiny_tokenizer)
+    strict.chat_template = "{{ raise_exception('Conversation roles must alternate user/assistant') }}"
+    record = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    with pytest.raises(DataError, match=r"^data\.train: d\.jsonl, line 9: the chat template .*roles must alternate"):
+        encode_messages(record, strict, "d.jsonl, line 9")
 
 
 def test_packing_cuts_equal_blocks_with_eos_between_documents(tiny_tokenizer):

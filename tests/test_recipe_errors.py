@@ -70,6 +70,17 @@ def text_file(text: str) -> Callable[[Path, Path], Path]:
     return build
 
 
+def bytes_file(content: bytes) -> Callable[[Path, Path], Path]:
+    """A builder that writes `content` verbatim as the recipe file (not necessarily text)."""
+
+    def build(tmp_path: Path, data: Path) -> Path:
+        path = tmp_path / "recipe.yaml"
+        path.write_bytes(content)
+        return path
+
+    return build
+
+
 def valid(tmp_path: Path, data: Path) -> Path:
     return write_recipe(tmp_path / "recipe.yaml", base_recipe(data, tmp_path / "run"))
 
@@ -149,6 +160,15 @@ CASES = {
         ("training.lr", "objective.alpha")),
     "invalid-yaml": Case("train", text_file(INVALID_YAML), ("recipe.yaml", "invalid YAML at line 4")),
     "recipe-not-a-mapping": Case("check", text_file("- teacher\n- student\n"), ("recipe.yaml", "not a list")),
+    "recipe-not-text": Case(
+        "check", bytes_file(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00"),
+        ("recipe.yaml", "not UTF-8 text", "line 1")),
+    "recipe-latin1": Case(
+        "train", bytes_file("seed: 0\n# réglages\n".encode("latin-1")), ("recipe.yaml", "not UTF-8 text", "line 2")),
+    "unknown-encoding": Case(
+        "check", setting("data", encoding="utf-9"), ("data.encoding: unknown text encoding 'utf-9'",)),
+    "binary-encoding": Case(
+        "check", setting("data", encoding="base64"), ("data.encoding", "'base64' is not a text encoding")),
     "recipe-file-missing": Case(
         "check", lambda tmp, _data: tmp / "missing.yaml", ("recipe file not found", "missing.yaml")),
     "set-without-equals": Case(

@@ -205,6 +205,60 @@ def test_corrupt_parquet(tmp_path: Path) -> None:
         read_records(str(path))
 
 
+@pytest.mark.parametrize("kind", [*WRITERS, "txt-folder", "jsonl-with-blank-lines"])
+def test_records_know_where_they_came_from(kind: str, tmp_path: Path) -> None:
+    """JSONL: the physical line (blank lines count); Parquet and `datasets`: the 1-based row; .txt: the file."""
+    if kind == "txt-folder":
+        source = write_text_folder(tmp_path / "texts", TEXT_RECORDS)
+        expected = [str(source / f"{i:03d}.txt") for i in range(len(TEXT_RECORDS))]
+    elif kind == "jsonl-with-blank-lines":
+        source = tmp_path / "data.jsonl"
+        source.write_text("\n" + json.dumps(TEXT_RECORDS[0]) + "\n\n" + json.dumps(TEXT_RECORDS[1]) + "\n")
+        expected = [f"{source}, line 2", f"{source}, line 4"]
+    else:
+        source = WRITERS[kind](tmp_path, TEXT_RECORDS)
+        unit = "line" if kind == "jsonl" else "row"
+        expected = [f"{source}, {unit} {i + 1}" for i in range(len(TEXT_RECORDS))]
+    records = read_records(str(source))
+    assert [records.where(i) for i in range(len(records))] == expected
+    limited = read_records(str(source), limit=1)
+    assert limited == records[:1] and limited.where(0) == expected[0]
+
+
+def test_latin1_jsonl_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    lines = [json.dumps({"text": "plain"}), json.dumps({"text": "also plain"}),
+             json.dumps({"text": "café"}, ensure_ascii=False), json.dumps({"text": "after"})]
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    with pytest.raises(DataError) as info:
+        read_records(str(path))
+    message = str(info.value)
+    assert message.startswith(f"data.train: {path}, line 3: ")
+    assert "utf-8" in message and "data.encoding" in message and "iconv" in message
+    records = read_records(str(path), encoding="latin-1")
+    assert records[2] == {"text": "café"} and records.where(2) == f"{path}, line 3"
+
+
+def test_latin1_text_folder_is_an_error_not_replacement_characters(tmp_path: Path) -> None:
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("plain", encoding="utf-8")
+    (folder / "b.txt").write_bytes("first line\nun café".encode("latin-1"))
+    with pytest.raises(DataError) as info:
+        read_records(str(folder))
+    message = str(info.value)
+    assert message.startswith(f"data.train: {folder / 'b.txt'}, line 2: ")
+    assert "data.encoding" in message and "iconv" in message
+    assert read_records(str(folder), encoding="latin-1") == [{"text": "plain"}, {"text": "first line\nun café"}]
+
+
+def test_utf8_byte_order_mark_is_not_data(tmp_path: Path) -> None:
+    """Editors on Windows start UTF-8 files with a BOM; it is not part of the first record."""
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(TEXT_RECORDS[0]) + "\n").encode())
+    assert read_records(str(path)) == TEXT_RECORDS[:1]
+
+
 def test_errors_name_the_given_field(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"^eval\.data: "):
         read_records(str(tmp_path / "nope.jsonl"), field="eval.data")
@@ -264,12 +318,21 @@ def test_encode_text_ends_each_document_with_eos(tokenizer) -> None:
 
 
 def test_encode_text_missing_field(tokenizer) -> None:
-    with pytest.raises(DataError, match=r"data\.text_field: record 1 has no string field 'body'"):
+    """Plain lists (no file behind them) name the record 1-based, like everything else a person reads."""
+    with pytest.raises(DataError, match=r"data\.text_field: record 2: no string field 'body'"):
         encode_text([{"body": "a"}, {"text": "b"}], tokenizer, "body")
 
 
+def test_encode_text_missing_field_names_file_and_line(tmp_path: Path, tokenizer) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps({"text": "a"}) + "\n\n" + json.dumps({"body": "b"}) + "\n")
+    with pytest.raises(DataError) as info:
+        encode_text(read_records(str(path)), tokenizer, "text")
+    assert f"data.text_field: {path}, line 3: no string field 'text'" in str(info.value)
+
+
 def test_prompt_completion_labels_only_the_completion(tokenizer) -> None:
-    example = encode_prompt_completion(PROMPT_RECORDS[0], tokenizer, 0)
+    example = encode_prompt_completion(PROMPT_RECORDS[0], tokenizer, "record 1")
     n_prompt = len(tokenizer(PROMPT_RECORDS[0]["prompt"])["input_ids"])
     assert example.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
     assert example.labels[n_prompt:] == example.input_ids[n_prompt:]
@@ -278,12 +341,12 @@ def test_prompt_completion_labels_only_the_completion(tokenizer) -> None:
 
 
 def test_prompt_completion_needs_strings(tokenizer) -> None:
-    with pytest.raises(DataError, match=r"record 5 needs string 'prompt' and 'completion'"):
-        encode_prompt_completion({"prompt": "q", "completion": 3}, tokenizer, 5)
+    with pytest.raises(DataError, match=r"^data\.train: d\.jsonl, line 5: needs string 'prompt' and 'completion'"):
+        encode_prompt_completion({"prompt": "q", "completion": 3}, tokenizer, "d.jsonl, line 5")
 
 
 def test_messages_label_only_assistant_turns(tokenizer) -> None:
-    example = encode_messages(CHAT_RECORDS[1], tokenizer, 0)
+    example = encode_messages(CHAT_RECORDS[1], tokenizer, "record 2")
     labelled = [tok for tok, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE_INDEX]
     assert labelled, "the assistant turn must carry labels"
     assert all(label in (IGNORE_INDEX, tok) for tok, label in zip(example.input_ids, example.labels, strict=True))
@@ -294,10 +357,10 @@ def test_messages_label_only_assistant_turns(tokenizer) -> None:
 
 def test_messages_without_an_assistant_turn(tokenizer) -> None:
     record = {"messages": [{"role": "user", "content": "hello"}]}
-    with pytest.raises(DataError, match="record 2 has no assistant turn"):
-        encode_messages(record, tokenizer, 2)
+    with pytest.raises(DataError, match=r"^data\.train: d\.jsonl, line 2: no assistant turn"):
+        encode_messages(record, tokenizer, "d.jsonl, line 2")
 
 
 def test_messages_must_be_role_content_objects(tokenizer) -> None:
-    with pytest.raises(DataError, match=r"record 0: 'messages' must be a list of \{role, content\} objects"):
-        encode_messages({"messages": [{"role": "user"}]}, tokenizer, 0)
+    with pytest.raises(DataError, match=r"d\.jsonl, line 1: 'messages' must be a list of \{role, content\} objects"):
+        encode_messages({"messages": [{"role": "user"}]}, tokenizer, "d.jsonl, line 1")

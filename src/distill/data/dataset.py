@@ -54,7 +54,9 @@ def _truncate(example: Example, max_length: int) -> Example:
 
 
 def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenizedData:
-    records = read_records(cfg.train, limit=cfg.max_examples)
+    """Every record tokenized (problems name the record's file and line); `dropped` counts the examples left with
+    nothing to learn after truncation to `max_length`."""
+    records = read_records(cfg.train, limit=cfg.max_examples, encoding=cfg.encoding)
     fmt = detect_format(records[0], cfg.format, cfg.text_field)
     if fmt == "text":
         documents = encode_text(records, tokenizer, cfg.text_field)
@@ -64,7 +66,8 @@ def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Tokeni
             examples = [_truncate(Example(d, list(d)), cfg.max_length) for d in documents]
     else:
         encode = encode_messages if fmt == "messages" else encode_prompt_completion
-        examples = [_truncate(encode(record, tokenizer, i), cfg.max_length) for i, record in enumerate(records)]
+        examples = [_truncate(encode(record, tokenizer, records.where(i)), cfg.max_length)
+                    for i, record in enumerate(records)]
     kept = [e for e in examples if e.n_targets > 0]
     if not kept:
         raise DataError(f"data.train: {cfg.train} yields no trainable tokens at max_length={cfg.max_length} "
@@ -95,6 +98,11 @@ class BatchPlan:
                 f"training.batch_size ({batch_size}) must be a multiple of micro_batch_size × processes "
                 f"({micro_batch_size} × {world_size})"
             )
+        if n_examples < batch_size:
+            raise DataError(f"data.train: {n_examples} sequence(s) for a batch of training.batch_size {batch_size}: "
+                            "every batch would hold the same sequences several times. Add data, lower "
+                            "data.max_length (text is packed into blocks of max_length tokens) or lower "
+                            "training.batch_size")
         self.n, self.batch_size, self.micro, self.world, self.seed = n_examples, batch_size, micro_batch_size, \
             world_size, seed
         self.accumulation = batch_size // (micro_batch_size * world_size)

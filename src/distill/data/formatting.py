@@ -4,6 +4,8 @@ Labels are aligned with `input_ids` (the Hugging Face convention): `labels[t]` i
 loss should predict it, or `IGNORE_INDEX` when it should not. The shift (position t−1 predicts token t) happens once,
 in the objective. Where there is a prompt, only the completion — or, for chat, only the assistant turns — carries
 labels.
+
+Every problem with a record names where it came from (`where`: "FILE, line N"), so a person can open the file there.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from distill.data.sources import Record
+from distill.data.sources import Record, location
 from distill.errors import DataError
 
 IGNORE_INDEX = -100
@@ -60,29 +62,31 @@ def encode_text(records: Sequence[Record], tokenizer: PreTrainedTokenizerBase, t
     for i, record in enumerate(records):
         value = record.get(text_field)
         if not isinstance(value, str):
-            raise DataError(f"data.text_field: record {i} has no string field {text_field!r} (keys: {sorted(record)})")
+            raise DataError(f"data.text_field: {location(records, i)}: no string field {text_field!r} "
+                            f"(keys: {sorted(record)})")
         texts.append(value)
     encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
     return [[*ids, tokenizer.eos_token_id] for ids in encoded]
 
 
-def encode_prompt_completion(record: Record, tokenizer: PreTrainedTokenizerBase, index: int) -> Example:
+def encode_prompt_completion(record: Record, tokenizer: PreTrainedTokenizerBase, where: str) -> Example:
+    """`where` names the record in errors ("FILE, line N", see `Records.where`)."""
     prompt, completion = record.get("prompt"), record.get("completion")
     if not isinstance(prompt, str) or not isinstance(completion, str):
-        raise DataError(f"data.train: record {index} needs string 'prompt' and 'completion' fields "
+        raise DataError(f"data.train: {where}: needs string 'prompt' and 'completion' fields "
                         f"(keys: {sorted(record)})")
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return Example(prompt_ids + completion_ids, [IGNORE_INDEX] * len(prompt_ids) + completion_ids)
 
 
-def encode_messages(record: Record, tokenizer: PreTrainedTokenizerBase, index: int) -> Example:
+def encode_messages(record: Record, tokenizer: PreTrainedTokenizerBase, where: str) -> Example:
     """Render a chat with the tokenizer's template; label the tokens of assistant turns only.
 
     Assistant spans are found by rendering growing prefixes of the conversation: the text of turn i runs from the
     end of `render(messages[:i], add_generation_prompt=True)` to the end of `render(messages[:i+1])`. Tokens whose
     first character falls in such a span are labelled. This works for any template that renders prefixes
-    consistently, which is checked.
+    consistently, which is checked. `where` names the record in errors ("FILE, line N").
     """
     if tokenizer.chat_template is None:
         raise DataError("data.format: chat `messages` need a tokenizer with a chat template, and this one has none; "
@@ -90,10 +94,16 @@ def encode_messages(record: Record, tokenizer: PreTrainedTokenizerBase, index: i
     messages = record.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
                                                  for m in messages):
-        raise DataError(f"data.train: record {index}: 'messages' must be a list of {{role, content}} objects")
+        raise DataError(f"data.train: {where}: 'messages' must be a list of {{role, content}} objects")
+    messages = _plain_messages(messages, where)
 
     def render(turns: list[dict], generation_prompt: bool = False) -> str:
-        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
+        try:
+            return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
+        except Exception as exc:  # the template's own checks (role order, roles it knows) or a jinja error
+            raise DataError(f"data.train: {where}: the chat template cannot render this conversation "
+                            f"({type(exc).__name__}: {exc}); fix the record or use a tokenizer whose chat "
+                            "template accepts it") from exc
 
     full = render(messages)
     spans = []
@@ -102,13 +112,43 @@ def encode_messages(record: Record, tokenizer: PreTrainedTokenizerBase, index: i
             continue
         start_text, end_text = render(messages[:i], generation_prompt=True), render(messages[: i + 1])
         if not (full.startswith(start_text) and full.startswith(end_text)):
-            raise DataError(f"data.train: record {index}: the chat template does not render conversation prefixes "
+            raise DataError(f"data.train: {where}: the chat template does not render conversation prefixes "
                             "consistently, so assistant turns cannot be located")
         spans.append((len(start_text), len(end_text)))
     if not spans:
-        raise DataError(f"data.train: record {index} has no assistant turn to learn from")
+        raise DataError(f"data.train: {where}: no assistant turn to learn from")
     encoding = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
     labels = [tok if any(s <= begin < e for s, e in spans) else IGNORE_INDEX
               for tok, (begin, _end) in zip(ids, offsets, strict=True)]
     return Example(list(ids), labels)
+
+
+def _plain_messages(messages: list[dict], where: str) -> list[dict]:
+    """The conversation with every `content` a string, the record left untouched.
+
+    OpenAI-style content — a list of `{"type": "text", "text": ...}` parts — is joined into one string (with no
+    separator, as templates that accept parts render them), because most chat templates only concatenate strings.
+    Anything else (a number, null, an image part) cannot be trained on as text and is refused with the turn named.
+    """
+    plain = []
+    for j, message in enumerate(messages):
+        content = message["content"]
+        if isinstance(content, list):
+            content = "".join(_text_of(part, f"messages[{j}].content[{k}]", where) for k, part in enumerate(content))
+        elif not isinstance(content, str):
+            shown = "null" if content is None else f"{type(content).__name__} ({content!r:.40})"
+            raise DataError(f"data.train: {where}: messages[{j}].content is {shown}; it must be a string or a list of "
+                            '{"type": "text", "text": ...} parts')
+        plain.append({**message, "content": content})
+    return plain
+
+
+def _text_of(part: object, name: str, where: str) -> str:
+    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+        return part["text"]
+    kind = part.get("type") if isinstance(part, dict) else None
+    if isinstance(kind, str) and kind != "text":
+        raise DataError(f"data.train: {where}: {name} is a {kind!r} part; only text parts can be trained on, so "
+                        "drop that part or the record")
+    raise DataError(f"data.train: {where}: {name} is not a {{type, text}} part with a string `text`")

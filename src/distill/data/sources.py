@@ -1,19 +1,59 @@
 """Read records (dicts) from the supported sources: JSONL, Parquet, a folder of .txt files, a `datasets` folder
-(saved with `save_to_disk`), or a `builtin:NAME` data set. Problems name the file and line."""
+(saved with `save_to_disk`), or a `builtin:NAME` data set. Problems name the file and line.
+
+Text is decoded strictly in the declared encoding (`data.encoding`): a file in another encoding is an error that
+names the file and line, never text silently full of U+FFFD. Records remember where they came from
+(`Records.where`), so later problems — a missing field, content the chat template cannot render — name the file
+and line too.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from distill.builtin.registry import is_builtin, materialize
 from distill.errors import DataError
 
 Record = dict[str, Any]
+BOM = "\ufeff"
 
 
-def read_records(source: str, field: str = "data.train", limit: int | None = None) -> list[Record]:
+class Records(list[Record]):
+    """The records of one source, and where each came from: `where(i)` is "FILE, line N" for JSONL (the physical
+    line), "FILE, row N" for Parquet and `datasets` folders, and the file itself for a folder of .txt files.
+
+    A list, so callers that only want the records use it as one; slicing gives a plain list (use `head`)."""
+
+    def __init__(self, records: Iterable[Record], path: Path, unit: Literal["line", "row", "file"],
+                 numbers: Sequence[int] | None = None, files: Sequence[Path] | None = None):
+        super().__init__(records)
+        self.path, self.unit = path, unit
+        self._numbers, self._files = list(numbers or ()), list(files or ())
+
+    def where(self, index: int) -> str:
+        """Where record `index` (0-based) came from, for messages a person reads."""
+        if self.unit == "file":
+            return str(self._files[index])
+        number = self._numbers[index] if self.unit == "line" else index + 1
+        return f"{self.path}, {self.unit} {number}"
+
+    def head(self, n: int) -> Records:
+        """The first `n` records, still knowing where they came from."""
+        return Records(self[:n], self.path, self.unit, self._numbers[:n], self._files[:n])
+
+
+def location(records: Sequence[Record], index: int) -> str:
+    """Where record `index` came from: its file and line when `records` came from `read_records`, else its 1-based
+    position ("record 3")."""
+    return records.where(index) if isinstance(records, Records) else f"record {index + 1}"
+
+
+def read_records(source: str, field: str = "data.train", limit: int | None = None,
+                 encoding: str = "utf-8") -> Records:
+    """The records of `source`; `encoding` decodes .jsonl and .txt files (strictly). Errors start with `field`."""
     path = Path(source)
     if is_builtin(source):
         path = builtin_split(source, field)
@@ -23,17 +63,17 @@ def read_records(source: str, field: str = "data.train", limit: int | None = Non
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             records = _read_saved_dataset(path, field)
         elif (path / "train.jsonl").exists():  # built-in data sets are folders with a train.jsonl
-            records = _read_jsonl(path / "train.jsonl", field, limit)
+            records = _read_jsonl(path / "train.jsonl", field, limit, encoding)
         else:
-            records = _read_text_folder(path, field)
+            records = _read_text_folder(path, field, encoding)
     elif path.suffix == ".jsonl":
-        records = _read_jsonl(path, field, limit)
+        records = _read_jsonl(path, field, limit, encoding)
     elif path.suffix == ".parquet":
         records = _read_parquet(path, field)
     else:
         raise DataError(f"{field}: unsupported file type {path.suffix!r} ({source}); use .jsonl, .parquet, "
                         "a folder of .txt files or a `datasets` folder")
-    records = records[:limit] if limit else records
+    records = records.head(limit) if limit else records
     if not records:
         raise DataError(f"{field}: {source} holds no records")
     return records
@@ -51,34 +91,71 @@ def builtin_split(source: str, field: str) -> Path:
     return path
 
 
-def _read_jsonl(path: Path, field: str, limit: int | None) -> list[Record]:
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+def _read_jsonl(path: Path, field: str, limit: int | None, encoding: str) -> Records:
+    records, numbers = [], []
+    for number, line in _lines(path, field, encoding):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{field}: {path}, line {number}: invalid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{field}: {path}, line {number}: each line must be a JSON object")
+        records.append(record)
+        numbers.append(number)
+        if limit and len(records) >= limit:
+            break
+    return Records(records, path, "line", numbers=numbers)
+
+
+def _lines(path: Path, field: str, encoding: str) -> Iterator[tuple[int, str]]:
+    """The physical lines of a text file with their 1-based numbers, decoded strictly.
+
+    Read as bytes and decoded line by line (streaming, so `limit` stops early in a big file, and a decoding error
+    knows its line) wherever the encoding writes a newline as the byte 0x0A; other encodings (UTF-16, UTF-32) are
+    decoded whole."""
+    if "\n".encode(encoding) != b"\n":
+        text = _decode(path.read_bytes(), path, field, encoding)
+        yield from enumerate(text.split("\n"), start=1)  # not splitlines: JSON strings may hold U+2028 raw
+        return
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{field}: {path}, line {number}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{field}: {path}, line {number}: each line must be a JSON object")
-            records.append(record)
-            if limit and len(records) >= limit:
-                break
-    return records
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise _undecodable(exc, f"{path}, line {number}", field, encoding) from None
+            yield number, line.removeprefix(BOM) if number == 1 else line
 
 
-def _read_parquet(path: Path, field: str) -> list[Record]:
+def _decode(data: bytes, path: Path, field: str, encoding: str) -> str:
+    """A whole file's text; an error names the line of the first byte that does not decode."""
+    try:
+        return data.decode(encoding).removeprefix(BOM)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].decode(encoding, errors="replace").count("\n") + 1
+        raise _undecodable(exc, f"{path}, line {line}", field, encoding) from None
+
+
+def _undecodable(exc: UnicodeDecodeError, location: str, field: str, encoding: str) -> DataError:
+    byte = exc.object[exc.start]
+    return DataError(
+        f"{field}: {location}: not valid {encoding} text (byte 0x{byte:02x}: {exc.reason}); set data.encoding to "
+        f"the file's encoding (e.g. latin-1 or cp1252), or convert the file to UTF-8 with "
+        f"`iconv -f LATIN1 -t UTF-8 IN > OUT`"
+    )
+
+
+def _read_parquet(path: Path, field: str) -> Records:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pylist()
+        return Records(pq.read_table(path).to_pylist(), path, "row")
     except Exception as exc:
         raise DataError(f"{field}: cannot read Parquet file {path}: {exc}") from None
 
 
-def _read_saved_dataset(path: Path, field: str) -> list[Record]:
+def _read_saved_dataset(path: Path, field: str) -> Records:
     import datasets
 
     try:
@@ -89,11 +166,12 @@ def _read_saved_dataset(path: Path, field: str) -> list[Record]:
         if "train" not in loaded:
             raise DataError(f"{field}: {path} has splits {list(loaded)} but no 'train'")
         loaded = loaded["train"]
-    return loaded.to_list()
+    return Records(loaded.to_list(), path, "row")
 
 
-def _read_text_folder(path: Path, field: str) -> list[Record]:
+def _read_text_folder(path: Path, field: str, encoding: str) -> Records:
     files = sorted(p for p in path.rglob("*.txt") if p.is_file())
     if not files:
         raise DataError(f"{field}: folder {path} has no .txt files (nor a `datasets` dataset_info.json)")
-    return [{"text": f.read_text(encoding="utf-8", errors="replace")} for f in files]
+    texts = [_decode(f.read_bytes(), f, field, encoding) for f in files]
+    return Records([{"text": t} for t in texts], path, "file", files=files)
