@@ -145,7 +145,7 @@ def test_a_cache_of_another_setup_is_refused_naming_the_difference(tmp_path, tex
     with pytest.raises(CacheError) as err:
         train(validate_recipe(changed))
     assert "data.max_length 32 in the cache, 24 in the recipe" in str(err.value)
-    assert "teacher.capture_temperature: 1.0 in the cache, 0.5 in the recipe" in str(err.value)
+    assert "teacher.capture_temperature: 2.0 in the cache, 0.5 in the recipe" in str(err.value)
 
     from distill.check import check_recipe  # `distill check` makes the same check before any training
 
@@ -162,6 +162,36 @@ def test_a_cache_of_another_setup_is_refused_naming_the_difference(tmp_path, tex
     assert result.returncode == 2
     assert "teacher.top_k: 16 in the cache, 8 in the recipe" in result.stderr
     TeacherCache.open(out)
+
+
+def test_a_cache_from_another_teacher_is_refused_even_when_no_teacher_is_loaded(tmp_path, text_data,
+                                                                                  tiny_teacher_dir):
+    """The recipe's teacher (model, revision, dtype) is always compared with the cache's; with the model loaded
+    (student.from_teacher) its weights decide, so the same weights under another name are accepted."""
+    out = tmp_path / "cache"
+    build_cache(validate_recipe(_recipe(text_data, tmp_path / "run")), out)
+    student = {"model": str(tiny_teacher_dir)}  # no from_teacher: the teacher model is not loaded
+    for teacher, expected in (({"model": str(tiny_teacher_dir)}, "teacher.model: 'builtin:tiny-teacher' in the cache"),
+                              ({"dtype": "bfloat16"}, "teacher.dtype: 'float32' in the cache, 'bfloat16'"),
+                              ({"revision": "v2"}, "teacher.revision: None in the cache, 'v2' in the recipe")):
+        recipe = _recipe(text_data, tmp_path / "other", teacher={"cache": str(out), **teacher})
+        recipe["student"] = student
+        with pytest.raises(CacheError, match=expected.replace("(", r"\(")):
+            train(validate_recipe(recipe))
+    same_weights = _recipe(text_data, tmp_path / "renamed", teacher={"cache": str(out), "model": str(tiny_teacher_dir)})
+    train(validate_recipe(same_weights))  # from_teacher loads it: the weight hashes match
+
+
+def test_a_tail_bucket_at_another_temperature_is_refused_in_train_and_check(tmp_path, text_data, tiny_teacher_dir):
+    recipe = _recipe(text_data, tmp_path / "run", teacher={"capture_temperature": 1.0})  # loss T is 2.0
+    build_cache(validate_recipe(recipe), tmp_path / "cache")
+    recipe["teacher"]["cache"] = str(tmp_path / "cache")
+    with pytest.raises(CacheError, match=r"objective\.temperature: 2 with objective\.topk_mode: tail"):
+        train(validate_recipe(recipe))
+    result = run_cli("check", str(write_recipe(tmp_path / "r.yaml", recipe)))
+    assert result.returncode == 2 and "teacher.capture_temperature: 2" in result.stderr
+    recipe["objective"]["topk_mode"] = "renormalize"  # exact within the top-k at any temperature
+    train(validate_recipe(recipe))
 
 
 @pytest.mark.parametrize("implementation", ["chunked", "reference"])

@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 
 from distill.data.dataset import BatchPlan, tokenize_data
 from distill.errors import DistillError
-from distill.models import check_layer_indices, check_logit_width, check_same_vocab, load_config, load_tokenizer
+from distill.models import (
+    check_context_length,
+    check_layer_indices,
+    check_logit_width,
+    check_same_vocab,
+    load_config,
+    load_tokenizer,
+)
 from distill.recipe import Recipe
 
 
@@ -41,9 +48,12 @@ def check_recipe(recipe: Recipe) -> CheckReport:
             report.facts["teacher"] = f"{t.model} ({teacher_cfg.model_type}, {teacher_cfg.num_hidden_layers} layers)"
             if tokenizer is not None:
                 attempt(lambda: check_logit_width("teacher.model", teacher_cfg.vocab_size, len(tokenizer)))
+            attempt(lambda: check_context_length("teacher.model", teacher_cfg, recipe.data.max_length))
     s = recipe.student
     if s.model is not None:
         student_cfg = attempt(lambda: load_config("student.model", s.model, s.revision, s.trust_remote_code))
+        if student_cfg is not None:
+            attempt(lambda: check_context_length("student.model", student_cfg, recipe.data.max_length))
         if student_cfg is not None and tokenizer is not None:
             attempt(lambda: check_logit_width("student.model", student_cfg.vocab_size, len(tokenizer)))
             if s.model != recipe.tokenizer_source:
@@ -82,15 +92,7 @@ def check_recipe(recipe: Recipe) -> CheckReport:
             report.facts["schedule"] = (f"{tr.max_steps} steps × {tr.batch_size} sequences = "
                                         f"{tr.max_steps / steps_per_epoch:.2f} epochs")
             if cache is not None:
-                attempt(lambda: check_cache_against(recipe, cache, tokenizer, data, plan))
+                from distill.teachers.cache.build import check_cache_for
+
+                attempt(lambda: check_cache_for(recipe, cache, tokenizer, data, plan))
     return report
-
-
-def check_cache_against(recipe: Recipe, cache, tokenizer, data, plan: BatchPlan | None) -> None:
-    """Training's checks before its first step, in its order: the setup (no teacher model here, so no weights
-    check), then every example the run visits present."""
-    from distill.teachers.cache.build import recipe_setup
-
-    cache.check_setup(recipe_setup(recipe, tokenizer, data))
-    if plan is not None:
-        cache.check_covers(plan.visited(recipe.training.max_steps))

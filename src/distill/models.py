@@ -189,6 +189,21 @@ def check_logit_width(field: str, width: int, n_tokens: int) -> None:
                          "they do not belong together")
 
 
+def context_length(config: PretrainedConfig) -> int | None:
+    """Positions the model was built for (`max_position_embeddings`, which transformers maps for GPT-2's
+    n_positions too); None when the config does not say."""
+    value = getattr(config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def check_context_length(field: str, config: PretrainedConfig, max_length: int) -> None:
+    """Sequences longer than the model's positions train on embeddings it never learned, or crash later."""
+    limit = context_length(config)
+    if limit is not None and max_length > limit:
+        raise ModelError(f"data.max_length: {max_length} is more than the {limit} positions {field} was built for "
+                         f"(max_position_embeddings); set data.max_length to at most {limit}")
+
+
 def output_width(model: PreTrainedModel) -> int:
     return model.get_output_embeddings().weight.shape[0]
 

@@ -9,12 +9,13 @@ Relative paths are taken relative to the current working directory, like every o
 
 from __future__ import annotations
 
+import codecs
 import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distill.errors import RecipeError
 
@@ -50,11 +51,12 @@ class TeacherConfig(Section):
     top_k: int = Field(
         default=64, ge=1, description="Tokens per position a cache stores (and, with `cache`, must have stored)."
     )
-    capture_temperature: float = Field(
-        default=1.0,
+    capture_temperature: float | None = Field(
+        default=None,
         gt=0.0,
-        description="Temperature of the log-probs a cache stores (with `cache`: must be the cache's). The loss "
-        "re-tempers them to objective.temperature.",
+        description="Temperature of the log-probs a cache stores (with `cache`: must be the cache's); null = "
+        "objective.temperature. `topk_mode: tail` needs the two equal (the tail's mass is known only at the capture "
+        "temperature); `renormalize` re-tempers the top-k exactly.",
     )
     revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) of `model`.")
     trust_remote_code: bool = Field(
@@ -128,6 +130,26 @@ class DataConfig(Section):
         description="For `text`: concatenate documents (separated by EOS) and cut into blocks of `max_length`.",
     )
     max_examples: int | None = Field(default=None, ge=1, description="Use only the first N records (for quick runs).")
+    encoding: str = Field(
+        default="utf-8",
+        description="Text encoding of .jsonl files and .txt folders (any Python codec: `latin-1`, `cp1252`, "
+        "`utf-16`, ...). Decoding is strict: a file that does not decode is an error naming its line, never "
+        "replacement characters.",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}; use a Python codec name such as utf-8, latin-1 or "
+                             "cp1252") from None
+        try:
+            "\n".encode(value)  # not b"".decode: the empty input skips the check
+        except LookupError:  # a bytes-to-bytes codec (base64, zlib, hex)
+            raise ValueError(f"{value!r} is not a text encoding; use one such as utf-8, latin-1 or cp1252") from None
+        return value
 
 
 Divergence = Literal["forward_kl", "reverse_kl", "jsd", "interpolated_kl", "tvd", "skew_kl", "skew_reverse_kl", "akl"]
@@ -194,7 +216,11 @@ class ObjectiveConfig(Section):
 
 class TrainingConfig(Section):
     output_dir: str = Field(description="Run folder: checkpoints/, metrics.jsonl, recipe.yaml, tensorboard/, student/.")
-    max_steps: int = Field(ge=1, description="Optimizer steps to run.")
+    max_steps: int = Field(
+        ge=1,
+        description="Optimizer steps to run. Another value on `--resume` re-plans the learning rate from the resumed "
+        "step: it keeps decaying smoothly, or, if the run had finished decaying, restarts warm.",
+    )
     batch_size: int = Field(
         default=8,
         ge=1,
@@ -216,7 +242,9 @@ class TrainingConfig(Section):
     keep_checkpoints: int = Field(default=2, ge=1, description="Keep only the newest N checkpoints.")
     log_every: int = Field(default=1, ge=1, description="Write metrics every N steps.")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
-        default="fp32", description="Mixed precision of the student's forward/backward (bf16 needs a GPU to be fast)."
+        default="fp32",
+        description="Mixed precision of the student's forward/backward (bf16 needs a GPU to be fast). fp16 needs a "
+        "GPU (refused on a CPU) and a dynamic loss scaler: a step whose gradients overflow is skipped and logged.",
     )
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations in backward to save memory.")
 
@@ -269,6 +297,12 @@ class Recipe(Section):
         return source, None, False
 
     @property
+    def capture_temperature(self) -> float:
+        """The temperature a teacher cache for this recipe stores: teacher.capture_temperature, else the loss's."""
+        t = self.teacher.capture_temperature if self.teacher is not None else None
+        return t if t is not None else self.objective.temperature
+
+    @property
     def tokenizer_source(self) -> str | None:
         if self.tokenizer:
             return self.tokenizer
@@ -285,8 +319,15 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
+    data = path.read_bytes()
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RecipeError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}); a recipe is a YAML "
+                          "text file: check the path, or save the file as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -55,13 +55,21 @@ def last_hidden_states(model: PreTrainedModel, input_ids: torch.Tensor, attentio
 
 
 def check_head(model: PreTrainedModel, field: str) -> None:
-    """The chunked path recomputes logits as LMHead(last hidden state); make sure that is what the model does."""
+    """The chunked path recomputes logits as LMHead(last hidden state); make sure that is what the model does.
+
+    Both passes run in eval mode (the caller's mode is restored): in train mode dropout draws other masks in each
+    pass, and a student with dropout would be refused although its head is a plain projection."""
     device = next(model.parameters()).device
     ids = torch.arange(1, 9, device=device).unsqueeze(0) % model.config.vocab_size
     mask = torch.ones_like(ids)
-    with torch.no_grad():
-        expected = model(input_ids=ids, attention_mask=mask).logits.float()
-        got = LMHead.of(model).logits(last_hidden_states(model, ids, mask))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            expected = model(input_ids=ids, attention_mask=mask).logits.float()
+            got = LMHead.of(model).logits(last_hidden_states(model, ids, mask))
+    finally:
+        model.train(was_training)
     scale = max(1.0, expected.nan_to_num().abs().max().item())
     if not torch.allclose(got, expected, atol=1e-3 * scale, rtol=1e-3, equal_nan=True):  # NaN weights: a later error
         raise ModelError(f"{field}: this model's logits are not LM-head(last hidden state), so the chunked loss "

@@ -1,9 +1,10 @@
 """Resumable checkpoints, written atomically and verified on load.
 
-A checkpoint is a folder `checkpoints/step-NNNNNNNN/` holding the student's weights (safetensors), the optimizer and
-scheduler states, every process's RNG states, the training state (step, examples and tokens seen) and the recipe.
-It is written under a temporary name and renamed into place once complete; `manifest.json`, written last, holds a
-SHA-256 of every file and is checked before a resume, so a half-written or corrupted checkpoint is never used.
+A checkpoint is a folder `checkpoints/step-NNNNNNNN/` holding the student's weights (safetensors), the optimizer,
+scheduler (with its schedule segments) and, with fp16, loss-scaler states, every process's RNG states, the training
+state (step, examples and tokens seen) and the recipe. It is written under a temporary name and renamed into place
+once complete; `manifest.json`, written last, holds a SHA-256 of every file and is checked before a resume, so a
+half-written or corrupted checkpoint is never used.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from distill.atomic import share_permissions
 from distill.checksum import file_sha256
 from distill.errors import CheckpointError
 
@@ -35,6 +37,7 @@ class TrainState:
     tokens_seen: int
     world_size: int
     format_version: int = FORMAT_VERSION
+    skipped_steps: int = 0  # steps the fp16 loss scaler skipped (overflowed gradients)
 
 
 def checkpoint_name(step: int) -> str:
@@ -92,11 +95,13 @@ def begin(tmp: Path) -> None:
 
 
 def write_main(tmp: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-               state: TrainState, recipe_yaml: str) -> None:
-    """The parts only the main process writes: weights, optimizer and scheduler, state, recipe."""
+               state: TrainState, recipe_yaml: str, scaler: Any = None) -> None:
+    """The parts only the main process writes: weights, optimizer, scheduler and loss scaler, state, recipe."""
     save_model(model, str(tmp / "model.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    if scaler is not None:  # fp16: the current loss scale and its growth tracker, or a resume is not exact
+        torch.save(scaler.state_dict(), tmp / "scaler.pt")
     (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
     (tmp / "recipe.yaml").write_text(recipe_yaml)
 
@@ -114,6 +119,7 @@ def commit(tmp: Path, root: Path, step: int, keep: int) -> Path:
     for name in [*files, "manifest.json"]:
         with open(tmp / name, "rb") as f:
             os.fsync(f.fileno())
+    share_permissions(tmp)
     final = root / checkpoint_name(step)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -143,8 +149,8 @@ def verify(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int
-         ) -> TrainState:
+def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int,
+         scaler: Any = None) -> TrainState:
     """Restore everything in place; returns the training state to continue from."""
     verify(path)
     state = TrainState(**json.loads((path / "state.json").read_text()))
@@ -154,6 +160,8 @@ def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, s
                               f"unexpected {list(unexpected)[:3]}); was the student changed?")
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    if scaler is not None and (path / "scaler.pt").exists():
+        scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
     rng_file = path / f"rng-{rank}.pt"
     if rng_file.exists():
         set_rng_state(torch.load(rng_file, weights_only=True))

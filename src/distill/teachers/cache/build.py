@@ -28,6 +28,7 @@ from distill.data.dataset import BatchPlan, TokenizedData, collate, tokenize_dat
 from distill.errors import CacheError, RecipeError
 from distill.losses.fused_linear import auto_chunk_size
 from distill.losses.lm_head import LMHead
+from distill.losses.support import retempering_problem
 from distill.models import check_logit_width, load_teacher, load_tokenizer, output_width
 from distill.objectives.offpolicy import check_head, last_hidden_states, shifted_targets
 from distill.recipe import Recipe
@@ -39,7 +40,7 @@ from distill.teachers.cache.fingerprint import (
     tokenizer_identity,
 )
 from distill.teachers.cache.shard import ShardWriter, read_seal, remove_shard
-from distill.teachers.cache.store import BUILD, FORMAT, FORMAT_VERSION, MANIFEST, VOCAB, verify_shard
+from distill.teachers.cache.store import BUILD, FORMAT, FORMAT_VERSION, MANIFEST, VOCAB, TeacherCache, verify_shard
 from distill.teachers.signal import TopKSignal
 
 DEFAULT_SHARD_TOKENS = 1 << 18
@@ -72,15 +73,34 @@ def plan_shards(examples: list[int], tokens: list[int], shard_tokens: int) -> li
 
 def recipe_setup(recipe: Recipe, tokenizer, data: TokenizedData, teacher=None) -> dict[str, Any]:
     """What a cache for this recipe is built for, as `setup_differences` compares it: tokenizer, data, k and
-    temperature, plus the teacher's identity when its model is at hand (training checks it only then)."""
+    temperature, and the teacher the recipe names (model, revision, dtype) — with its config and weight hashes when
+    the model is at hand. A recipe with only `teacher.cache` names no teacher, and the cache is its teacher."""
     t = recipe.teacher
     setup = {"tokenizer": tokenizer_identity(tokenizer),
              "data": {"sha256": data_sha256(data.examples), "config": recipe.data.model_dump(mode="json"),
                       "n_examples": len(data.examples), "n_tokens": data.n_targets},
-             "k": t.top_k, "capture_temperature": t.capture_temperature}
+             "k": t.top_k, "capture_temperature": recipe.capture_temperature}
     if teacher is not None:
-        setup["teacher"] = teacher_identity(teacher, t.model, t.dtype)
+        setup["teacher"] = teacher_identity(teacher, t.model, t.dtype, t.revision)
+    elif t.model is not None:
+        setup["teacher"] = {"source": t.model, "revision": t.revision, "dtype": t.dtype}
     return setup
+
+
+def check_cache_for(recipe: Recipe, cache: TeacherCache, tokenizer, data: TokenizedData, plan: BatchPlan | None,
+                    teacher=None) -> None:
+    """Training's checks of its cache before the first step, shared with `distill check`: the setup (with the
+    teacher's weights when loaded), the loss temperature the tail allows, every example the run visits present."""
+    cache.check_setup(recipe_setup(recipe, tokenizer, data, teacher))
+    o = recipe.objective
+    problem = retempering_problem(cache.k, len(tokenizer), cache.capture_temperature, o.temperature, o.topk_mode)
+    if problem:
+        raise CacheError(f"objective.temperature: {o.temperature:g} with objective.topk_mode: tail and a cache "
+                         f"captured at {cache.capture_temperature:g}: {problem}. Rebuild the cache with "
+                         f"teacher.capture_temperature: {o.temperature:g} (the default follows objective.temperature), "
+                         "or set objective.topk_mode: renormalize")
+    if plan is not None:
+        cache.check_covers(plan.visited(recipe.training.max_steps))
 
 
 @torch.no_grad()
@@ -160,7 +180,7 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
                 chunk = pending[start:start + batch_size]
                 batch = collate([data.examples[e] for e in chunk], tokenizer.pad_token_id)
                 batch = {key: value.to(accelerator.device) for key, value in batch.items()}
-                for example, signal in zip(chunk, capture(teacher, batch, t.top_k, t.capture_temperature, vocab),
+                for example, signal in zip(chunk, capture(teacher, batch, t.top_k, recipe.capture_temperature, vocab),
                                            strict=True):
                     mass = float(np.exp(signal.logprobs, dtype=np.float64).sum())  # Σ over tokens and top-k
                     writer.append(example, len(signal), mass, codec.encode(signal, rank_of, encoding))

@@ -36,10 +36,10 @@ def weights_sha256(model: PreTrainedModel) -> str:
     return digest.hexdigest()
 
 
-def teacher_identity(model: PreTrainedModel, source: str, dtype: str) -> dict[str, Any]:
+def teacher_identity(model: PreTrainedModel, source: str, dtype: str, revision: str | None = None) -> dict[str, Any]:
     config = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
-    return {"source": source, "dtype": dtype, "config": config, "config_sha256": sha256_json(config),
-            "weights_sha256": weights_sha256(model)}
+    return {"source": source, "revision": revision, "dtype": dtype, "config": config,
+            "config_sha256": sha256_json(config), "weights_sha256": weights_sha256(model)}
 
 
 def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
@@ -66,6 +66,20 @@ def _short(value: str | None) -> str:
     return "none" if value is None else value[:12]
 
 
+def _teacher_differences(a: dict[str, Any], b: dict[str, Any], wanted_name: str) -> list[str]:
+    """With both weight hashes at hand they decide (a moved folder is the same teacher); otherwise the names do:
+    model, revision and dtype as the recipe gives them."""
+    if "weights_sha256" in b:
+        if a["weights_sha256"] != b["weights_sha256"] or a["config_sha256"] != b["config_sha256"]:
+            return [f"teacher: a different model or precision ({a['source']!r} {a['dtype']} in the cache, "
+                    f"{b['source']!r} {b['dtype']} in the {wanted_name}; weights sha256 "
+                    f"{_short(a['weights_sha256'])} vs {_short(b['weights_sha256'])})"]
+        return []
+    return [f"teacher.{name}: {a.get(key)!r} in the cache, {b.get(key)!r} in the {wanted_name}"
+            for key, name in (("source", "model"), ("revision", "revision"), ("dtype", "dtype"))
+            if a.get(key) != b.get(key)]
+
+
 def setup_differences(cached: dict[str, Any], wanted: dict[str, Any], wanted_name: str = "recipe") -> list[str]:
     """Each way `wanted` differs from the setup a cache was built for, as a phrase naming the field.
 
@@ -90,11 +104,7 @@ def setup_differences(cached: dict[str, Any], wanted: dict[str, Any], wanted_nam
                         f"data: the tokenized sequences differ (the contents of {b.get('train')!r} changed since the "
                         "cache was built)")
     if "teacher" in wanted:
-        a, b = cached["teacher"], wanted["teacher"]
-        if a["weights_sha256"] != b["weights_sha256"] or a["config_sha256"] != b["config_sha256"]:
-            problems.append(f"teacher: a different model or precision ({a['source']!r} {a['dtype']} in the cache, "
-                            f"{b['source']!r} {b['dtype']} in the {wanted_name}; weights sha256 "
-                            f"{_short(a['weights_sha256'])} vs {_short(b['weights_sha256'])})")
+        problems += _teacher_differences(cached["teacher"], wanted["teacher"], wanted_name)
     for key, field in (("capture_temperature", "teacher.capture_temperature"), ("k", "teacher.top_k"),
                        ("encoding", "encoding"), ("examples", "examples")):
         if key in wanted and cached[key] != wanted[key]:
