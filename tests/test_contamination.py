@@ -99,3 +99,88 @@ def test_an_empty_eval_set_reports_zeros():
         "n": 3, "eval_ngrams": 0, "overlapping_ngrams": 0, "fraction": 0.0, "docs": 0, "docs_with_overlap": 0,
         "docs_over_half": 0, "max_doc_fraction": 0.0,
     }
+
+
+# ---- training data in every format the recipe trains on -----------------------------------------------------------
+
+EVAL_TEXTS = [
+    "Anna walked to the market with her small dog and bought seven red apples for the long winter.",
+    "The old owl told Ivo that the forest would be quiet tonight because the wind had gone to sleep.",
+    "Cleo counted three boats on the river and wrote their names in a little blue book before dinner.",
+]
+
+
+def _chat(text: str) -> dict:
+    return {"messages": [{"role": "system", "content": "You tell short stories."},
+                         {"role": "user", "content": "Tell me a story."},
+                         {"role": "assistant", "content": [{"type": "text", "text": text}]}]}
+
+
+TRAIN_FORMATS = {
+    "messages": (lambda t: _chat(t), {"format": "messages"}),
+    "prompt_completion": (lambda t: {"prompt": "Tell me a story.", "completion": t},
+                          {"format": "prompt_completion"}),
+}
+
+
+def _write_jsonl(path, records):
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _suite(tmp_path, models: list[str], train_data: str | None = None):
+    from distill.eval.cli_support import build_suite
+
+    data = _write_jsonl(tmp_path / "held.jsonl", [{"text": t} for t in EVAL_TEXTS])
+    return build_suite(models, data=str(data), reference=None, baseline=None, text_field="text", slice_by=[],
+                       max_docs=None, train_data=train_data, tasks=[], task_n=1, max_length=64, seed=0)
+
+
+@pytest.mark.parametrize("kind", ["messages", "prompt_completion"])
+def test_train_data_in_chat_and_prompt_completion_form_is_read(tmp_path, kind):
+    make, _ = TRAIN_FORMATS[kind]
+    train = _write_jsonl(tmp_path / "train.jsonl", [make(t) for t in EVAL_TEXTS])
+    (tmp_path / "model").mkdir()
+    suite = _suite(tmp_path, [f"m={tmp_path / 'model'}"], str(train))
+    assert ngram_overlap(suite.train_texts, suite.sets[0].texts).fraction == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kind", ["messages", "prompt_completion"])
+def test_a_run_folders_training_data_is_read_in_its_recipes_format(tmp_path, kind):
+    import yaml
+
+    make, data_section = TRAIN_FORMATS[kind]
+    train = _write_jsonl(tmp_path / "train.jsonl", [make(t) for t in EVAL_TEXTS])
+    run = tmp_path / "run"
+    (run / "student").mkdir(parents=True)
+    recipe = {"teacher": {"model": "builtin:tiny-teacher"}, "data": {"train": str(train), **data_section}}
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    suite = _suite(tmp_path, [str(run)])
+    assert ngram_overlap(suite.train_texts, suite.sets[0].texts).fraction == pytest.approx(1.0)
+
+
+def test_string_and_list_contents_of_every_turn_are_read():
+    from distill.eval.training_text import record_text
+
+    record = {"messages": [{"role": "user", "content": "first words here"},
+                           {"role": "assistant", "content": [{"type": "text", "text": "second part"},
+                                                             {"type": "image_url", "image_url": {"url": "x"}},
+                                                             {"type": "text", "text": "third part"}]},
+                           {"role": "tool", "content": None}]}
+    assert record_text(record) == "first words here\nsecond part\nthird part"
+    assert record_text({"prompt": "a b", "completion": "c d"}) == "a b\nc d"
+    assert record_text({"body": "words", "text": "other"}, text_field="body") == "words"
+    assert record_text({"id": 1}) is None and record_text({"messages": [{"role": "user"}]}) is None
+
+
+def test_training_data_without_readable_text_is_not_computed_rather_than_zero(tmp_path):
+    from distill.eval.contamination import contamination_result
+
+    train = _write_jsonl(tmp_path / "train.jsonl", [{"id": i, "label": "ok"} for i in range(4)])
+    (tmp_path / "model").mkdir()
+    suite = _suite(tmp_path, [f"m={tmp_path / 'model'}"], str(train))
+    block, reason = contamination_result(suite.train_texts, suite.sets[0].texts)
+    assert block is None
+    assert str(train) in reason and "4 records" in reason

@@ -112,3 +112,55 @@ def test_paired_difference_and_gap_recovered_have_the_point_estimate_inside():
     assert gap.mean == pytest.approx((nll["baseline"] - nll["kd"]) / (nll["baseline"] - nll["teacher"]))
     intervals = metrics.metric_intervals(stats["kd"])
     assert intervals["ppl"].mean == pytest.approx(math.exp(intervals["nll"].mean))
+
+
+def _loud_padding_twins(tokenizer, seed: int):
+    """A tiny Llama padded with 64 rows past the tokenizer whose padding logits dwarf the real ones, and its twin
+    with those rows cut off: the same model as far as any real token is concerned."""
+    from transformers import LlamaForCausalLM
+
+    from distill.builtin.tiny_models import tiny_llama_config
+
+    n = len(tokenizer)
+    config = tiny_llama_config(n, hidden=32, layers=1, heads=2, kv_heads=1)
+    config.vocab_size = n + 64
+    torch.manual_seed(seed)
+    padded = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        padded.model.embed_tokens.weight[:, 0] = 20.0  # a constant direction in every hidden state …
+        padded.lm_head.weight[n:, 0] = 10.0  # … that only the padding rows read: large logits on ids no token has
+    cut_config = tiny_llama_config(n, hidden=32, layers=1, heads=2, kv_heads=1)
+    cut_config.vocab_size = n
+    cut = LlamaForCausalLM(cut_config).eval()
+    rows = ("model.embed_tokens.weight", "lm_head.weight")
+    cut.load_state_dict({k: v[:n] if k in rows else v for k, v in padded.state_dict().items()})
+    return padded, cut
+
+
+def test_padding_rows_do_not_change_nll_ece_or_agreement(tiny_tokenizer):
+    from distill.builtin.corpus import tiny_stories
+    from distill.eval.runner import EvalSet, evaluate_set
+
+    teacher_padded, teacher_cut = _loud_padding_twins(tiny_tokenizer, seed=0)
+    student_padded, student_cut = _loud_padding_twins(tiny_tokenizer, seed=1)
+    ids = torch.tensor([tiny_tokenizer("anna saw a dog")["input_ids"]])
+    assert int(student_padded(input_ids=ids).logits.argmax(-1).min()) >= len(tiny_tokenizer)  # padding is loud
+    eval_set = EvalSet("held", "memory", "", [{"text": t} for t in tiny_stories(5, seed=4)])
+    blocks = [evaluate_set({"teacher": t, "student": s}, tiny_tokenizer, eval_set, reference="teacher",
+                           baseline=None, n_resamples=50, max_length=64)[0]["metrics"]
+              for t, s in ((teacher_padded, student_padded), (teacher_cut, student_cut))]
+    for name, keys in (("teacher", ("nll", "ece", "top1_acc")),
+                       ("student", ("nll", "ece", "top1_acc", "agreement", "kl_forward", "kl_reverse"))):
+        for key in keys:
+            assert blocks[0][name][key]["mean"] == pytest.approx(blocks[1][name][key]["mean"], rel=1e-4, abs=1e-6), \
+                (name, key)
+
+
+def test_generation_never_emits_a_padding_id(tiny_tokenizer):
+    from distill.eval.generation import generate
+
+    padded, cut = _loud_padding_twins(tiny_tokenizer, seed=2)
+    prompts = ["anna saw a dog", "the cow likes cleo because"]
+    loud = generate(padded, tiny_tokenizer, prompts, max_new_tokens=6, progress=False)
+    plain = generate(cut, tiny_tokenizer, prompts, max_new_tokens=6, progress=False)
+    assert loud.texts == plain.texts and loud.lengths == plain.lengths

@@ -252,6 +252,28 @@ def test_arbitrary_model_names_are_ordered_by_role(tmp_path: Path) -> None:
     assert "My_student_v2 beat zeta on NLL by 0.50 nats/token, 95% CI [0.40, 0.60]." in md
 
 
+def test_contamination_not_computed_is_said_not_shown_as_zero(tmp_path: Path) -> None:
+    run = build_summary(tmp_path / "eval", with_optional=False)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["sets"]["heldout"] |= {"contamination": None,
+                                   "contamination_reason": "no text in the 12 records of train.jsonl"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    html, md = (p.read_text() for p in write_report(run))
+    assert 'id="contamination"' in html
+    assert "not computed: no text in the 12 records of train.jsonl" in md
+    assert "not computed: no text in the 12 records of train.jsonl" in html
+
+
+def test_report_reads_eval_json_when_there_is_no_summary(tmp_path: Path) -> None:
+    run = build_summary(tmp_path / "eval", with_optional=False)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").unlink()
+    (run / "eval.json").write_text(json.dumps(summary | {"kind": "distill.eval"}))
+    html, md = (p.read_text() for p in write_report(run))
+    assert "| Teacher | 3.12 [3.02, 3.22] |" in md and "Teacher" in html
+    assert 'id="training"' not in html
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "no summary.json"),
     ("{not json", "is not valid JSON"),

@@ -175,27 +175,35 @@ def evaluate(
     with _reported(debug):
         _quiet_libraries()
         from distill.atomic import write_json
-        from distill.eval.cli_support import build_suite
+        from distill.errors import DataError
+        from distill.eval.cli_support import build_suite, check_output_path
         from distill.eval.suite import run_suite
 
+        check_output_path(out)  # before the slow part, not after it
         suite = build_suite(models, data=data, reference=reference, baseline=baseline, text_field=text_field,
                             slice_by=slice_by or [], max_docs=max_docs, train_data=train_data, tasks=task or [],
                             task_n=task_n, max_length=max_length, seed=seed)
         result = run_suite(suite)
-        write_json(out, result)
         from distill.eval.summary_table import print_summary
 
-        print_summary(result)
+        print_summary(result)  # first: should the write still fail, the numbers have been seen
+        try:
+            write_json(out, result)
+        except OSError as exc:  # the path was writable before the evaluation; say what happened in one line
+            raise DataError(f"--out {out}: could not write the result ({exc.strerror or exc}); choose a writable "
+                            "path and run again") from exc
         typer.echo(f"results: {out}")
 
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="Folder holding summary.json (a demo run) or an eval.json.",
-                                            show_default=False)],
+    run_dir: Annotated[Path, typer.Argument(
+        help="Folder holding summary.json (a demo run) or eval.json (`distill eval --out DIR/eval.json`), or the "
+        "result file itself.", show_default=False)],
     debug: DebugOpt = False,
 ) -> None:
-    """Render report.html (self-contained, images embedded) and report.md from a run's result files."""
+    """Render report.html (self-contained, images embedded) and report.md from a run's result files, next to them.
+    From an eval.json the training sections are left out: it holds no training facts."""
     with _reported(debug):
         from distill.report.render import write_report
 

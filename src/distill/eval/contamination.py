@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from distill.errors import DataError
+from distill.eval.training_text import TrainingTexts
 
 _WORD = re.compile(r"[^\W_]+")  # runs of Unicode letters and digits: \w without the underscore
 
@@ -103,3 +104,23 @@ def _ngram_hashes(tokens: list[str], n: int) -> Iterator[int]:
     for start in range(len(tokens) - n + 1):
         digest = hashlib.blake2b(" ".join(tokens[start:start + n]).encode(), digest_size=8).digest()
         yield int.from_bytes(digest, "little")
+
+
+def contamination_result(train_texts: Sequence[str] | None, eval_texts: Sequence[str], n: int = 8
+                         ) -> tuple[dict[str, float | int] | None, str | None]:
+    """The `contamination` block of an eval set and, when that is null, the reason (`contamination_reason`).
+
+    Overlap is only computed from training text that could be read: with no training data, or training data none
+    of whose records has text (a format the reader does not know, an empty field), the block is None and the reason
+    says so. Reporting 0% there would claim the eval set is clean when nothing was compared. The block also says
+    how many training records there were and how many had text, so a partly readable set is visible too."""
+    if train_texts is None:
+        return None, "no training data given: pass --train-data FILE, or evaluate a training run folder"
+    if not isinstance(train_texts, TrainingTexts):
+        train_texts = TrainingTexts(list(train_texts), "the training texts given", len(train_texts))
+    if not train_texts.texts:
+        return None, (f"none of the {train_texts.records} records of {train_texts.source} has text to compare "
+                      f"(looked for {train_texts.looked_for}); pass --train-data with records in a format training "
+                      "reads")
+    block = ngram_overlap(train_texts.texts, eval_texts, n=n).as_dict()
+    return block | {"train_records": train_texts.records, "train_records_with_text": len(train_texts.texts)}, None

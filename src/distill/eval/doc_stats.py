@@ -8,6 +8,11 @@ differences between models — from resampled column totals, without scoring aga
 Token statistics are computed where the model predicts token t+1 from tokens ≤ t; the first token of a document is
 context only. Agreement and KL need a *reference* model (the teacher) with the same vocabulary, scored on the same
 tokens in the same batch.
+
+Logits are cut to the tokenizer's size before the softmax, as training cuts them: a model's output may be wider than
+its tokenizer (embedding matrices are padded to a round size), and the padding rows are no token at all. Left in,
+they would take probability mass from real tokens (raising NLL, skewing confidence) and make two models padded to
+different widths incomparable.
 """
 
 from __future__ import annotations
@@ -85,10 +90,13 @@ class ScoreResult:
 
 def score_documents(models: dict[str, torch.nn.Module], documents: Sequence[Sequence[int]], *,
                     reference: str | None = None, batch_size: int = 4, pad_token_id: int = 0,
-                    device: str | torch.device = "cpu", progress: bool = True, label: str = "score") -> ScoreResult:
+                    vocab_size: int | None = None, device: str | torch.device = "cpu", progress: bool = True,
+                    label: str = "score") -> ScoreResult:
     """Run every model over every document (teacher-forced) and return per-document statistics for each.
 
     Documents are batched in order with right padding; a document needs at least 2 tokens to predict one.
+    `vocab_size` is the tokenizer's size (`len(tokenizer)`): every model's logits are cut to it before the softmax,
+    so padded output rows carry no probability. None keeps every column (for models that are not padded).
     """
     if reference is not None and reference not in models:
         raise ValueError(f"reference {reference!r} is not among the models {list(models)}")
@@ -121,7 +129,7 @@ def score_documents(models: dict[str, torch.nn.Module], documents: Sequence[Sequ
                 began = time.perf_counter()
                 logits = models[name](input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1][valid]
                 seconds[name] += time.perf_counter() - began
-                logp = F.log_softmax(logits.float(), dim=-1)
+                logp = F.log_softmax(logits[:, :vocab_size].float(), dim=-1)
                 per_token = token_stats(logp, targets, ref_logp)
                 if name == reference:  # scored first; every other model is compared with it
                     ref_logp = logp

@@ -1,7 +1,9 @@
 """Greedy, batched generation with hand-made left padding: the decoding every evaluation (tasks, throughput) shares.
 
 Left padding is built here rather than by flipping the tokenizer's `padding_side`, so a tokenizer shared with other
-code is never modified; rows stop at EOS or at a chat end-of-turn token.
+code is never modified; rows stop at EOS or at a chat end-of-turn token. Ids past the tokenizer's size (the padding
+rows of a model whose output is wider than its tokenizer) are never chosen: they are no token, and an untrained
+padding row can still win the argmax.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
 
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops,
                               pad_token_id=pad_id)
+    processors = _tokenizer_ids_only(len(tokenizer))
     texts, lengths, stopped = [""] * len(prompts), [0] * len(prompts), [False] * len(prompts)
     device = next(model.parameters()).device
     was_training = model.training
@@ -75,7 +78,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
                     input_ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
                     mask[r, width - len(encoded[i]):] = 1
                 out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                     generation_config=config)
+                                     generation_config=config, logits_processor=processors)
                 for r, i in enumerate(rows):
                     new = out[r, width:].tolist()
                     end = next((k for k, t in enumerate(new) if t in stops), None)
@@ -86,6 +89,21 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
     finally:
         model.train(was_training)
     return Generation(texts, sum(lengths), time.perf_counter() - start, lengths, stopped)
+
+
+def _tokenizer_ids_only(n_tokens: int) -> Any:
+    """A logits processor list that gives the ids ≥ `n_tokens` (padding rows, no token) a score of −inf."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class TokenizerIdsOnly(LogitsProcessor):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            if scores.shape[-1] <= n_tokens:
+                return scores
+            scores = scores.clone()
+            scores[:, n_tokens:] = float("-inf")
+            return scores
+
+    return LogitsProcessorList([TokenizerIdsOnly()])
 
 
 def _progress_bar(enabled: bool) -> Any:

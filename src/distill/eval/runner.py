@@ -8,11 +8,12 @@ recovered — is computed from the per-document sums that pass leaves behind.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import random
 import subprocess
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from distill.data.sources import read_records
 from distill.errors import DataError
 from distill.eval import metrics
 from distill.eval.bootstrap import bootstrap_ci
-from distill.eval.contamination import ngram_overlap
+from distill.eval.contamination import contamination_result
 from distill.eval.doc_stats import DocStats, score_documents
 
 LENGTH_BUCKETS = ((0, 128, "<128 tokens"), (128, 256, "128–255 tokens"), (256, 512, "256–511 tokens"),
@@ -58,6 +59,9 @@ def load_eval_set(source: str, *, name: str, description: str = "", text_field: 
                   slice_fields: Sequence[str] = (), max_docs: int | None = None, seed: int = 0) -> EvalSet:
     """Read an eval set; with `max_docs`, take a deterministic sample spread evenly over the first slice field's
     values (so every slice keeps enough documents for an interval)."""
+    if max_docs is not None and max_docs < 1:
+        raise DataError(f"eval set {name}: max_docs={max_docs} leaves nothing to evaluate; ask for at least 1 "
+                        "document, or for all of them (no limit)")
     records = read_records(source, field=f"eval set {name}")
     for i, record in enumerate(records):
         if not isinstance(record.get(text_field), str) or not record[text_field].strip():
@@ -99,13 +103,14 @@ def length_bucket(n_tokens: int) -> str:
 
 
 def evaluate_set(models: dict[str, torch.nn.Module], tokenizer, eval_set: EvalSet, *, reference: str | None,
-                 baseline: str | None, pairs: Sequence[tuple[str, str]] = (), train_texts: Iterable[str] | None = None,
-                 max_length: int = 512, batch_size: int = 4, seed: int = 0, n_resamples: int = 2000,
-                 ngram: int = 8) -> tuple[dict[str, Any], dict[str, float]]:
+                 baseline: str | None, pairs: Sequence[tuple[str, str]] = (),
+                 train_texts: Sequence[str] | None = None, max_length: int = 512, batch_size: int = 4, seed: int = 0,
+                 n_resamples: int = 2000, ngram: int = 8) -> tuple[dict[str, Any], dict[str, float]]:
     """The `sets.<name>` block of eval.json / summary.json, and each model's scoring tokens/s."""
     docs = tokenize_documents(eval_set.texts, tokenizer, max_length)
     scored = score_documents(models, docs, reference=reference, batch_size=batch_size,
-                             pad_token_id=tokenizer.pad_token_id or 0, label=f"eval {eval_set.name}")
+                             pad_token_id=tokenizer.pad_token_id or 0, vocab_size=len(tokenizer),
+                             label=f"eval {eval_set.name}")
     stats = scored.stats
     kw = {"seed": seed, "n_resamples": n_resamples}
     block: dict[str, Any] = {
@@ -124,8 +129,8 @@ def evaluate_set(models: dict[str, torch.nn.Module], tokenizer, eval_set: EvalSe
     fields = {key: [str(r[key]) for r in eval_set.records] for key in eval_set.slice_fields}
     fields["length"] = [length_bucket(len(d) - 1) for d in docs]
     block["slices"] = {key: _slices(stats, values, pairs, kw) for key, values in fields.items()}
-    block["contamination"] = (ngram_overlap(train_texts, eval_set.texts, n=ngram).as_dict()
-                              if train_texts is not None else None)
+    block["contamination"], block["contamination_reason"] = contamination_result(train_texts, eval_set.texts,
+                                                                                 n=ngram)
     return block, scored.tokens_per_s
 
 
@@ -169,7 +174,18 @@ def model_info(path: str | Path, model: torch.nn.Module) -> dict[str, Any]:
             "disk_bytes": sum(p.stat().st_size for p in weights) if weights else None}
 
 
+def cpu_count() -> int | None:
+    """The CPUs this process may run on: its affinity mask where the platform has one (under `taskset`, a container
+    limited with cpusets or a batch scheduler, fewer than the machine has), else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
+
+
 def provenance() -> dict[str, Any]:
+    """Where a result came from. `cpu_count` is the CPUs available to the process (see `cpu_count`) and
+    `torch_threads` the threads torch computes with: they differ under OMP_NUM_THREADS or torch.set_num_threads,
+    and throughput numbers depend on both."""
     import transformers
 
     from distill import __version__
@@ -181,4 +197,5 @@ def provenance() -> dict[str, Any]:
         git = None
     return {"distill": __version__, "git": git, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "platform": platform.platform(),
-            "cpu_count": torch.get_num_threads(), "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            "cpu_count": cpu_count(), "torch_threads": torch.get_num_threads(),
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}

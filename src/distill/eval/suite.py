@@ -53,7 +53,7 @@ def load_model(name: str, path: str | Path):
 
 def run_suite(suite: Suite) -> dict[str, Any]:
     from distill.eval.generation import generate
-    from distill.models import check_same_vocab, load_tokenizer
+    from distill.models import check_logit_width, check_same_vocab, load_tokenizer, output_width
 
     names = [m.name for m in suite.models]
     for role_name in (suite.reference, suite.baseline, *[n for pair in suite.pairs for n in pair]):
@@ -63,6 +63,8 @@ def run_suite(suite: Suite) -> dict[str, Any]:
     for entry in suite.models[1:]:
         check_same_vocab(tokenizer, load_tokenizer(f"model {entry.name}", entry.path))
     loaded = {m.name: load_model(m.name, m.path) for m in suite.models}
+    for entry in suite.models:  # wider is padding, cut off when scoring; narrower cannot be scored at all
+        check_logit_width(f"model {entry.name} ({entry.path})", output_width(loaded[entry.name]), len(tokenizer))
     infos = {m.name: {**model_info(m.path, loaded[m.name]), "role": m.role, "label": m.label or m.name}
              for m in suite.models}
 

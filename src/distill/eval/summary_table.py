@@ -34,6 +34,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
             console.print(f"  {pair.replace('_minus_', ' − ')} NLL: {_ci(metrics['nll'])}  {_verdict(metrics['nll'])}")
         for name, gap in block.get("gap_recovered", {}).items():
             console.print(f"  gap recovered by {name} (vs baseline): {_ci(gap, 2)}")
+        console.print(f"  contamination: {_contamination(block)}", highlight=False)
     for task, entry in summary.get("tasks", {}).items():
         scores = ", ".join(f"{summary['models'][n]['label']} {_ci(v['accuracy'], 2)}"
                            for n, v in entry["models"].items())
@@ -49,3 +50,15 @@ def _verdict(interval: dict[str, float]) -> str:
     if interval["ci_low"] > 0:
         return "(second is better; the interval excludes 0)"
     return "(no detectable difference; the interval includes 0)"
+
+
+def _contamination(block: dict[str, Any]) -> str:
+    """The overlap with the training data, or why it was not computed (never a 0% that compared nothing)."""
+    found = block.get("contamination")
+    if not found:
+        return f"not computed ({block.get('contamination_reason') or 'no training data given'})"
+    text = (f"{found['fraction']:.1%} of the {found['n']}-word n-grams occur in the training data; "
+            f"{found['docs_with_overlap']} of {found['docs']} documents overlap")
+    if found.get("train_records_with_text", 0) < found.get("train_records", 0):
+        text += f" (only {found['train_records_with_text']} of {found['train_records']} training records had text)"
+    return text

@@ -1,8 +1,9 @@
-"""Turn `RUN_DIR/summary.json` into `report.html` (one self-contained file) and `report.md` (the same numbers).
+"""Turn `RUN_DIR/summary.json` (or `eval.json`) into `report.html` (one self-contained file) and `report.md`.
 
-Everything shown comes from result files: summary.json (schema version 1) and the metrics.jsonl of each training
-run it names. This module turns them into one view — models in a fixed order, intervals formatted the same way
-everywhere, paired differences put into words — that both templates (`report.html.j2`, `report.md.j2`, next to
+Everything shown comes from result files: summary.json (schema version 1) — or, for a plain `distill eval`, its
+eval.json, the same format without the training facts — and the metrics.jsonl of each training run it names. This
+module turns them into one view — models in a fixed order, intervals formatted the same way everywhere, paired
+differences put into words — that both templates (`report.html.j2`, `report.md.j2`, next to
 this file) render, so the two reports cannot disagree. A section whose data is absent is left out, not faked; a
 field with the wrong shape is a DataError naming the field, not a traceback.
 """
@@ -21,6 +22,7 @@ from distill.errors import DataError
 from distill.report import figures
 
 SCHEMA_VERSION = 1
+RESULT_FILES = ("summary.json", "eval.json")  # in this order: a demo folder holds both, and summary.json says more
 ROLE_RANK = {"teacher": 0, "student": 1, "baseline": 2, "init": 3}  # then every other role, in file order
 REFERENCE_ONLY = ("agreement", "kl_forward", "kl_reverse")  # measured against the reference model
 ZERO_ACCURACY = 0.02  # at or below this a task score is called "about zero" in words, not left to the table
@@ -125,12 +127,24 @@ def _ci(value: Any, where: str, *keys: str) -> CI | None:
     return CI(*map(float, parts)) if all(math.isfinite(p) for p in parts) else None
 
 
+def result_file(run_dir: Path) -> Path:
+    """The result file to render: `run_dir` itself when it is a file, else its summary.json (a demo run, with the
+    training facts), else its eval.json (`distill eval --out DIR/eval.json`, which has none: those sections are
+    left out)."""
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        return run_dir
+    found = next((run_dir / name for name in RESULT_FILES if (run_dir / name).is_file()), None)
+    if found is None:
+        raise DataError(f"{run_dir}: no summary.json or eval.json there; run `distill demo` or "
+                        "`distill eval --out DIR/eval.json` first, or pass the folder or the result file itself")
+    return found
+
+
 def load_summary(run_dir: Path) -> dict[str, Any]:
-    """Read and check the top level of `run_dir/summary.json`; deeper fields are checked as they are used."""
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
-        raise DataError(f"{path}: no summary.json; run `distill demo` or `distill eval` first, or pass the folder "
-                        "that holds it")
+    """Read and check the top level of the result file (see `result_file`); deeper fields are checked as they are
+    used."""
+    path = result_file(run_dir)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -275,11 +289,12 @@ def _paired(raw: dict[str, Any], models: list[Model], metrics: list[Metric], whe
     return {"columns": [m.title for m in columns], "rows": rows, "sentences": sentences}
 
 
-def _contamination(raw: Any, name: str, where: str) -> dict[str, str] | None:
-    """The n-gram overlap between the training data and an eval set, in words."""
+def _contamination(raw: Any, reason: Any, name: str, where: str) -> dict[str, str] | None:
+    """The n-gram overlap between the training data and an eval set, in words; when it was not computed (training
+    data given but no text readable in it), the reason, flagged: never a number, least of all 0%."""
     c = _obj(raw, where)
     if not c:
-        return None
+        return {"text": f"not computed: {' '.join(str(reason).split())}.", "cls": "warn"} if reason else None
     n, total, hit, frac = (_num(c.get(k)) for k in ("n", "eval_ngrams", "overlapping_ngrams", "fraction"))
     frac = frac if frac is not None else hit / total if hit is not None and total else None
     if frac is None or n is None:
@@ -293,7 +308,10 @@ def _contamination(raw: Any, name: str, where: str) -> dict[str, str] | None:
         text += f"; {touched:.0f} of {docs:.0f} documents have any overlap"
         text += f", {over_half:.0f} share more than half of their n-grams" if over_half else ""
         text += f" (at most {_percent(worst)} of one document)" if worst else ""
-    return {"text": text + ".", "cls": "warn" if frac > 0.05 or over_half else ""}
+    records, read = _num(c.get("train_records")), _num(c.get("train_records_with_text"))
+    if records is not None and read is not None and read < records:
+        text += f"; only {read:,.0f} of the {records:,.0f} training records had readable text"
+    return {"text": text + ".", "cls": "warn" if frac > 0.05 or over_half or (read or 0) < (records or 0) else ""}
 
 
 def _slices(raw: dict[str, Any], models: list[Model], roles: dict[str, Model | None], overall_gap: float | None,
@@ -363,7 +381,8 @@ def _eval_set(name: str, raw: Any, models: list[Model], roles: dict[str, Model |
         "paired": _paired(_obj(s.get("paired"), f"{where}.paired"), models, METRICS, f"{where}.paired"),
         "gap": [{"model": m, "cell": ci_cell(gaps[m.name], GAP)} for m in models if gaps[m.name]], "gap_ci": gaps,
         "slices": _slices(_obj(s.get("slices"), f"{where}.slices"), models, roles, overall, f"{where}.slices"),
-        "contamination": _contamination(s.get("contamination"), name, f"{where}.contamination"),
+        "contamination": _contamination(s.get("contamination"), s.get("contamination_reason"), name,
+                                        f"{where}.contamination"),
         "calibration": _obj(s.get("calibration"), f"{where}.calibration"),
     }
 
@@ -556,14 +575,16 @@ def _environment() -> jinja2.Environment:
 
 
 def write_report(run_dir: Path, *, out_dir: Path | None = None) -> tuple[Path, Path]:
-    """Write report.html and report.md for the summary.json in `run_dir` (into `out_dir`, default `run_dir`);
-    return their paths. Raises DataError when summary.json is missing or does not match schema version 1."""
-    run_dir = Path(run_dir)
-    summary = load_summary(run_dir)
+    """Write report.html and report.md for the summary.json or eval.json in `run_dir` (or for `run_dir` itself, a
+    result file) into `out_dir`, default the result file's folder; return their paths. Raises DataError when there
+    is no result file or it does not match schema version 1."""
+    path = result_file(Path(run_dir))
+    run_dir = path.parent
+    summary = load_summary(path)
     try:
         view = build_view(summary, run_dir)
     except _Malformed as exc:
-        raise DataError(f"{run_dir / 'summary.json'}: {exc}; regenerate it with `distill eval`") from exc
+        raise DataError(f"{path}: {exc}; regenerate it with `distill eval`") from exc
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     env = _environment()
