@@ -268,3 +268,22 @@ def test_a_planned_only_cache_serves_its_own_run_and_refuses_another(tmp_path, t
     recipe["training"]["output_dir"] = str(tmp_path / "run2")
     with pytest.raises(CacheError, match="examples this run visits are not in"):
         train(validate_recipe(recipe))
+
+
+def test_a_cache_folder_has_one_writer_and_overwrite_deletes_only_a_cache(tmp_path, text_data, tiny_teacher_dir):
+    from distill.errors import CacheError as Refused
+    from distill.locking import FolderLock
+
+    path = write_recipe(tmp_path / "r.yaml", _recipe(text_data, tmp_path / "run"))
+    out = tmp_path / "cache"
+    out.mkdir()
+    with FolderLock(out, "--out", Refused):  # another build holds it
+        held = run_cli("cache", str(path), "--out", str(out))
+    assert held.returncode == 2 and f"pid {os.getpid()}" in held.stderr and "Traceback" not in held.stderr
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    refused = run_cli("cache", str(path), "--out", str(mine), "--overwrite")
+    assert refused.returncode == 2 and "not a teacher cache (notes.txt)" in refused.stderr
+    assert (mine / "notes.txt").read_text() == "keep me"

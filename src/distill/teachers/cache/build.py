@@ -12,6 +12,7 @@ written continues from its journal (see shard.py), and nothing is computed or st
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from distill import __version__
 from distill.atomic import write_json
 from distill.data.dataset import BatchPlan, TokenizedData, collate, tokenize_data
 from distill.errors import CacheError, RecipeError
+from distill.locking import LOCK_NAME, FolderLock
 from distill.losses.fused_linear import auto_chunk_size
 from distill.losses.lm_head import LMHead
 from distill.losses.support import retempering_problem
@@ -150,61 +152,101 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
             "seed": recipe.seed, "batch_size": recipe.training.batch_size, "max_steps": recipe.training.max_steps}},
     }
     build = {"setup": setup, "shard_tokens": shard_tokens}
-    if main:
-        _prepare(out, build, data, vocab, overwrite)
-    accelerator.wait_for_everyone()
-    if (out / MANIFEST).exists():  # complete and intact: nothing to do
-        if not main:
-            return {}
-        print(f"cache: {out} is complete and matches the recipe; nothing to do")
-        return json.loads((out / MANIFEST).read_text())
-    rank_of = codec.inverse_permutation(np.load(out / VOCAB))
-    tokens = [e.n_targets for e in data.examples]
-    shards = plan_shards(examples, tokens, shard_tokens)
-    mine = [n for n in range(rank, len(shards), world) if read_seal(out, n) is None]
-    todo = sum(tokens[e] for n in mine for e in shards[n])
+    # the main process holds the folder's lock for the whole build: a second `distill cache` into it is refused
+    lock = FolderLock(out, "--out", CacheError) if main else None
+    if lock is not None:
+        _make_folder(out)
+        lock.acquire()
+    try:
+        if main:
+            _prepare(out, build, data, vocab, overwrite)
+        accelerator.wait_for_everyone()
+        if (out / MANIFEST).exists():  # complete and intact: nothing to do
+            if not main:
+                return {}
+            print(f"cache: {out} is complete and matches the recipe; nothing to do")
+            return json.loads((out / MANIFEST).read_text())
+        rank_of = codec.inverse_permutation(np.load(out / VOCAB))
+        tokens = [e.n_targets for e in data.examples]
+        shards = plan_shards(examples, tokens, shard_tokens)
+        mine = [n for n in range(rank, len(shards), world) if read_seal(out, n) is None]
 
-    computed = 0
-    progress = Progress(TextColumn("[bold]cache"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tokens"),
-                        TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"),
-                        TimeRemainingColumn(), disable=not main)
-    task = progress.add_task("cache", total=todo, tps="—")
-    compute_start = time.perf_counter()
-    with progress:
-        for number in mine:
-            writer = ShardWriter(out, number)
-            done = writer.done
-            progress.advance(task, sum(tokens[e] for e in done))
-            pending = [e for e in shards[number] if e not in done]
-            for start in range(0, len(pending), batch_size):
-                chunk = pending[start:start + batch_size]
-                batch = collate([data.examples[e] for e in chunk], tokenizer.pad_token_id)
-                batch = {key: value.to(accelerator.device) for key, value in batch.items()}
-                for example, signal in zip(chunk, capture(teacher, batch, t.top_k, recipe.capture_temperature, vocab),
-                                           strict=True):
-                    mass = float(np.exp(signal.logprobs, dtype=np.float64).sum())  # Σ over tokens and top-k
-                    writer.append(example, len(signal), mass, codec.encode(signal, rank_of, encoding))
-                    computed += len(signal)
-                progress.update(task, advance=sum(tokens[e] for e in chunk),
-                                tps=f"{computed / max(time.perf_counter() - compute_start, 1e-9):,.0f}")
-            writer.seal(shards[number])
-    counts = torch.tensor([computed, time.perf_counter() - compute_start], dtype=torch.float64,
-                          device=accelerator.device)
-    totals = accelerator.reduce(counts.unsqueeze(0), reduction="sum").squeeze(0)
-    accelerator.wait_for_everyone()
-    manifest = None
-    if main:
-        manifest = _finish(out, build, len(shards), world, computed=int(totals[0]),
-                           seconds=time.perf_counter() - started, compute_seconds=float(totals[1]) / world)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+        compute_start = time.perf_counter()
+        computed = _write_shards(out, [(n, shards[n]) for n in mine], data, tokenizer, teacher, recipe, encoding,
+                                 rank_of, batch_size, accelerator.device, progress=main)
+        counts = torch.tensor([computed, time.perf_counter() - compute_start], dtype=torch.float64,
+                              device=accelerator.device)
+        totals = accelerator.reduce(counts.unsqueeze(0), reduction="sum").squeeze(0)
+        accelerator.wait_for_everyone()
+        manifest = None
+        if main:
+            manifest = _finish(out, build, len(shards), world, computed=int(totals[0]),
+                               seconds=time.perf_counter() - started, compute_seconds=float(totals[1]) / world)
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+    finally:
+        if lock is not None:
+            lock.release()
     return manifest or {}
 
 
+def _write_shards(out: Path, shards: list[tuple[int, list[int]]], data: TokenizedData, tokenizer, teacher,
+                  recipe: Recipe, encoding: str, rank_of: np.ndarray, batch_size: int, device, progress: bool) -> int:
+    """Capture and append every pending example of these shards (continuing each from its journal), then seal each;
+    returns the tokens computed."""
+    tokens = [e.n_targets for e in data.examples]
+    k, temperature, vocab = recipe.teacher.top_k, recipe.capture_temperature, len(tokenizer)
+    bar = Progress(TextColumn("[bold]cache"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tokens"),
+                   TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"),
+                   TimeRemainingColumn(), disable=not progress)
+    task = bar.add_task("cache", total=sum(tokens[e] for _, examples in shards for e in examples), tps="—")
+    computed, started = 0, time.perf_counter()
+    with bar:
+        for number, examples in shards:
+            writer = ShardWriter(out, number)
+            done = writer.done
+            bar.advance(task, sum(tokens[e] for e in done))
+            pending = [e for e in examples if e not in done]
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start:start + batch_size]
+                batch = collate([data.examples[e] for e in chunk], tokenizer.pad_token_id)
+                batch = {key: value.to(device) for key, value in batch.items()}
+                for example, signal in zip(chunk, capture(teacher, batch, k, temperature, vocab), strict=True):
+                    mass = float(np.exp(signal.logprobs, dtype=np.float64).sum())  # Σ over tokens and top-k
+                    writer.append(example, len(signal), mass, codec.encode(signal, rank_of, encoding))
+                    computed += len(signal)
+                bar.update(task, advance=sum(tokens[e] for e in chunk),
+                           tps=f"{computed / max(time.perf_counter() - started, 1e-9):,.0f}")
+            writer.seal(examples)
+    return computed
+
+
+_CACHE_ENTRY = re.compile(r"^(shard-\d{5}\.(bin|idx|json)|vocab_order\.npy(\.tmp\.npy)?|(manifest|build)\.json(\.tmp)?|"
+                          + re.escape(LOCK_NAME) + ")$")
+
+
+def _make_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise CacheError(f"--out: {out} is a file, not a folder; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CacheError(f"--out: cannot create {out} ({exc.strerror or exc}); choose a folder you can write to") \
+            from None
+
+
 def _prepare(out: Path, build: dict[str, Any], data: TokenizedData, vocab: int, overwrite: bool) -> None:
-    """Make `out` ready: new, or a build of the same setup to continue (damaged shards dropped), else refuse."""
+    """Make `out` ready: new, or a build of the same setup to continue (damaged shards dropped), else refuse.
+    `--overwrite` empties only a teacher cache: a folder holding anything else is refused, never deleted."""
     if overwrite:
-        shutil.rmtree(out, ignore_errors=True)
+        foreign = [p.name for p in out.iterdir() if not _CACHE_ENTRY.match(p.name)]
+        if foreign or not ((out / MANIFEST).exists() or (out / BUILD).exists()):
+            shown = ", ".join(sorted(foreign)[:5]) or f"no {MANIFEST} or {BUILD}"
+            raise CacheError(f"--out: {out} is not a teacher cache ({shown}); --overwrite deletes only a cache "
+                             "distill wrote. Choose an empty or new folder")
+        for path in out.iterdir():
+            if path.name != LOCK_NAME:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
     manifest_path, build_path = out / MANIFEST, out / BUILD
     if manifest_path.exists() or build_path.exists():
         previous = json.loads((manifest_path if manifest_path.exists() else build_path).read_text())
@@ -227,7 +269,7 @@ def _prepare(out: Path, build: dict[str, Any], data: TokenizedData, vocab: int, 
             write_json(build_path, build)
             manifest_path.unlink()
         return
-    if out.exists() and any(out.iterdir()):
+    if any(p.name != LOCK_NAME for p in out.iterdir()):
         raise CacheError(f"--out: {out} exists and is not a teacher cache; choose an empty or new folder, or pass "
                          "--overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
