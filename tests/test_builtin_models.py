@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from distill.builtin.registry import BUILTINS, materialize
@@ -32,3 +34,18 @@ def test_smollm2_alias_converts_offline_and_answers():
     with torch.no_grad():
         out = model.generate(**chat, max_new_tokens=10, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, chat["input_ids"].shape[1]:])
+
+
+def test_the_tiny_teachers_special_ids_are_its_tokenizers(tiny_teacher_dir):
+    """v1 carried Llama's default bos/eos (1/2) while its tokenizer ends texts with id 0: generation never stopped."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
+    config = AutoConfig.from_pretrained(tiny_teacher_dir)
+    generation = GenerationConfig.from_pretrained(tiny_teacher_dir)
+    assert tokenizer.eos_token_id == 0
+    assert config.eos_token_id == config.bos_token_id == generation.eos_token_id == tokenizer.eos_token_id
+    assert BUILTINS["tiny-teacher"].folder.name.endswith("-v2")  # caches and runs of v1 are told apart
+    umask = os.umask(0)
+    os.umask(umask)
+    assert tiny_teacher_dir.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0700

@@ -120,3 +120,22 @@ def test_chunked_and_reference_objectives_agree_on_a_real_model(teacher, batch, 
     for key in ("total", "ce", "kd"):
         assert a[key].item() == pytest.approx(b[key].item(), rel=1e-5)
     assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(grads_a, grads_b, strict=True))
+
+
+def test_check_head_accepts_a_student_with_dropout_and_keeps_its_mode(tiny_tokenizer):
+    """A GPT-2-config student (dropout 0.1 everywhere) was refused as "not LM-head(last hidden state)": the check
+    compared two forward passes in train mode, with different dropout masks."""
+    from transformers import AutoConfig
+
+    from distill.objectives.offpolicy import check_head
+
+    config = AutoConfig.for_model("gpt2", vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=2, n_head=2,
+                                  n_positions=64, bos_token_id=0, eos_token_id=0)
+    student = AutoModelForCausalLM.from_config(config)
+    assert config.resid_pdrop == 0.1
+    student.train()
+    check_head(student, "student")
+    assert student.training
+    student.eval()
+    check_head(student, "student")
+    assert not student.training

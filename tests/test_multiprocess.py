@@ -3,10 +3,15 @@ batch: same examples per step, loss normalised over the global token count, DDP 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from safetensors.torch import load_file
 
-from conftest import accelerate_launch, base_recipe, run_cli, write_recipe
+from conftest import REPO, accelerate_launch, base_recipe, run_cli, write_recipe
 from distill.training.metrics import read_metrics
 
 
@@ -41,3 +46,22 @@ def test_bad_recipe_under_two_processes_is_reported_once(tmp_path, text_data):
     result = accelerate_launch(2, "train", str(path))
     assert result.returncode != 0
     assert result.stderr.count("training.lrr: unknown key") == 1
+
+
+def test_a_process_count_set_in_the_accelerate_config_is_honoured(tmp_path, text_data, tiny_teacher_dir):
+    """`accelerate config` with 2 CPU processes, then `accelerate launch` without --num_processes: accelerate starts
+    one process, and training used to run on it alone without a word."""
+    config = tmp_path / "accelerate.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_CPU\nnum_processes: 2\n"
+                      "num_machines: 1\nmachine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\n")
+    recipe = base_recipe(text_data, tmp_path / "run", training={"max_steps": 2, "batch_size": 4,
+                                                                "micro_batch_size": 2})
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    accelerate = Path(sys.executable).with_name("accelerate")
+    result = subprocess.run([str(accelerate), "launch", "--config_file", str(config), "-m", "distill", "train",
+                             str(path)], capture_output=True, text=True, timeout=600, cwd=REPO,
+                            env={**os.environ, "MASTER_PORT": "29537"})
+    assert result.returncode == 0, result.stderr
+    assert "2 process(es)" in result.stdout
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
+    assert sorted(p.name for p in checkpoint.glob("rng-*.pt")) == ["rng-0.pt", "rng-1.pt"]

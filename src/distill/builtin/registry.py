@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from distill.atomic import share_permissions
 from distill.errors import DataError, ModelError
 from distill.recipe import BUILTIN_PREFIX
 
@@ -51,7 +52,7 @@ def _build_tiny_teacher(folder: Path) -> None:
     texts = tiny_stories(3000, seed=1234)
     tokenizer = train_bpe_tokenizer(texts, vocab_size=512)
     torch.manual_seed(1234)
-    model = LlamaForCausalLM(tiny_llama_config(len(tokenizer)))
+    model = LlamaForCausalLM(tiny_llama_config(len(tokenizer), eos_token_id=tokenizer.eos_token_id))
     pretrain_briefly(model, tokenizer, texts, seed=1234)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -110,7 +111,7 @@ def _build_gsm_text(folder: Path) -> None:
 BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in [
-        Builtin("tiny-teacher", "model", 1,
+        Builtin("tiny-teacher", "model", 2,  # v2: bos/eos ids are the tokenizer's (v1 had Llama's 1/2)
                 "4-layer, 64-wide Llama trained for a few seconds on `tiny-stories` text (tests, tiny recipe).",
                 _build_tiny_teacher),
         Builtin("smollm2-135m-instruct", "model", 1,
@@ -147,6 +148,7 @@ def materialize(name: str, kind: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.folder.parent))
     try:
         entry.build(tmp)
+        share_permissions(tmp)  # mkdtemp makes a private folder, safetensors private files
         try:
             tmp.rename(entry.folder)
         except OSError:  # another process finished first; its folder is equivalent

@@ -3,7 +3,9 @@
 accelerate (1.x) starts several CPU processes only through `mpirun` (with `--mpirun_hostfile`). Without MPI it starts
 a single process, sets MASTER_ADDR as if there were more, and training silently runs on one process. We detect that
 case — CPU requested, a master address set, no rank variables from any launcher — read N from the launching
-`accelerate` command line, and start the N processes with torch's own launcher (torchrun). accelerate recognises
+`accelerate` command line or, when it is not there, from the accelerate config file the launcher read
+(`--config_file`, or the one `accelerate config` writes), and start the N processes with torch's own launcher
+(torchrun). accelerate recognises
 those as a multi-CPU run on the gloo backend.
 """
 
@@ -34,12 +36,33 @@ def requested_cpu_processes() -> int:
         return 1
     if not any("accelerate" in part for part in args[:3]):
         return 1
+    given = _option(args, "--num_processes")
+    return int(given) if given is not None else _configured_processes(_option(args, "--config_file"))
+
+
+def _option(args: list[str], name: str) -> str | None:
+    """The value of `--name V` or `--name=V` (accelerate accepts dashes for underscores too)."""
+    names = {name, name.replace("_", "-")}
     for i, arg in enumerate(args):
-        if arg.startswith("--num_processes="):
-            return int(arg.split("=", 1)[1])
-        if arg == "--num_processes" and i + 1 < len(args):
-            return int(args[i + 1])
-    return 1
+        key, sep, value = arg.partition("=")
+        if key in names:
+            return value if sep else (args[i + 1] if i + 1 < len(args) else None)
+    return None
+
+
+def _configured_processes(config_file: str | None) -> int:
+    """num_processes from the accelerate config the launcher read (`--config_file`, else `accelerate config`'s
+    default file): set there and not on the command line, it was ignored and training silently ran on one
+    process."""
+    from accelerate.commands.config.config_args import default_config_file, load_config_from_file
+
+    path = config_file or default_config_file
+    if not os.path.isfile(path):
+        return 1
+    try:
+        return max(1, int(load_config_from_file(path).num_processes or 1))
+    except Exception:  # an unreadable config: accelerate itself will have said so
+        return 1
 
 
 def relaunch(n_processes: int, argv: list[str]) -> int:
