@@ -93,7 +93,7 @@ def value_errors(recipe: Recipe, k: int, sample: int) -> dict[str, float]:
     errs, kls, tokens, narrow, wide = [], [], 0, 0, 0
     for start in range(0, len(picked), 4):
         batch = collate([data.examples[e] for e in picked[start:start + 4]], tokenizer.pad_token_id)
-        for signal in capture(teacher, batch, k, recipe.teacher.capture_temperature, vocab):
+        for signal in capture(teacher, batch, k, recipe.capture_temperature, vocab):
             record = codec.encode(signal, rank, "q8")
             decoded = codec.decode(record, order)
             a = np.take_along_axis(signal.logprobs, np.argsort(signal.ids, 1), 1)

@@ -45,6 +45,7 @@ def test_the_tiny_teachers_special_ids_are_its_tokenizers(tiny_teacher_dir):
     generation = GenerationConfig.from_pretrained(tiny_teacher_dir)
     assert tokenizer.eos_token_id == 0
     assert config.eos_token_id == config.bos_token_id == generation.eos_token_id == tokenizer.eos_token_id
+    assert config.pad_token_id is None  # as padding_idx it would freeze the EOS embedding at zero
     assert BUILTINS["tiny-teacher"].folder.name.endswith("-v2")  # caches and runs of v1 are told apart
     umask = os.umask(0)
     os.umask(umask)

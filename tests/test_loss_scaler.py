@@ -94,3 +94,17 @@ def test_the_loss_scale_is_checkpointed_so_an_fp16_resume_is_exact(tmp_path, tex
                                               for r, a in zip(straight, read_metrics(tmp_path / "run"), strict=True)]
     resumed = load_file(tmp_path / "run" / "student" / "model.safetensors")
     assert all(torch.equal(weights[k], resumed[k]) for k in weights)
+
+
+def test_extending_an_fp16_run_continues_from_where_its_scheduler_stands(tmp_path, text_data, tiny_teacher_dir,
+                                                                        fp16_like):
+    """The scheduler counts the steps taken, fewer than the steps run when the scaler skipped some; an extension
+    anchored at the step number would first run the old schedule's tail, then jump."""
+    recipe = base_recipe(text_data, tmp_path / "run", training={"max_steps": 10, "save_every": 10})
+    loop.train(validate_recipe(recipe))
+    assert any(r["skipped"] for r in read_metrics(tmp_path / "run"))
+    recipe["training"]["max_steps"] = 20
+    loop.train(validate_recipe(recipe), resume=True)
+    taken = [r["lr"] for r in read_metrics(tmp_path / "run") if not r["skipped"]]
+    assert all(a >= b for a, b in pairwise(taken)), taken  # no warm-up: non-increasing throughout, no jump
+    assert taken[-1] < 0.2 * taken[0]

@@ -61,13 +61,7 @@ def setting(section: str, **values: Any) -> Callable[[Path, Path], Path]:
 
 def text_file(text: str) -> Callable[[Path, Path], Path]:
     """A builder that writes `text` verbatim as the recipe file."""
-
-    def build(tmp_path: Path, data: Path) -> Path:
-        path = tmp_path / "recipe.yaml"
-        path.write_text(text)
-        return path
-
-    return build
+    return bytes_file(text.encode("utf-8"))
 
 
 def bytes_file(content: bytes) -> Callable[[Path, Path], Path]:

@@ -127,3 +127,44 @@ def test_saved_weights_follow_the_umask(tmp_path, text_data, tiny_teacher_dir):
                  *sorted((tmp_path / "run" / "checkpoints").glob("step-*/model.safetensors"))]:
         assert file.stat().st_mode & 0o777 == 0o644, (file, oct(file.stat().st_mode))
     assert (tmp_path / "run" / "student").stat().st_mode & 0o777 == 0o755
+
+
+def _listing(folder):
+    """Everything in the folder but the lock file a refused writer leaves (empty, and nobody's content)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name != ".lock")
+
+
+def test_names_a_run_writes_do_not_make_a_folder_a_run(tmp_path, text_data, tiny_teacher_dir):
+    """A folder holding only another tool's tensorboard/, checkpoints/ or metrics.jsonl, or a user's own recipe.yaml,
+    is not a distill run: refused, never cleared (with or without --overwrite)."""
+    for name, make in (("tensorboard", lambda p: (p / "tensorboard" / "exp1").mkdir(parents=True)),
+                       ("checkpoints", lambda p: (p / "checkpoints" / "epoch1").mkdir(parents=True)),
+                       ("metrics.jsonl", lambda p: (p / "metrics.jsonl").write_text('{"step": 1}\n')),
+                       ("recipe.yaml", lambda p: write_recipe(p / "recipe.yaml", base_recipe(text_data, p)))):
+        folder = tmp_path / name.replace(".", "-")
+        folder.mkdir()
+        make(folder)
+        before = _listing(folder)
+        path = write_recipe(tmp_path / "r.yaml", base_recipe(text_data, folder))
+        for flags in ([], ["--overwrite"]):
+            _one_line_error(run_cli("train", str(path), *flags), "not a distill run", name)
+        assert _listing(folder) == before
+
+
+def test_resume_without_a_checkpoint_keeps_the_finished_student(tmp_path, text_data, tiny_teacher_dir):
+    path = write_recipe(tmp_path / "r.yaml", base_recipe(text_data, tmp_path / "run"))
+    assert run_cli("train", str(path)).returncode == 0
+    import shutil
+
+    shutil.rmtree(tmp_path / "run" / "checkpoints")  # to save space
+    _one_line_error(run_cli("train", str(path), "--resume", "--set", "training.max_steps=6"),
+                    "--resume", "no checkpoint to resume from")
+    assert (tmp_path / "run" / "student" / "model.safetensors").exists()
+
+
+def test_overwrite_leaves_what_a_run_did_not_write(tmp_path, text_data, tiny_teacher_dir):
+    path = write_recipe(tmp_path / "r.yaml", base_recipe(text_data, tmp_path / "run"))
+    assert run_cli("train", str(path)).returncode == 0
+    (tmp_path / "run" / "eval.json").write_text("{}")  # e.g. `distill eval --out run/eval.json`
+    assert run_cli("train", str(path), "--overwrite").returncode == 0
+    assert (tmp_path / "run" / "eval.json").read_text() == "{}"

@@ -35,7 +35,7 @@ def test_the_base_schedule_is_transformers_cosine_with_warmup():
 def test_extending_a_decaying_run_continues_from_the_current_rate():
     schedule = Schedule(warmup_steps=5, max_steps=100, min_ratio=0.0)
     before = [schedule(s) for s in range(51)]
-    assert schedule.extend(50, 200, warmup_steps=5) == "continues"
+    assert schedule.extend(50, 150, 200, warmup_steps=5) == "continues"
     after = [schedule(s) for s in range(50, 201)]
     assert [schedule(s) for s in range(51)] == before  # the past is unchanged
     assert after[0] == before[50]  # no jump at the resumed step
@@ -49,7 +49,7 @@ def test_extending_a_finished_run_restarts_warm_instead_of_jumping():
     at step 102, the stretched cosine evaluated at the absolute step."""
     schedule = Schedule(warmup_steps=10, max_steps=100, min_ratio=0.0)
     assert schedule(100) == pytest.approx(0.0, abs=1e-12)
-    assert schedule.extend(100, 200, warmup_steps=10) == "restarts"
+    assert schedule.extend(100, 100, 200, warmup_steps=10) == "restarts"
     rates = [schedule(s) for s in range(100, 201)]
     assert rates[:11] == pytest.approx([i / 10 for i in range(11)])  # the recipe's warm-up, back to the peak
     assert all(a >= b for a, b in pairwise(rates[10:]))  # then a cosine down …
@@ -61,7 +61,7 @@ def test_the_segments_travel_with_the_schedulers_state():
     scheduler = make_scheduler(_optimizer(), 0, 10, 0.0)
     for _ in range(10):
         scheduler.step()
-    schedule_of(scheduler).extend(10, 30, warmup_steps=0)
+    schedule_of(scheduler).extend(10, 20, 30, warmup_steps=0)
     restored = make_scheduler(_optimizer(), 0, 30, 0.0)
     restored.load_state_dict(torch.load(_roundtrip(scheduler.state_dict()), weights_only=True))
     assert schedule_of(restored).segments == schedule_of(scheduler).segments

@@ -198,8 +198,9 @@ def test_a_tail_bucket_at_another_temperature_is_refused_in_train_and_check(tmp_
 def test_a_full_vocabulary_cache_trains_exactly_like_the_live_teacher(tmp_path, text_data, tiny_teacher_dir,
                                                                       implementation):
     vocab = len(load_tokenizer("t", str(tiny_teacher_dir), None, False))
-    sections = {"teacher": {"top_k": vocab}, "objective": {"alpha": 0.3, "temperature": 2.0,
-                                                          "implementation": implementation}}
+    # captured at 1.0, trained at 2.0: with k = V there is no tail, so re-tempering is exact in tail mode too
+    sections = {"teacher": {"top_k": vocab, "capture_temperature": 1.0},
+                "objective": {"alpha": 0.3, "temperature": 2.0, "implementation": implementation}}
     live = _recipe(text_data, tmp_path / "live", **sections)
     train(validate_recipe(live))
     for encoding in ("exact", "q8"):
@@ -285,5 +286,31 @@ def test_a_cache_folder_has_one_writer_and_overwrite_deletes_only_a_cache(tmp_pa
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     refused = run_cli("cache", str(path), "--out", str(mine), "--overwrite")
-    assert refused.returncode == 2 and "not a teacher cache (notes.txt)" in refused.stderr
+    assert refused.returncode == 2 and "not a teacher cache (it holds notes.txt)" in refused.stderr
     assert (mine / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("divergence", ["reverse_kl", "akl"])
+def test_a_reverse_type_divergence_from_a_cache_costs_no_more_than_from_the_live_teacher(
+        tmp_path, text_data, tiny_teacher_dir, divergence):
+    """At step 1 both students are the same copy of the teacher's layers, so the only difference is the signal: the
+    k + 1 buckets of a cache merge outcomes, and a reverse KL over them is at most the dense one (AKL, whose weights
+    are not an f-divergence's, within a few percent). A sharp capture temperature makes the tails tiny — where an
+    underflowed tail used to be charged ~q_tail · 10⁴ nats."""
+    sections = {"teacher": {"top_k": 8}, "objective": {"alpha": 0.0, "temperature": 0.5, "divergence": divergence},
+                "training": {"max_steps": 1}}
+    live = _recipe(text_data, tmp_path / "live", **sections)
+    train(validate_recipe(live))
+    cached = _recipe(text_data, tmp_path / "cached", **sections)
+    build_cache(validate_recipe(cached), tmp_path / "cache")
+    cached["teacher"]["cache"] = str(tmp_path / "cache")
+    train(validate_recipe(cached))
+    live_kd, cache_kd = (read_metrics(tmp_path / name)[0]["kd"] for name in ("live", "cached"))
+    assert 0 < cache_kd <= live_kd * (1.05 if divergence == "akl" else 1.0 + 1e-5), (cache_kd, live_kd)
+
+
+def test_overwrite_into_a_new_folder_builds(tmp_path, text_data, tiny_teacher_dir):
+    path = write_recipe(tmp_path / "r.yaml", _recipe(text_data, tmp_path / "run"))
+    result = run_cli("cache", str(path), "--out", str(tmp_path / "new"), "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert TeacherCache.open(tmp_path / "new").manifest["tail"] == "logsumexp"

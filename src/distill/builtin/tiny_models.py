@@ -11,13 +11,13 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 def tiny_llama_config(vocab_size: int, *, hidden: int = 64, layers: int = 4, heads: int = 4, kv_heads: int = 2,
                       max_positions: int = 512, eos_token_id: int = 0) -> LlamaConfig:
     """A Llama config small enough to train in seconds on a CPU; the vocab is padded to a multiple of 64, like
-    real models pad theirs, so code that must tell tokenizer size from embedding size is exercised. BOS, EOS and
-    padding are the tokenizer's EOS (id 0 in `train_bpe_tokenizer`), not Llama's defaults (1 and 2), so generation
-    stops where the tokenizer says a text ends."""
+    real models pad theirs, so code that must tell tokenizer size from embedding size is exercised. BOS and EOS are
+    the tokenizer's EOS (id 0 in `train_bpe_tokenizer`), not Llama's defaults (1 and 2), so generation stops where
+    the tokenizer says a text ends. No pad_token_id: Llama would make it the embedding's padding_idx, a row frozen at
+    zero, and the tokenizer pads with EOS, the token that separates packed documents."""
     return LlamaConfig(
         bos_token_id=eos_token_id,
         eos_token_id=eos_token_id,
-        pad_token_id=eos_token_id,
         vocab_size=64 * math.ceil(vocab_size / 64),
         hidden_size=hidden,
         intermediate_size=3 * hidden,

@@ -267,16 +267,19 @@ def _print_summary(accelerator: Accelerator, recipe: Recipe, data, student, teac
 
 
 def _extend_schedule(accelerator: Accelerator, scheduler, optimizer, step: int, max_steps: int, warmup: int) -> None:
-    """A resume with another max_steps re-plans the learning rate from `step` (training/schedule.py)."""
+    """A resume with another max_steps re-plans the learning rate from where the scheduler stands
+    (training/schedule.py). The scheduler counts the steps taken, which with fp16 is fewer than `step`: the loss
+    scaler's skipped steps did not move it."""
     schedule = schedule_of(scheduler)
-    if schedule.end == max_steps:
+    if schedule.planned_for == max_steps:
         return
     if max_steps < step:
         raise CheckpointError(f"training.max_steps: {max_steps}, but the checkpoint is at step {step} already; "
                               f"resume with max_steps ≥ {step}")
-    how = schedule.extend(step, max_steps, warmup)
+    position = scheduler.last_epoch
+    how = schedule.extend(position, max_steps - step, max_steps, warmup)
     for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
-        group["lr"] = base * schedule(step)
+        group["lr"] = base * schedule(position)
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
     accelerator.print(f"schedule: the learning rate {how} from step {step} to end at step {max_steps}"
                       + (" (a warm restart: the run had finished decaying)" if how == "restarts" else ""))

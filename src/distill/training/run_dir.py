@@ -1,28 +1,37 @@
 """The run folder (`training.output_dir`): what distill writes there, when a run may start, resume or start over.
 
 `--overwrite` once deleted whatever folder `output_dir` named: with `output_dir: .` it took the user's data, models
-and recipe with it. Now distill deletes only what it wrote, and only in a folder it recognises as a run (a
-`recipe.yaml` it can read, nothing but run entries beside it); anything else is refused with the names it found.
+and recipe with it. Now a run starts only in a new or empty folder or in a folder distill recognises as one of its
+runs — one holding the marker a run writes first (`.distill-run`), or, for runs made before the marker existed, a
+recipe.yaml that reads as a recipe beside a distill checkpoint. Anything else is refused, naming what is there.
+Starting over deletes only the entries a run writes (and in `checkpoints/` only distill's checkpoints); other files
+in a recognised run (an eval.json, a report) are left where they are.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
 from pathlib import Path
 
 import yaml
 
+from distill import __version__
 from distill.errors import CheckpointError
 from distill.locking import LOCK_NAME
 from distill.recipe import Recipe, validate_recipe
 from distill.training import checkpoint
 
+MARKER = ".distill-run"
 RECIPE = "recipe.yaml"
 METRICS = "metrics.jsonl"
 STUDENT = "student"
-# everything a run writes; nothing else is ever deleted
-RUN_ENTRIES = {RECIPE, METRICS, METRICS + ".tmp", STUDENT, "." + STUDENT + ".tmp", "checkpoints", "tensorboard",
-               LOCK_NAME}
+_PROBE = ".write-test"
+# what a run writes at the top of its folder; `checkpoints/` is cleared of checkpoints only
+RUN_ENTRIES = (MARKER, RECIPE, METRICS, METRICS + ".tmp", STUDENT, f".{STUDENT}.tmp", "tensorboard")
+# nobody's content: the lock, an interrupted write probe, what file browsers leave behind
+_IGNORED = {LOCK_NAME, _PROBE, ".DS_Store", "Thumbs.db", ".ipynb_checkpoints"}
 
 # Training fields that may differ on --resume. Only max_steps changes the computation: the learning-rate schedule is
 # extended from the resumed step on (training/schedule.py).
@@ -35,7 +44,7 @@ def make_run_dir(run_dir: Path) -> None:
         raise CheckpointError(f"training.output_dir: {run_dir} is a file, not a folder; choose another output_dir")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        probe = run_dir / _PROBE
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
@@ -43,63 +52,70 @@ def make_run_dir(run_dir: Path) -> None:
                               "folder you can write to") from None
 
 
-def foreign_entries(run_dir: Path) -> list[str]:
-    """Names in the folder that a run does not write."""
-    return sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_ENTRIES) if run_dir.is_dir() else []
+def contents(run_dir: Path) -> list[str]:
+    """What the folder holds, apart from entries that are nobody's content."""
+    return sorted(p.name for p in run_dir.iterdir() if p.name not in _IGNORED) if run_dir.is_dir() else []
 
 
 def is_run_dir(run_dir: Path) -> bool:
-    """A folder distill trained into: its recipe.yaml reads as a recipe, and it holds nothing a run does not write."""
-    if foreign_entries(run_dir) or not (run_dir / RECIPE).is_file():
+    """A folder distill trained into: its marker, or (runs made before the marker) a readable recipe.yaml beside a
+    checkpoint with distill's manifest."""
+    if (run_dir / MARKER).is_file():
+        return True
+    if not any((run_dir / "checkpoints").glob("step-*/manifest.json")):
         return False
     try:
-        raw = yaml.safe_load((run_dir / RECIPE).read_text(encoding="utf-8"))
-        validate_recipe(raw, source=str(run_dir / RECIPE))
+        validate_recipe(yaml.safe_load((run_dir / RECIPE).read_text(encoding="utf-8")), source=str(run_dir / RECIPE))
     except Exception:  # unreadable, not YAML, not a recipe: not ours
         return False
     return True
 
 
 def clear_run(run_dir: Path) -> None:
-    """Delete what an earlier run wrote (never the lock, never anything else)."""
-    for name in RUN_ENTRIES - {LOCK_NAME}:
+    """Delete what an earlier run wrote, and nothing else."""
+    for name in RUN_ENTRIES:
         path = run_dir / name
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+    root = run_dir / "checkpoints"
+    if root.is_dir():
+        for path in [*root.glob("step-*"), *root.glob(".step-*.tmp")]:
+            shutil.rmtree(path)
+        if not any(root.iterdir()):
+            root.rmdir()
 
 
 def prepare_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path | None:
     """Check the run folder (main process, under its lock); return the checkpoint to resume from, if any."""
     run_dir = Path(recipe.training.output_dir)
+    found = contents(run_dir)
+    if found and not is_run_dir(run_dir):
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise CheckpointError(f"training.output_dir: {run_dir} holds files that are not a distill run ({shown}); "
+                              "distill trains only into a new or empty folder or one of its own runs, and never "
+                              "deletes anything else. Choose another output_dir")
     existing = checkpoint.list_checkpoints(run_dir / "checkpoints")
     if resume and existing:
         _check_resumable(recipe, existing[-1])
         return existing[-1]
-    foreign = foreign_entries(run_dir)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise CheckpointError(f"training.output_dir: {run_dir} holds files a run does not write ({shown}); distill "
-                              "trains only into a new or empty folder, or one of its own runs (and --overwrite "
-                              "deletes only those). Choose another output_dir")
-    has_run = bool(existing) or (run_dir / STUDENT).exists()
-    if has_run and not overwrite and not resume:
+    finished = (run_dir / STUDENT).exists()
+    if resume and finished:
+        raise CheckpointError(f"--resume: {run_dir} holds a finished student but no checkpoint to resume from; pass "
+                              "--overwrite to train it again from the start, or choose another output_dir")
+    if (existing or finished) and not overwrite and not resume:
         raise CheckpointError(f"training.output_dir: {run_dir} already holds a run; pass --resume to continue it, "
                               "--overwrite to start over, or choose another output_dir")
-    if any(run_dir.glob("*")) and (run_dir / RECIPE).exists() and not is_run_dir(run_dir):
-        raise CheckpointError(f"training.output_dir: {run_dir / RECIPE} is not a distill recipe, so {run_dir} is "
-                              "not a run folder distill wrote; choose another output_dir")
     clear_run(run_dir)  # a run that never reached a checkpoint, or --overwrite: start from nothing
+    (run_dir / MARKER).write_text(json.dumps({"distill": __version__,
+                                              "created": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     return None
 
 
 def _check_resumable(recipe: Recipe, ckpt: Path) -> None:
     saved = validate_recipe(yaml.safe_load((ckpt / RECIPE).read_text()), source=str(ckpt / RECIPE))
-    old, new = saved.model_dump(mode="json"), recipe.model_dump(mode="json")
-    for section in (old, new):
-        for key in RESUMABLE_CHANGES:
-            section["training"].pop(key)
+    old, new = _comparable(saved), _comparable(recipe)
     diffs = [f"{section}.{key}" for section in new if isinstance(new[section], dict)
              for key in set(new[section]) | set(old.get(section) or {})
              if (old.get(section) or {}).get(key) != new[section].get(key)]
@@ -107,3 +123,14 @@ def _check_resumable(recipe: Recipe, ckpt: Path) -> None:
     if diffs:
         raise CheckpointError(f"--resume: the recipe differs from the one {ckpt} was trained with in "
                               f"{', '.join(sorted(diffs))}; restore it or start a new output_dir")
+
+
+def _comparable(recipe: Recipe) -> dict:
+    """The recipe as --resume compares it: resolved defaults (a capture temperature left to follow the loss's equals
+    the value it resolves to, as older runs wrote it), without the fields a resume may change."""
+    dump = recipe.model_dump(mode="json")
+    for key in RESUMABLE_CHANGES:
+        dump["training"].pop(key)
+    if dump.get("teacher"):
+        dump["teacher"]["capture_temperature"] = recipe.capture_temperature
+    return dump

@@ -29,7 +29,10 @@ _FINISHED = 1e-9
 class Schedule:
     def __init__(self, warmup_steps: int, max_steps: int, min_ratio: float):
         self.min_ratio = min_ratio
-        self.segments: list[dict[str, Any]] = [{"start": 0, "end": max_steps, "warmup": warmup_steps, "peak": 1.0}]
+        # positions count scheduler steps (optimizer steps taken; fp16 steps the loss scaler skipped do not count);
+        # `max_steps` is the recipe's value a segment was planned for
+        self.segments: list[dict[str, Any]] = [
+            {"start": 0, "end": max_steps, "warmup": warmup_steps, "peak": 1.0, "max_steps": max_steps}]
 
     def __call__(self, step: int) -> float:
         """The factor on the peak learning rate at optimizer step `step` (0-based: the rate step `step` uses)."""
@@ -41,17 +44,19 @@ class Schedule:
         return self.min_ratio + (segment["peak"] - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     @property
-    def end(self) -> int:
-        return self.segments[-1]["end"]
+    def planned_for(self) -> int:
+        """The recipe's max_steps the last segment was planned for."""
+        return self.segments[-1].get("max_steps", self.segments[-1]["end"])
 
-    def extend(self, step: int, end: int, warmup_steps: int) -> str:
-        """Re-plan the steps from `step` to end at `end`; returns "continues" or "restarts" (see the module doc)."""
-        current = self(step)
+    def extend(self, position: int, steps: int, max_steps: int, warmup_steps: int) -> str:
+        """Re-plan from scheduler position `position` for `steps` more steps (to the recipe's new `max_steps`);
+        returns "continues" or "restarts" (see the module doc)."""
+        current, end = self(position), position + steps
+        segment = {"start": position, "end": end, "max_steps": max_steps}
         if current - self.min_ratio > _FINISHED:
-            self.segments.append({"start": step, "end": end, "warmup": 0, "peak": current})
+            self.segments.append({**segment, "warmup": 0, "peak": current})
             return "continues"
-        warmup = min(warmup_steps, (end - step) // 2)
-        self.segments.append({"start": step, "end": end, "warmup": warmup, "peak": 1.0})
+        self.segments.append({**segment, "warmup": min(warmup_steps, steps // 2), "peak": 1.0})
         return "restarts"
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,16 @@ from distill.teachers.cache.fingerprint import (
     tokenizer_identity,
 )
 from distill.teachers.cache.shard import ShardWriter, read_seal, remove_shard
-from distill.teachers.cache.store import BUILD, FORMAT, FORMAT_VERSION, MANIFEST, VOCAB, TeacherCache, verify_shard
+from distill.teachers.cache.store import (
+    BUILD,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    TAIL_METHOD,
+    VOCAB,
+    TeacherCache,
+    verify_shard,
+)
 from distill.teachers.signal import TopKSignal
 
 DEFAULT_SHARD_TOKENS = 1 << 18
@@ -221,8 +229,9 @@ def _write_shards(out: Path, shards: list[tuple[int, list[int]]], data: Tokenize
     return computed
 
 
-_CACHE_ENTRY = re.compile(r"^(shard-\d{5}\.(bin|idx|json)|vocab_order\.npy(\.tmp\.npy)?|(manifest|build)\.json(\.tmp)?|"
-                          + re.escape(LOCK_NAME) + ")$")
+# every file a build writes (temporary ones included); `--overwrite` deletes these and refuses anything else
+_CACHE_ENTRY = re.compile(r"^(shard-\d{5,}\.(bin|idx|json)(\.tmp)?|vocab_order\.npy(\.tmp\.npy)?"
+                          r"|(manifest|build)\.json(\.tmp)?|" + re.escape(LOCK_NAME) + ")$")
 
 
 def _make_folder(out: Path) -> None:
@@ -239,14 +248,13 @@ def _prepare(out: Path, build: dict[str, Any], data: TokenizedData, vocab: int, 
     """Make `out` ready: new, or a build of the same setup to continue (damaged shards dropped), else refuse.
     `--overwrite` empties only a teacher cache: a folder holding anything else is refused, never deleted."""
     if overwrite:
-        foreign = [p.name for p in out.iterdir() if not _CACHE_ENTRY.match(p.name)]
-        if foreign or not ((out / MANIFEST).exists() or (out / BUILD).exists()):
-            shown = ", ".join(sorted(foreign)[:5]) or f"no {MANIFEST} or {BUILD}"
-            raise CacheError(f"--out: {out} is not a teacher cache ({shown}); --overwrite deletes only a cache "
-                             "distill wrote. Choose an empty or new folder")
+        foreign = sorted(p.name for p in out.iterdir() if not _CACHE_ENTRY.match(p.name))
+        if foreign:
+            raise CacheError(f"--out: {out} is not a teacher cache (it holds {', '.join(foreign[:5])}); --overwrite "
+                             "deletes only a cache distill wrote. Choose an empty or new folder")
         for path in out.iterdir():
             if path.name != LOCK_NAME:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                path.unlink()
     manifest_path, build_path = out / MANIFEST, out / BUILD
     if manifest_path.exists() or build_path.exists():
         previous = json.loads((manifest_path if manifest_path.exists() else build_path).read_text())
@@ -295,7 +303,7 @@ def _finish(out: Path, build: dict[str, Any], n_shards: int, world: int, compute
         "k": setup["k"], "capture_temperature": setup["capture_temperature"], "encoding": setup["encoding"],
         "n_examples": sum(s["examples"] for s in seals), "n_tokens": n_tokens,
         "bytes_per_token": all_bytes / max(n_tokens, 1), "record_bytes_per_token": record_bytes / max(n_tokens, 1),
-        "bytes": all_bytes, "vocab_size": setup["tokenizer"]["vocab_size"],
+        "bytes": all_bytes, "vocab_size": setup["tokenizer"]["vocab_size"], "tail": TAIL_METHOD,
         "captured_mass_mean": sum(s["captured_mass_sum"] for s in seals) / max(n_tokens, 1),
         "setup": setup, "shard_tokens": build["shard_tokens"], "shards": seals,
         "build": {"processes": world, "tokens_computed": computed, "seconds": seconds,

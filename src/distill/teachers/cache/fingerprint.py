@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,9 +76,20 @@ def _teacher_differences(a: dict[str, Any], b: dict[str, Any], wanted_name: str)
                     f"{b['source']!r} {b['dtype']} in the {wanted_name}; weights sha256 "
                     f"{_short(a['weights_sha256'])} vs {_short(b['weights_sha256'])})"]
         return []
+    differ = {"source": not _same_source(a.get("source"), b.get("source")),
+              "revision": a.get("revision") != b.get("revision"), "dtype": a.get("dtype") != b.get("dtype")}
     return [f"teacher.{name}: {a.get(key)!r} in the cache, {b.get(key)!r} in the {wanted_name}"
-            for key, name in (("source", "model"), ("revision", "revision"), ("dtype", "dtype"))
-            if a.get(key) != b.get(key)]
+            for key, name in (("source", "model"), ("revision", "revision"), ("dtype", "dtype")) if differ[key]]
+
+
+def _same_source(a: str | None, b: str | None) -> bool:
+    """The same hub id or built-in, or two spellings of one local folder (`./t`, `t`, `/abs/t`)."""
+    if a == b:
+        return True
+    if a is None or b is None:
+        return False
+    pa, pb = Path(a), Path(b)
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def setup_differences(cached: dict[str, Any], wanted: dict[str, Any], wanted_name: str = "recipe") -> list[str]:

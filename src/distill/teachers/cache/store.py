@@ -15,6 +15,7 @@ anything is trained on it. Records are read through memory maps, so only the exa
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 BUILD = "build.json"  # the setup of a build in progress; replaced by the manifest when it completes
 VOCAB = "vocab_order.npy"
+# how the tail log-mass was computed: a logsumexp over the tokens outside the top-k. Caches from before this field
+# stored log(1 − Σ top-k), −inf below ~6e-8 (read as 2^-24, see losses/support.py): usable, and worth rebuilding.
+TAIL_METHOD = "logsumexp"
 
 
 def verify_shard(root: Path, seal: dict[str, Any], check_hash: bool = True) -> str | None:
@@ -86,6 +90,10 @@ class TeacherCache:
         if manifest.get("format_version") != FORMAT_VERSION:
             raise CacheError(f"teacher.cache: {root} has format version {manifest.get('format_version')}; this "
                              f"distill reads version {FORMAT_VERSION}; rebuild it with `distill cache`")
+        if manifest.get("tail") != TAIL_METHOD:
+            warnings.warn(f"teacher.cache: {root} was built before tails were computed exactly (its tails below ~6e-8 "
+                          "read as 2^-24); rebuild it with `distill cache --overwrite` for exact reverse-type losses",
+                          stacklevel=2)
         for seal in manifest["shards"]:
             problem = verify_shard(root, seal, check_hash=verify)
             if problem:
