@@ -297,7 +297,7 @@ def test_a_reverse_type_divergence_from_a_cache_costs_no_more_than_from_the_live
     k + 1 buckets of a cache merge outcomes, and a reverse KL over them is at most the dense one (AKL, whose weights
     are not an f-divergence's, within a few percent). A sharp capture temperature makes the tails tiny — where an
     underflowed tail used to be charged ~q_tail · 10⁴ nats."""
-    sections = {"teacher": {"top_k": 8}, "objective": {"alpha": 0.0, "temperature": 0.5, "divergence": divergence},
+    sections = {"teacher": {"top_k": 8}, "objective": {"alpha": 0.0, "temperature": 0.3, "divergence": divergence},
                 "training": {"max_steps": 1}}
     live = _recipe(text_data, tmp_path / "live", **sections)
     train(validate_recipe(live))
