@@ -131,3 +131,13 @@ def test_several_problems_are_reported_together(tmp_path: Path, tiny_teacher_dir
     assert len(lines) == 2, result.stderr
     assert any("student.from_teacher.layers" in line and "[5, 9]" in line for line in lines), result.stderr
     assert any("data.train" in line and "no records" in line for line in lines), result.stderr
+
+
+def test_check_splits_the_batch_over_the_processes_it_is_told(tmp_path: Path, text_data: Path,
+                                                                tiny_teacher_dir: Path) -> None:
+    """A recipe fine on one process can fail on two (batch 4 = micro 4 × 1 process, not × 2); check said "ready"."""
+    path = write_recipe(tmp_path / "r.yaml", base_recipe(text_data, tmp_path / "run"))
+    assert run_cli("check", str(path), "--num-processes", "1").returncode == 0
+    two = run_cli("check", str(path), "--num-processes", "2")
+    assert two.returncode == 2 and "micro_batch_size × processes (4 × 2)" in two.stderr
+    assert "ready" not in two.stdout

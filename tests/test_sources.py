@@ -176,7 +176,7 @@ def test_empty_saved_dataset(tmp_path: Path) -> None:
 
     folder = tmp_path / "saved"
     datasets.Dataset.from_dict({"text": []}).save_to_disk(str(folder))
-    with pytest.raises(DataError, match=r"^data\.train: .*saved"):
+    with pytest.raises(DataError, match=r"^data\.train: .*saved is an empty `datasets` folder .*holds no records"):
         read_records(str(folder))
 
 

@@ -27,7 +27,9 @@ class CheckReport:
     facts: dict[str, str] = field(default_factory=dict)
 
 
-def check_recipe(recipe: Recipe) -> CheckReport:
+def check_recipe(recipe: Recipe, processes: int = 1) -> CheckReport:
+    """Every problem `distill train` would meet before its first step, for a run on `processes` processes (the batch
+    must split into micro-batches over all of them)."""
     report = CheckReport()
 
     def attempt(fn):  # run one check; a DistillError becomes a reported problem
@@ -87,7 +89,8 @@ def check_recipe(recipe: Recipe) -> CheckReport:
             report.facts["data"] = (f"{len(data.examples):,} sequences ({data.format}), "
                                     f"{data.n_targets:,} target tokens{dropped}")
             tr = recipe.training
-            plan = attempt(lambda: BatchPlan(len(data.examples), tr.batch_size, tr.micro_batch_size, 1, recipe.seed))
+            plan = attempt(lambda: BatchPlan(len(data.examples), tr.batch_size, tr.micro_batch_size, processes,
+                                             recipe.seed))
             steps_per_epoch = len(data.examples) / tr.batch_size
             report.facts["schedule"] = (f"{tr.max_steps} steps × {tr.batch_size} sequences = "
                                         f"{tr.max_steps / steps_per_epoch:.2f} epochs")

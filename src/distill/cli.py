@@ -212,7 +212,9 @@ def report(
 
 
 @app.command()
-def check(recipe: RecipeArg, set_: SetOpt = None, debug: DebugOpt = False) -> None:
+def check(recipe: RecipeArg, set_: SetOpt = None, num_processes: Annotated[int, typer.Option(
+    "--num-processes", min=1, help="Processes the run will use (`accelerate launch --num_processes`): the batch must "
+    "split into micro-batches over all of them.")] = 1, debug: DebugOpt = False) -> None:
     """Validate a recipe, load its tokenizers and model configs, tokenize its data; report every problem."""
     with _reported(debug):
         from distill.recipe import load_recipe
@@ -221,7 +223,7 @@ def check(recipe: RecipeArg, set_: SetOpt = None, debug: DebugOpt = False) -> No
         _quiet_libraries()
         from distill.check import check_recipe
 
-        report = check_recipe(loaded)
+        report = check_recipe(loaded, processes=num_processes)
         for key, value in report.facts.items():
             typer.echo(f"{key:>10}: {value}")
         if report.problems:

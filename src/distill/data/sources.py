@@ -158,6 +158,8 @@ def _read_parquet(path: Path, field: str) -> Records:
 def _read_saved_dataset(path: Path, field: str) -> Records:
     import datasets
 
+    if (path / "state.json").exists() and not any(path.glob("*.arrow")):  # datasets fails on it with an IndexError
+        raise DataError(f"{field}: {path} is an empty `datasets` folder (no data files); it holds no records")
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as exc:
