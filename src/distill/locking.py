@@ -31,11 +31,23 @@ class FolderLock:
         self._fd: int | None = None
 
     def acquire(self) -> FolderLock:
+        """Create the folder if needed and take its lock. Creating the lock file is also the check that the folder
+        can be written: a file in its place or a folder without permission is refused in one line, before any
+        work."""
+        folder = self.path.parent
+        if folder.exists() and not folder.is_dir():
+            raise self.error(f"{self.field}: {folder} is a file, not a folder; choose another")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise self.error(f"{self.field}: cannot write to {folder} ({exc.strerror or exc}); choose a folder you "
+                             "can write to") from None
         try:
             import fcntl
-        except ImportError:  # pragma: no cover - Windows
+        except ImportError:  # pragma: no cover - Windows: the folder is created, not locked
+            os.close(fd)
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -47,7 +47,7 @@ from distill.teachers.cache.build import check_cache_for
 from distill.teachers.cache.store import TeacherCache
 from distill.training import checkpoint
 from distill.training.metrics import MetricsLog
-from distill.training.run_dir import RECIPE, STUDENT, make_run_dir, prepare_run_dir
+from distill.training.run_dir import RECIPE, STUDENT, prepare_run_dir
 from distill.training.schedule import make_scheduler, schedule_of
 
 # A dynamic loss scaler (fp16) skips a step whose gradients overflowed and halves its scale; this many skips in a
@@ -61,8 +61,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
     accelerator = _accelerator(recipe)
     run_dir = Path(recipe.training.output_dir)
     with ExitStack() as stack:
-        if accelerator.is_main_process:
-            make_run_dir(run_dir)
+        if accelerator.is_main_process:  # creates the folder; refuses a file there or a folder it cannot write
             stack.enter_context(FolderLock(run_dir, "training.output_dir", CheckpointError))
         return _train(accelerator, recipe, resume, overwrite)
 

@@ -27,29 +27,14 @@ MARKER = ".distill-run"
 RECIPE = "recipe.yaml"
 METRICS = "metrics.jsonl"
 STUDENT = "student"
-_PROBE = ".write-test"
 # what a run writes at the top of its folder; `checkpoints/` is cleared of checkpoints only
 RUN_ENTRIES = (MARKER, RECIPE, METRICS, METRICS + ".tmp", STUDENT, f".{STUDENT}.tmp", "tensorboard")
-# nobody's content: the lock, an interrupted write probe, what file browsers leave behind
-_IGNORED = {LOCK_NAME, _PROBE, ".DS_Store", "Thumbs.db", ".ipynb_checkpoints"}
+# nobody's content: the lock, what file browsers leave behind
+_IGNORED = {LOCK_NAME, ".DS_Store", "Thumbs.db", ".ipynb_checkpoints"}
 
 # Training fields that may differ on --resume. Only max_steps changes the computation: the learning-rate schedule is
 # extended from the resumed step on (training/schedule.py).
 RESUMABLE_CHANGES = {"max_steps", "save_every", "log_every", "keep_checkpoints"}
-
-
-def make_run_dir(run_dir: Path) -> None:
-    """Create the folder, or say in one line why it cannot be written (a file, no permission)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise CheckpointError(f"training.output_dir: {run_dir} is a file, not a folder; choose another output_dir")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / _PROBE
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise CheckpointError(f"training.output_dir: cannot write to {run_dir} ({exc.strerror or exc}); choose a "
-                              "folder you can write to") from None
 
 
 def contents(run_dir: Path) -> list[str]:

@@ -46,7 +46,7 @@ class Schedule:
     @property
     def planned_for(self) -> int:
         """The recipe's max_steps the last segment was planned for."""
-        return self.segments[-1].get("max_steps", self.segments[-1]["end"])
+        return self.segments[-1]["max_steps"]
 
     def extend(self, position: int, steps: int, max_steps: int, warmup_steps: int) -> str:
         """Re-plan from scheduler position `position` for `steps` more steps (to the recipe's new `max_steps`);

@@ -163,8 +163,7 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
     # the main process holds the folder's lock for the whole build: a second `distill cache` into it is refused
     lock = FolderLock(out, "--out", CacheError) if main else None
     if lock is not None:
-        _make_folder(out)
-        lock.acquire()
+        lock.acquire()  # creates the folder; refuses a file there or a folder it cannot write
     try:
         if main:
             _prepare(out, build, data, vocab, overwrite)
@@ -180,8 +179,8 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
         mine = [n for n in range(rank, len(shards), world) if read_seal(out, n) is None]
 
         compute_start = time.perf_counter()
-        computed = _write_shards(out, [(n, shards[n]) for n in mine], data, tokenizer, teacher, recipe, encoding,
-                                 rank_of, batch_size, accelerator.device, progress=main)
+        computed = _write_shards(out, [(n, shards[n]) for n in mine], data, tokens, tokenizer, teacher, recipe,
+                                 encoding, rank_of, batch_size, accelerator.device, progress=main)
         counts = torch.tensor([computed, time.perf_counter() - compute_start], dtype=torch.float64,
                               device=accelerator.device)
         totals = accelerator.reduce(counts.unsqueeze(0), reduction="sum").squeeze(0)
@@ -198,11 +197,11 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
     return manifest or {}
 
 
-def _write_shards(out: Path, shards: list[tuple[int, list[int]]], data: TokenizedData, tokenizer, teacher,
-                  recipe: Recipe, encoding: str, rank_of: np.ndarray, batch_size: int, device, progress: bool) -> int:
+def _write_shards(out: Path, shards: list[tuple[int, list[int]]], data: TokenizedData, tokens: list[int], tokenizer,
+                  teacher, recipe: Recipe, encoding: str, rank_of: np.ndarray, batch_size: int, device,
+                  progress: bool) -> int:
     """Capture and append every pending example of these shards (continuing each from its journal), then seal each;
-    returns the tokens computed."""
-    tokens = [e.n_targets for e in data.examples]
+    returns the tokens computed. `tokens`: target tokens per example, for the progress bar."""
     k, temperature, vocab = recipe.teacher.top_k, recipe.capture_temperature, len(tokenizer)
     bar = Progress(TextColumn("[bold]cache"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tokens"),
                    TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"),
@@ -232,16 +231,6 @@ def _write_shards(out: Path, shards: list[tuple[int, list[int]]], data: Tokenize
 # every file a build writes (temporary ones included); `--overwrite` deletes these and refuses anything else
 _CACHE_ENTRY = re.compile(r"^(shard-\d{5,}\.(bin|idx|json)(\.tmp)?|vocab_order\.npy(\.tmp\.npy)?"
                           r"|(manifest|build)\.json(\.tmp)?|" + re.escape(LOCK_NAME) + ")$")
-
-
-def _make_folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise CacheError(f"--out: {out} is a file, not a folder; choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CacheError(f"--out: cannot create {out} ({exc.strerror or exc}); choose a folder you can write to") \
-            from None
 
 
 def _prepare(out: Path, build: dict[str, Any], data: TokenizedData, vocab: int, overwrite: bool) -> None:
@@ -278,9 +267,8 @@ def _prepare(out: Path, build: dict[str, Any], data: TokenizedData, vocab: int, 
             manifest_path.unlink()
         return
     if any(p.name != LOCK_NAME for p in out.iterdir()):
-        raise CacheError(f"--out: {out} exists and is not a teacher cache; choose an empty or new folder, or pass "
-                         "--overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
+        raise CacheError(f"--out: {out} exists and is not a teacher cache; choose an empty or new folder "
+                         "(--overwrite deletes only a cache distill wrote)")
     tmp = out / (VOCAB + ".tmp.npy")
     np.save(tmp, vocab_order(data, vocab))
     tmp.replace(out / VOCAB)
