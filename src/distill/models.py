@@ -22,9 +22,9 @@ from transformers import (
 
 from distill.builtin.registry import resolve
 from distill.errors import ModelError
-from distill.recipe import Recipe, StudentConfig, TeacherConfig
+from distill.recipe import TEACHER_DTYPES, Recipe, StudentConfig, TeacherConfig
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in TEACHER_DTYPES}  # the names are the recipe's teacher.dtype
 
 
 def _first_line(exc: BaseException) -> str:

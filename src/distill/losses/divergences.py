@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-Kind = Literal["forward_kl", "reverse_kl", "jsd", "interpolated_kl", "tvd", "skew_kl", "skew_reverse_kl", "akl"]
-KINDS: tuple[str, ...] = Kind.__args__
+from distill.losses.names import DIVERGENCES, Divergence
+
+# the names are written once, in losses/names.py (torch-free, so the recipe schema can import them)
+Kind = Divergence
+KINDS = DIVERGENCES
 
 # log-probabilities below this are zero in fp32 anyway; clamping keeps 0 · (−inf − −inf) out of values and gradients
 LOG_FLOOR = -1.0e4

@@ -1,0 +1,66 @@
+"""The whole recipe: its sections, and the rules that span them (a teacher unless `objective.alpha` is 1, a teacher
+model for `student.from_teacher`, somewhere to take the tokenizer from)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from distill.recipe.base import FieldProblem, Section
+from distill.recipe.data import DataConfig
+from distill.recipe.objective import DEFAULT_OBJECTIVE, OBJECTIVE_SECTION
+from distill.recipe.student import StudentConfig
+from distill.recipe.teacher import TeacherConfig
+from distill.recipe.training import TrainingConfig
+
+
+class Recipe(Section):
+    seed: int = Field(
+        default=0, description="Seeds model init, data order and dropout; same recipe + seed → same weights."
+    )
+    teacher: TeacherConfig | None = Field(
+        default=None, description="The frozen teacher. May be omitted only when objective.alpha is 1 (no distillation)."
+    )
+    student: StudentConfig = Field(description="The model being trained.")
+    tokenizer: str | None = Field(
+        default=None,
+        description="Where the shared tokenizer comes from (id, folder or `builtin:NAME`). Default: the teacher's, "
+        "else the student model's.",
+    )
+    data: DataConfig = Field(description="Where training sequences come from and how they are tokenized.")
+    objective: OBJECTIVE_SECTION = Field(default_factory=DEFAULT_OBJECTIVE, description="What the student learns from.")
+    training: TrainingConfig = Field(description="Optimizer, schedule, batch sizes, checkpoints.")
+
+    @model_validator(mode="after")
+    def _teacher_when_needed(self) -> Recipe:
+        if self.teacher is None and self.objective.alpha < 1.0:
+            raise FieldProblem("teacher", "required unless objective.alpha is 1 (plain cross-entropy)")
+        if self.student.from_teacher is not None and (self.teacher is None or self.teacher.model is None):
+            raise FieldProblem("teacher.model", "required by student.from_teacher (the layers are copied from it)")
+        if self.tokenizer_source is None:
+            raise FieldProblem("tokenizer", "required when the student is built from `config` and there is no "
+                               "teacher.model")
+        return self
+
+    def tokenizer_options(self) -> tuple[str, str | None, bool]:
+        """(source, revision, trust_remote_code) of the shared tokenizer: the model it comes from decides the
+        revision and whether its code may run."""
+        source = self.tokenizer_source or ""
+        if self.tokenizer is None and self.teacher is not None and self.teacher.model is not None:
+            return source, self.teacher.revision, self.teacher.trust_remote_code
+        if self.tokenizer is None:
+            return source, self.student.revision, self.student.trust_remote_code
+        return source, None, False
+
+    @property
+    def capture_temperature(self) -> float:
+        """The temperature a teacher cache for this recipe stores: teacher.capture_temperature, else the loss's."""
+        t = self.teacher.capture_temperature if self.teacher is not None else None
+        return t if t is not None else self.objective.temperature
+
+    @property
+    def tokenizer_source(self) -> str | None:
+        if self.tokenizer:
+            return self.tokenizer
+        if self.teacher is not None and self.teacher.model is not None:
+            return self.teacher.model
+        return self.student.model

@@ -1,0 +1,56 @@
+"""The `teacher` section: a live model, a teacher cache written by `distill cache`, or both.
+
+One class, not a live-teacher class and a cached-teacher class discriminated by source: the two would share every
+field and differ only in which of `model` / `cache` is required. A cache-trained run may still name `model` (to
+initialise `student.from_teacher`, and to check the cache's teacher identity), so "cached" means "`cache` is set",
+not a separate shape. Splitting would write `model` and `cache` (defaults and descriptions) twice or generate them
+from one another, make a teacher's class depend on a value that `--set` or assignment can change afterwards, add a
+union tag to error locations and class names to messages, and change the generated reference, all for one check:
+"`model`, `cache`, or both" — which stays the single validator below.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from pydantic import Field, model_validator
+
+from distill.recipe.base import Section
+
+# the precisions a frozen teacher loads in; models.py maps each name to its torch dtype
+TeacherDtype = Literal["float32", "bfloat16", "float16"]
+TEACHER_DTYPES: tuple[str, ...] = get_args(TeacherDtype)
+
+
+class TeacherConfig(Section):
+    model: str | None = Field(
+        default=None,
+        description="Hugging Face model id, local folder, or `builtin:NAME` (see `distill models`): the live teacher, "
+        "and what `distill cache` runs.",
+    )
+    cache: str | None = Field(
+        default=None,
+        description="A teacher cache folder written by `distill cache`: training reads the teacher's top-k signal "
+        "from it and loads no teacher model (unless `student.from_teacher` needs its layers).",
+    )
+    top_k: int = Field(
+        default=64, ge=1, description="Tokens per position a cache stores (and, with `cache`, must have stored)."
+    )
+    capture_temperature: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Temperature of the log-probs a cache stores (with `cache`: must be the cache's); null = "
+        "objective.temperature. `topk_mode: tail` needs the two equal (the tail's mass is known only at the capture "
+        "temperature); `renormalize` re-tempers the top-k exactly.",
+    )
+    revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) of `model`.")
+    trust_remote_code: bool = Field(
+        default=False, description="Allow the model's own Python code to run. Off unless you trust the source."
+    )
+    dtype: TeacherDtype = Field(default="float32", description="Precision the frozen teacher is loaded in.")
+
+    @model_validator(mode="after")
+    def _model_or_cache(self) -> TeacherConfig:
+        if self.model is None and self.cache is None:
+            raise ValueError("set `model` (a live teacher), `cache` (a folder from `distill cache`), or both")
+        return self

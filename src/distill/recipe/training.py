@@ -1,0 +1,53 @@
+"""The `training` section: optimizer, schedule, batch sizes, precision and checkpoints."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from distill.recipe.base import FieldProblem, Section
+
+
+class TrainingConfig(Section):
+    output_dir: str = Field(description="Run folder: checkpoints/, metrics.jsonl, recipe.yaml, tensorboard/, student/.")
+    max_steps: int = Field(
+        ge=1,
+        description="Optimizer steps to run. Another value on `--resume` re-plans the learning rate from the resumed "
+        "step: it keeps decaying smoothly, or, if the run had finished decaying, restarts warm.",
+    )
+    batch_size: int = Field(
+        default=8,
+        ge=1,
+        description="Global batch: sequences per optimizer step, over all processes and accumulation steps.",
+    )
+    micro_batch_size: int = Field(
+        default=8,
+        ge=1,
+        description="Sequences per forward pass per process. Accumulation steps = batch_size / (micro_batch_size × "
+        "processes), so the same recipe gives the same training on 1 or N processes.",
+    )
+    lr: float = Field(default=3e-4, gt=0.0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field(default=(0.9, 0.95), description="AdamW betas.")
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up steps, then cosine decay to `min_lr_ratio`.")
+    min_lr_ratio: float = Field(default=0.0, ge=0.0, le=1.0, description="Final learning rate as a fraction of `lr`.")
+    max_grad_norm: float | None = Field(default=1.0, gt=0.0, description="Clip the global gradient norm; null = off.")
+    save_every: int = Field(default=100, ge=1, description="Write a resumable checkpoint every N steps.")
+    keep_checkpoints: int = Field(default=2, ge=1, description="Keep only the newest N checkpoints.")
+    log_every: int = Field(default=1, ge=1, description="Write metrics every N steps.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32",
+        description="Mixed precision of the student's forward/backward (bf16 needs a GPU to be fast). fp16 needs a "
+        "GPU (refused on a CPU) and a dynamic loss scaler: a step whose gradients overflow is skipped and logged.",
+    )
+    gradient_checkpointing: bool = Field(default=False, description="Recompute activations in backward to save memory.")
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> TrainingConfig:
+        if self.batch_size % self.micro_batch_size:
+            raise FieldProblem(
+                "batch_size",
+                f"must be a multiple of micro_batch_size ({self.micro_batch_size}), got {self.batch_size}",
+            )
+        return self
