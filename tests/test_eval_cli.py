@@ -136,7 +136,7 @@ def test_contamination_without_readable_training_text_is_not_computed(padded, tm
 
 
 def test_provenance_counts_cpus_and_torch_threads_separately():
-    from distill.eval.runner import provenance
+    from distill.results.provenance import provenance
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -13,13 +13,14 @@ from typing import Annotated
 import typer
 
 from distill.errors import DistillError
+from distill.results.layout import EVAL
 
 app = typer.Typer(
     help="Knowledge distillation: turn a large teacher into a small, fast student.\n\n"
     "Examples:\n\n  distill check examples/recipes/tiny.yaml\n\n  distill train examples/recipes/tiny.yaml\n\n"
     "  distill train examples/recipes/tiny.yaml --set training.lr=1e-3 --overwrite\n\n"
     "  distill train examples/recipes/tiny.yaml --resume\n\n"
-    "  accelerate launch --cpu --num_processes 2 -m distill train examples/recipes/tiny.yaml",
+    "  accelerate launch -q --cpu --num_processes 2 -m distill train examples/recipes/tiny.yaml",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -150,7 +151,7 @@ def evaluate(
         help="Models to compare: a folder, NAME=FOLDER, or a training run folder (its student; its teacher becomes "
         "the reference).", show_default=False)],
     data: Annotated[str, typer.Option("--data", help="Held-out data: .jsonl/.parquet/folder/builtin:NAME/SPLIT.")],
-    out: Annotated[Path, typer.Option("--out", help="Where to write the result JSON.")] = Path("eval.json"),
+    out: Annotated[Path, typer.Option("--out", help="Where to write the result JSON.")] = Path(EVAL),
     reference: Annotated[str | None, typer.Option(
         "--reference", help="Teacher to measure agreement/KL against: FOLDER or NAME=FOLDER.")] = None,
     baseline: Annotated[str | None, typer.Option(
@@ -174,10 +175,10 @@ def evaluate(
     """
     with _reported(debug):
         _quiet_libraries()
-        from distill.atomic import write_json
         from distill.errors import DataError
         from distill.eval.cli_support import build_suite, check_output_path
         from distill.eval.suite import run_suite
+        from distill.results.io import write_result
 
         check_output_path(out)  # before the slow part, not after it
         suite = build_suite(models, data=data, reference=reference, baseline=baseline, text_field=text_field,
@@ -188,7 +189,7 @@ def evaluate(
 
         print_summary(result)  # first: should the write still fail, the numbers have been seen
         try:
-            write_json(out, result)
+            write_result(out, result)
         except OSError as exc:  # the path was writable before the evaluation; say what happened in one line
             raise DataError(f"--out {out}: could not write the result ({exc.strerror or exc}); choose a writable "
                             "path and run again") from exc

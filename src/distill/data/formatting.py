@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 from transformers import PreTrainedTokenizerBase
 
 from distill.data.sources import Record, location
 from distill.errors import DataError
+from distill.recipe import RecordFormat
 
 IGNORE_INDEX = -100
-FORMATS = ("text", "prompt_completion", "messages")
+FORMATS: tuple[str, ...] = get_args(RecordFormat)  # named once, in the recipe's data.format
 
 
 @dataclass

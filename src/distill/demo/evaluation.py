@@ -4,19 +4,19 @@ through the same suite `distill eval` runs."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from distill.demo.plan import DemoOptions
 from distill.eval.runner import load_eval_set
 from distill.eval.suite import ModelEntry, Suite, run_suite
 from distill.eval.training_text import read_training_texts
 from distill.recipe import Recipe
+from distill.results.schema import DEMO_KIND, EvalResult
 
 LABELS = {"teacher": ("teacher", "Teacher"), "kd": ("student", "KD student"),
           "baseline": ("baseline", "Baseline (no KD)"), "init": ("init", "Untrained copy")}
 
 
-def evaluate_demo(options: DemoOptions, paths: dict[str, Path | str], recipes: dict[str, Recipe]) -> dict[str, Any]:
+def evaluate_demo(options: DemoOptions, paths: dict[str, Path | str], recipes: dict[str, Recipe]) -> EvalResult:
     models = [ModelEntry(name, str(paths[name]), *LABELS[name]) for name in ("teacher", "kd", "baseline", "init")]
     sets = [load_eval_set(options.heldout, name="heldout", slice_fields=["source"], max_docs=options.eval_docs,
                           seed=options.seed,
@@ -32,6 +32,4 @@ def evaluate_demo(options: DemoOptions, paths: dict[str, Path | str], recipes: d
                   pairs=[("kd", "baseline"), ("kd", "init"), ("baseline", "init")],
                   tasks=[(task, options.task_n) for task in options.tasks], train_texts=train_texts,
                   max_length=options.max_length * 2, seed=options.seed)
-    result = run_suite(suite)
-    result["kind"] = "distill.demo"
-    return result
+    return run_suite(suite).model_copy(update={"kind": DEMO_KIND})

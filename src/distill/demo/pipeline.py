@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
+from distill.atomic import write_folder
 from distill.demo.plan import DemoOptions, recipe_for
 from distill.errors import DataError
 from distill.recipe import Recipe, dump_recipe
+from distill.results.io import load_result, write_result
+from distill.results.layout import DEMO_INIT, EVAL, INIT_LAYERS, RECIPE, REPORT_MD, STUDENT, SUMMARY
+from distill.results.schema import EvalResult
 
 console = Console(stderr=True)
 
@@ -45,7 +47,7 @@ def run_demo(options: DemoOptions) -> Path:
                 read_records(source, field=f"demo data {source}", limit=1)
     recipes = {which: recipe_for(options, which) for which in ("kd", "baseline")}
     with _stage("init", walls):
-        init_dir = _copied_student(recipes["kd"], out / "init")
+        init_dir = _copied_student(recipes["kd"], out / DEMO_INIT)
     for which, recipe in recipes.items():
         with _stage(f"train {which}", walls):
             _train(recipe)
@@ -53,29 +55,23 @@ def run_demo(options: DemoOptions) -> Path:
         from distill.demo.evaluation import evaluate_demo
 
         key = _inputs_key(options, recipes)
-        eval_path = out / "eval.json"
-        cached = json.loads(eval_path.read_text()) if eval_path.exists() else None
-        if cached is None or cached.get("inputs_key") != key:
-            models = {"teacher": teacher_path, "kd": out / "kd" / "student", "baseline": out / "baseline" / "student",
+        eval_path = out / EVAL
+        if _evaluated(eval_path, key) is None:
+            models = {"teacher": teacher_path, "kd": out / "kd" / STUDENT, "baseline": out / "baseline" / STUDENT,
                       "init": init_dir}
-            result = evaluate_demo(options, models, recipes)
-            result["inputs_key"] = key
-            from distill.atomic import write_json
-
-            write_json(eval_path, result)
+            write_result(eval_path, evaluate_demo(options, models, recipes).model_copy(update={"inputs_key": key}))
         else:
-            console.print("[dim]eval: inputs unchanged, reusing eval.json[/dim]")
+            console.print(f"[dim]eval: inputs unchanged, reusing {EVAL}[/dim]")
     with _stage("report", walls):
-        from distill.atomic import write_json
         from distill.demo.summary import build_summary
         from distill.eval.summary_table import print_summary
         from distill.report.render import write_report
 
-        summary = build_summary(options, json.loads(eval_path.read_text()), recipes, walls)
-        write_json(out / "summary.json", summary)
+        summary = build_summary(options, load_result(eval_path), recipes, walls)
+        write_result(out / SUMMARY, summary)
         html, _ = write_report(out)
     print_summary(summary)
-    console.print(f"\nreport: [bold]{html}[/bold]  (markdown: {out / 'report.md'}, data: {out / 'summary.json'})")
+    console.print(f"\nreport: [bold]{html}[/bold]  (markdown: {out / REPORT_MD}, data: {out / SUMMARY})")
     return html
 
 
@@ -95,7 +91,7 @@ class _stage:
 
 def _copied_student(recipe: Recipe, folder: Path) -> Path:
     """The student as initialised, before any training: the 'untrained copy' row of the comparison."""
-    marker = folder / "layers.json"
+    marker = folder / INIT_LAYERS
     layers = list(recipe.student.from_teacher.layers)
     if marker.exists() and json.loads(marker.read_text()) == {"teacher": recipe.teacher.model, "layers": layers}:
         console.print(f"[dim]init: reusing {folder}[/dim]")
@@ -104,13 +100,10 @@ def _copied_student(recipe: Recipe, folder: Path) -> Path:
 
     tokenizer = load_tokenizer("teacher.model", *recipe.tokenizer_options())
     student = build_student(recipe, tokenizer, load_teacher(recipe.teacher))
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    student.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "layers.json").write_text(json.dumps({"teacher": recipe.teacher.model, "layers": layers}))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with write_folder(folder) as tmp:
+        student.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / INIT_LAYERS).write_text(json.dumps({"teacher": recipe.teacher.model, "layers": layers}))
     return folder
 
 
@@ -118,10 +111,10 @@ def _train(recipe: Recipe) -> None:
     from distill.training.loop import train
 
     run_dir = Path(recipe.training.output_dir)
-    saved = run_dir / "recipe.yaml"
+    saved = run_dir / RECIPE
     same = saved.exists() and saved.read_text() == dump_recipe(recipe)
-    if same and (run_dir / "student" / "config.json").exists():
-        console.print(f"[dim]{run_dir.name}: finished with these settings, reusing {run_dir / 'student'}[/dim]")
+    if same and (run_dir / STUDENT / "config.json").exists():
+        console.print(f"[dim]{run_dir.name}: finished with these settings, reusing {run_dir / STUDENT}[/dim]")
         return
     if saved.exists() and not same:
         console.print(f"{run_dir.name}: settings changed since the last run; training it again")
@@ -130,25 +123,23 @@ def _train(recipe: Recipe) -> None:
         train(recipe, resume=True)
 
 
+def _evaluated(path: Path, key: str) -> EvalResult | None:
+    """The evaluation in `path` when it was made from the same inputs; one that is unreadable or of another schema
+    version is made again."""
+    if not path.exists():
+        return None
+    try:
+        result = load_result(path)
+    except DataError as exc:
+        console.print(f"eval: {exc}; evaluating again")
+        return None
+    return result if result.inputs_key == key else None
+
+
 def _inputs_key(options: DemoOptions, recipes: dict[str, Recipe]) -> str:
     payload = json.dumps({"options": options.as_json(), "recipes": {k: dump_recipe(r) for k, r in recipes.items()}},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def training_facts(recipe: Recipe) -> dict[str, Any]:
-    """Steps, tokens and training wall time of a finished run, from its metrics.jsonl (one line per step), so the
-    figure stays right for a run that was killed and resumed."""
-    from distill.training.metrics import read_metrics
-
-    run_dir = Path(recipe.training.output_dir)
-    rows = read_metrics(run_dir)
-    if not rows:
-        raise DataError(f"{run_dir}/metrics.jsonl is empty; train the run first")
-    seen = [0] + [r["tokens_seen"] for r in rows]
-    wall = sum((seen[i + 1] - seen[i]) / r["tokens_per_s"] for i, r in enumerate(rows) if r["tokens_per_s"] > 0)
-    return {"run_dir": run_dir.name, "steps": rows[-1]["step"], "tokens": rows[-1]["tokens_seen"],
-            "wall_s": round(wall, 1), "final_loss": rows[-1]["loss"], "recipe": dump_recipe(recipe)}
 
 
 EVAL_RESERVE_S = 240  # set-up, evaluation and report on the default sizes, measured on a 2-core CPU
@@ -197,22 +188,25 @@ def probe_step_seconds(options: DemoOptions) -> tuple[float, float]:
     """Time one distillation step and one cross-entropy step of the demo's shapes (after a warm-up step)."""
     import torch
 
+    from distill.data.batch import Batch
     from distill.models import build_student, load_teacher, load_tokenizer
     from distill.objectives.offpolicy import OffPolicyObjective
+    from distill.teachers.source import LiveTeacher
 
     recipe = recipe_for(options, "kd")
     tokenizer = load_tokenizer("teacher.model", *recipe.tokenizer_options())
     teacher = load_teacher(recipe.teacher)
     student = build_student(recipe, tokenizer, teacher)
     ids = torch.randint(0, len(tokenizer), (options.batch_size, options.max_length))
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    batch = Batch(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
     times = []
-    for alpha, model in ((0.0, teacher), (1.0, None)):
-        objective = OffPolicyObjective(student, model, recipe.objective.model_copy(update={"alpha": alpha}),
-                                       len(tokenizer))
+    form = "hidden" if recipe.objective.implementation == "chunked" else "logits"
+    for alpha, source in ((0.0, LiveTeacher(teacher, len(tokenizer), form)), (1.0, None)):
+        objective = OffPolicyObjective(student, recipe.objective.model_copy(update={"alpha": alpha}),
+                                       len(tokenizer), with_teacher=source is not None)
         for _ in range(2):  # the first step warms up allocators and kernels
             began = time.perf_counter()
-            objective(**batch)["total"].backward()
+            objective(batch, source.signal(batch) if source is not None else None).total.backward()
             elapsed = time.perf_counter() - began
         times.append(elapsed)
     return times[0], times[1]

@@ -10,23 +10,26 @@ from distill.errors import DataError
 from distill.eval.runner import load_eval_set
 from distill.eval.suite import ModelEntry, Suite
 from distill.eval.training_text import TrainingTexts, read_training_texts
+from distill.results.layout import RECIPE, STUDENT
 
 
 def parse_model(arg: str) -> tuple[ModelEntry, dict | None]:
-    """`NAME=PATH` or `PATH`; a run folder (recipe.yaml + student/) yields its student and its recipe."""
+    """`NAME=PATH` or `PATH`; a training run folder (its recipe.yaml and student/) yields its student and its
+    recipe."""
     name, sep, path = arg.partition("=")
     if not sep:
         name, path = "", arg
     folder = Path(path)
     recipe = None
-    if (folder / "recipe.yaml").exists() and (folder / "student").is_dir():
+    if (folder / RECIPE).exists() and (folder / STUDENT).is_dir():
         import yaml
 
-        recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
-        folder = folder / "student"
+        recipe = yaml.safe_load((folder / RECIPE).read_text())
+        folder = folder / STUDENT
         name = name or Path(path).name
-    elif (folder / "recipe.yaml").exists():
-        raise DataError(f"{path} is a training run without a finished student/; finish it with distill train --resume")
+    elif (folder / RECIPE).exists():
+        raise DataError(f"{path} is a training run without a finished {STUDENT}/; finish it with distill train "
+                        "--resume")
     name = name or folder.name
     return ModelEntry(name, str(folder), "student" if recipe else "model"), recipe
 

@@ -1,4 +1,4 @@
-"""Evaluate models on a held-out set and write the result as data (stable field names; docs/eval.md).
+"""Evaluate models on a held-out set: the `sets.<name>` block of a result (distill.results.schema; docs/eval.md).
 
 One pass scores every model on the same documents in the same batches (the reference — the teacher — first, so
 agreement and KL come for free); everything else — intervals, paired differences, slices, calibration, the gap
@@ -8,14 +8,10 @@ recovered — is computed from the per-document sums that pass leaves behind.
 from __future__ import annotations
 
 import hashlib
-import os
-import platform
 import random
-import subprocess
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +26,6 @@ from distill.eval.doc_stats import DocStats, score_documents
 
 LENGTH_BUCKETS = ((0, 128, "<128 tokens"), (128, 256, "128–255 tokens"), (256, 512, "256–511 tokens"),
                   (512, 10**9, "≥512 tokens"))
-SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -172,30 +167,3 @@ def model_info(path: str | Path, model: torch.nn.Module) -> dict[str, Any]:
         if folder.is_dir() else []
     return {"path": str(path), "params": count_parameters(model),
             "disk_bytes": sum(p.stat().st_size for p in weights) if weights else None}
-
-
-def cpu_count() -> int | None:
-    """The CPUs this process may run on: its affinity mask where the platform has one (under `taskset`, a container
-    limited with cpusets or a batch scheduler, fewer than the machine has), else the machine's count."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count()
-
-
-def provenance() -> dict[str, Any]:
-    """Where a result came from. `cpu_count` is the CPUs available to the process (see `cpu_count`) and
-    `torch_threads` the threads torch computes with: they differ under OMP_NUM_THREADS or torch.set_num_threads,
-    and throughput numbers depend on both."""
-    import transformers
-
-    from distill import __version__
-
-    try:
-        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        git = None
-    return {"distill": __version__, "git": git, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "platform": platform.platform(),
-            "cpu_count": cpu_count(), "torch_threads": torch.get_num_threads(),
-            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}

@@ -1,4 +1,4 @@
-"""One evaluation of several models on several sets and tasks, as a JSON-ready dict (docs/eval.md).
+"""One evaluation of several models on several sets and tasks, as an `EvalResult` (distill.results; docs/eval.md).
 
 Shared by `distill eval` and `distill demo`, so the demo's numbers are exactly what a user gets from the CLI.
 """
@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from distill.eval.bootstrap import bootstrap_ci
-from distill.eval.runner import EvalSet, evaluate_set, model_info, provenance
+from distill.eval.runner import EvalSet, evaluate_set, model_info
+from distill.results.provenance import provenance
+from distill.results.schema import EVAL_KIND, EvalResult
 
 
 @dataclass
@@ -51,7 +53,7 @@ def load_model(name: str, path: str | Path):
     return model
 
 
-def run_suite(suite: Suite) -> dict[str, Any]:
+def run_suite(suite: Suite) -> EvalResult:
     from distill.eval.generation import generate
     from distill.models import check_logit_width, check_same_vocab, load_tokenizer, output_width
 
@@ -68,7 +70,7 @@ def run_suite(suite: Suite) -> dict[str, Any]:
     infos = {m.name: {**model_info(m.path, loaded[m.name]), "role": m.role, "label": m.label or m.name}
              for m in suite.models}
 
-    result: dict[str, Any] = {"schema_version": 1, "kind": "distill.eval", "provenance": provenance(),
+    result: dict[str, Any] = {"kind": EVAL_KIND, "provenance": provenance(),
                               "reference": suite.reference, "baseline": suite.baseline, "models": infos,
                               "primary": suite.sets[0].name if suite.sets else None, "sets": {}, "tasks": {}}
     for eval_set in suite.sets:
@@ -89,7 +91,7 @@ def run_suite(suite: Suite) -> dict[str, Any]:
             infos[name]["generate_tokens_per_s"] = round(gen.new_tokens / max(gen.seconds, 1e-9), 1)
     for spec_name, n in suite.tasks:
         result["tasks"].update(_task_block(spec_name, n, loaded, tokenizer, suite))
-    return result
+    return EvalResult.for_writing(result)
 
 
 def _task_block(spec_name: str, n: int, loaded: dict, tokenizer, suite: Suite) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from distill.results.schema import EvalResult
+
 
 def _ci(interval: dict[str, float] | None, digits: int = 3) -> str:
     if not interval:
@@ -17,8 +19,9 @@ def _ci(interval: dict[str, float] | None, digits: int = 3) -> str:
     return f"{interval['mean']:.{digits}f} [{interval['ci_low']:.{digits}f}, {interval['ci_high']:.{digits}f}]"
 
 
-def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+def print_summary(result: EvalResult, console: Console | None = None) -> None:
     console = console or Console()
+    summary = result.to_json()
     for set_name, block in summary["sets"].items():
         table = Table(title=f"{set_name}: {block['n_docs']} docs, {block['n_tokens']:,} tokens "
                             "(95% bootstrap CIs over documents)")

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, get_args, overload
 
 from distill.data.sources import read_records
+from distill.recipe import DataFormat
 
-FORMATS = ("auto", "text", "prompt_completion", "messages")
+FORMATS: tuple[str, ...] = get_args(DataFormat)  # named once, in the recipe's data.format
 
 
 def record_text(record: dict[str, Any], fmt: str = "auto", text_field: str = "text") -> str | None:

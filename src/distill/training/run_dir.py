@@ -21,14 +21,11 @@ from distill import __version__
 from distill.errors import CheckpointError
 from distill.locking import LOCK_NAME
 from distill.recipe import Recipe, validate_recipe
+from distill.results.layout import CHECKPOINTS, MARKER, METRICS, RECIPE, RUN_ENTRIES, STUDENT
 from distill.training import checkpoint
 
-MARKER = ".distill-run"
-RECIPE = "recipe.yaml"
-METRICS = "metrics.jsonl"
-STUDENT = "student"
-# what a run writes at the top of its folder; `checkpoints/` is cleared of checkpoints only
-RUN_ENTRIES = (MARKER, RECIPE, METRICS, METRICS + ".tmp", STUDENT, f".{STUDENT}.tmp", "tensorboard")
+__all__ = ["MARKER", "METRICS", "RECIPE", "RUN_ENTRIES", "STUDENT", "clear_run", "contents", "is_run_dir",
+           "prepare_run_dir"]  # the names of a run's files live in distill.results.layout; loop.py imports them here
 # nobody's content: the lock, what file browsers leave behind
 _IGNORED = {LOCK_NAME, ".DS_Store", "Thumbs.db", ".ipynb_checkpoints"}
 
@@ -47,7 +44,7 @@ def is_run_dir(run_dir: Path) -> bool:
     checkpoint with distill's manifest."""
     if (run_dir / MARKER).is_file():
         return True
-    if not any((run_dir / "checkpoints").glob("step-*/manifest.json")):
+    if not any((run_dir / CHECKPOINTS).glob("step-*/manifest.json")):
         return False
     try:
         validate_recipe(yaml.safe_load((run_dir / RECIPE).read_text(encoding="utf-8")), source=str(run_dir / RECIPE))
@@ -64,7 +61,7 @@ def clear_run(run_dir: Path) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    root = run_dir / "checkpoints"
+    root = run_dir / CHECKPOINTS
     if root.is_dir():
         for path in [*root.glob("step-*"), *root.glob(".step-*.tmp")]:
             shutil.rmtree(path)
@@ -81,7 +78,7 @@ def prepare_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path | Non
         raise CheckpointError(f"training.output_dir: {run_dir} holds files that are not a distill run ({shown}); "
                               "distill trains only into a new or empty folder or one of its own runs, and never "
                               "deletes anything else. Choose another output_dir")
-    existing = checkpoint.list_checkpoints(run_dir / "checkpoints")
+    existing = checkpoint.list_checkpoints(run_dir / CHECKPOINTS)
     if resume and existing:
         _check_resumable(recipe, existing[-1])
         return existing[-1]
