@@ -65,3 +65,46 @@ def test_a_process_count_set_in_the_accelerate_config_is_honoured(tmp_path, text
     assert "2 process(es)" in result.stdout
     checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
     assert sorted(p.name for p in checkpoint.glob("rng-*.pt")) == ["rng-0.pt", "rng-1.pt"]
+
+
+def test_a_worker_error_is_reported_once_without_tracebacks(tmp_path, text_data, tiny_teacher_dir):
+    """Only the main process takes the run folder, so only it finds training.output_dir to be a file; the other dies
+    in the barrier that process never reaches (a gloo traceback), and torchrun and accelerate report the failure.
+    The user sees distill's one line once (`-q`: accelerate's own CalledProcessError traceback is not ours to drop)."""
+    output_dir = tmp_path / "run"
+    output_dir.write_text("not a folder")
+    path = write_recipe(tmp_path / "r.yaml", base_recipe(text_data, output_dir))
+    accelerate = Path(sys.executable).with_name("accelerate")
+    result = subprocess.run([str(accelerate), "launch", "-q", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "distill", "train", str(path)],
+                            capture_output=True, text=True, timeout=600, cwd=REPO,
+                            env={**os.environ, "MASTER_PORT": "29571"})
+    assert result.returncode != 0
+    assert result.stderr.count(f"error: training.output_dir: {output_dir} is a file, not a folder") == 1
+    assert result.stderr.count("error: ") == 1
+    assert "Traceback" not in result.stderr and "[rank1]" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 64])
+def test_the_workers_stderr_ends_at_the_first_error_line(chunk):
+    """What the launching process lets through of its workers' stderr, however the bytes arrive."""
+    from distill.training.cpu_launch import ErrorLineFilter
+
+    stream = (b"W1201 torchrun: setting OMP_NUM_THREADS\nerr is not an error line\nWriting 50%\rWriting 100%\r\n"
+              b"  error: indented, not ours\nerror: training.output_dir: run is a file\n"
+              b"[rank1]: Traceback (most recent call last):\nerror: the same error from rank 1\n")
+    shown: list[bytes] = []
+    lines = ErrorLineFilter(shown.append)
+    for start in range(0, len(stream), chunk):
+        lines.feed(stream[start:start + chunk])
+    lines.close()
+    assert b"".join(shown) == stream[:stream.index(b"[rank1]")]
+
+    shown.clear()  # a partial line passes at once (a progress bar), unless it may still become `error: `
+    lines = ErrorLineFilter(shown.append)
+    lines.feed(b"Writing 50%")
+    assert b"".join(shown) == b"Writing 50%"
+    lines.feed(b"\nerr")
+    assert b"".join(shown) == b"Writing 50%\n"
+    lines.close()  # the stream ended: what was held is shown
+    assert b"".join(shown) == b"Writing 50%\nerr"

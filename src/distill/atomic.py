@@ -1,9 +1,13 @@
-"""Atomic writes: a killed process never leaves half a file that a later stage would trust."""
+"""Atomic writes: a killed process never leaves half a file, or half a folder, that a later stage would trust."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,59 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+@contextmanager
+def write_folder(final: Path, *, replace: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `final` to write into; on a normal exit, move it into place as `final`
+    (`commit_folder`); on an exception, delete it and re-raise, leaving any old `final` as it was.
+
+    replace=True: one writer (the caller holds a lock or is the main process); the temporary folder is
+    `.{final.name}.tmp`, deleted first if a killed writer left it, and an existing `final` is replaced.
+    replace=False: several processes may write the same `final` at once (a cache everyone shares); each writes its
+    own uniquely named temporary folder, and the first to finish wins: when `final` is already there, the others
+    discard theirs, since their contents are equivalent."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if replace:
+        tmp = final.with_name(f".{final.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        yield tmp
+        commit_folder(tmp, final, replace=replace)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # after a rename, nothing is left there
+
+
+def commit_folder(tmp: Path, final: Path, *, replace: bool = True) -> None:
+    """The closing half of `write_folder`, for a folder filled by several processes between barriers (a
+    checkpoint): give `tmp` the umask's permissions, fsync its files and folders, and rename it to `final` (first
+    deleting an old `final` when `replace`; else keeping the `final` another process renamed there first)."""
+    share_permissions(tmp)
+    for folder, _, files in os.walk(tmp):
+        for name in files:
+            _fsync(Path(folder) / name)
+        _fsync(Path(folder))
+    if replace:
+        shutil.rmtree(final, ignore_errors=True)
+    try:
+        tmp.rename(final)
+    except OSError:
+        if replace or not final.is_dir():
+            raise
+        return  # another process finished first; `tmp` is left to the caller (write_folder deletes it)
+    _fsync(final.parent)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's contents (a folder: its entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def share_permissions(root: Path) -> None:

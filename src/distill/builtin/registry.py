@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.atomic import share_permissions
+from distill.atomic import write_folder
+from distill.builtin import BUILTIN_PREFIX
 from distill.errors import DataError, ModelError
-from distill.recipe import BUILTIN_PREFIX
 
 
 def cache_dir() -> Path:
@@ -144,18 +142,8 @@ def materialize(name: str, kind: str) -> Path:
         raise error(f"unknown built-in {kind} {name!r}; known: {known}")
     if entry.folder.is_dir():
         return entry.folder
-    entry.folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.folder.parent))
-    try:
+    with write_folder(entry.folder, replace=False) as tmp:  # another process finishing first wins; same contents
         entry.build(tmp)
-        share_permissions(tmp)  # mkdtemp makes a private folder, safetensors private files
-        try:
-            tmp.rename(entry.folder)
-        except OSError:  # another process finished first; its folder is equivalent
-            if not entry.folder.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return entry.folder
 
 

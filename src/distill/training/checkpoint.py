@@ -10,7 +10,6 @@ half-written or corrupted checkpoint is never used.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -22,9 +21,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
-from distill.atomic import share_permissions
+from distill.atomic import commit_folder
 from distill.checksum import file_sha256
 from distill.errors import CheckpointError
+from distill.results.layout import RECIPE
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -38,6 +38,7 @@ class TrainState:
     world_size: int
     format_version: int = FORMAT_VERSION
     skipped_steps: int = 0  # steps the fp16 loss scaler skipped (overflowed gradients)
+    batches: dict[str, Any] | None = None  # the batch source's state_dict (older checkpoints: none, the plan's step)
 
 
 def checkpoint_name(step: int) -> str:
@@ -50,14 +51,6 @@ def list_checkpoints(root: Path) -> list[Path]:
         return []
     found = [p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name) and (p / "manifest.json").exists()]
     return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def rng_state() -> dict[str, Any]:
@@ -103,7 +96,7 @@ def write_main(tmp: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     if scaler is not None:  # fp16: the current loss scale and its growth tracker, or a resume is not exact
         torch.save(scaler.state_dict(), tmp / "scaler.pt")
     (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
-    (tmp / "recipe.yaml").write_text(recipe_yaml)
+    (tmp / RECIPE).write_text(recipe_yaml)
 
 
 def write_rank(tmp: Path, rank: int) -> None:
@@ -116,14 +109,8 @@ def commit(tmp: Path, root: Path, step: int, keep: int) -> Path:
     manifest = {"format_version": FORMAT_VERSION, "step": step,
                 "files": {name: file_sha256(tmp / name) for name in files}}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    for name in [*files, "manifest.json"]:
-        with open(tmp / name, "rb") as f:
-            os.fsync(f.fileno())
-    share_permissions(tmp)
     final = root / checkpoint_name(step)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    _fsync_dir(root)
+    commit_folder(tmp, final)  # permissions, fsync, replace any old folder of that step, rename
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -1,40 +1,28 @@
-"""Accuracy on verifiable generation tasks: the model answers, a verifier checks the answer exactly.
+"""What a task is: a versioned `TaskSpec` (where items come from, the prompt, how the answer is pulled out of the
+generation), the built-in tasks, and loading a spec from a name or a task YAML, checked before any model is loaded.
 
-A task is data — a versioned `TaskSpec` (where items come from, the prompt, how the answer is pulled out of the
-generation) — so a result can name exactly what was measured, and a changed prompt gets a new version instead of
-silently moving the numbers. The Python escape hatch is a `python` item source and a `verifier` callable.
-
-Items are deterministic in (spec, n, seed) and a larger n extends the same list, because the caller bootstraps over
-items and pairs models item by item. Scores are 1/0 by default: reasoning-gym's scorers give shaping rewards meant
-for RL (gsm_symbolic pays 0.01 for any wrong number), which would make a model that never answers correctly look
-like it scores above 0.
+A changed prompt gets a new version instead of silently moving the numbers. The Python escape hatch is a `python`
+item source and a `verifier` callable, resolved here (`import_callable`) like reasoning-gym datasets
+(`rg_dataset`), so a typo fails when the spec is loaded.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
 import importlib
 import json
-import random
-import re
 import string
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distill.errors import DataError
-from distill.eval.generation import Generation, generate
 from distill.recipe import BUILTIN_PREFIX
 
 Extract = Literal["last_number", "after_answer", "first_line", "full"]
-# Tokens that end an assistant turn in common chat templates; generation stops at them like at EOS.
 
 
 class _Spec(BaseModel):
@@ -204,11 +192,11 @@ def check_task(spec: TaskSpec, where: str | None = None) -> None:
     if src.jsonl is not None and not Path(src.jsonl.path).is_file():
         raise DataError(f"{where}: source.jsonl.path: no such file: {src.jsonl.path}")
     if src.reasoning_gym is not None:
-        _rg_dataset(src.reasoning_gym.dataset, json.dumps(src.reasoning_gym.config, sort_keys=True), 0, 1, where)[0]
+        rg_dataset(src.reasoning_gym.dataset, json.dumps(src.reasoning_gym.config, sort_keys=True), 0, 1, where)[0]
     if src.python is not None:
-        _import(src.python.function, f"{where}: source.python.function")
+        import_callable(src.python.function, f"{where}: source.python.function")
     if spec.verifier is not None:
-        _import(spec.verifier, f"{where}: verifier")
+        import_callable(spec.verifier, f"{where}: verifier")
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -232,7 +220,8 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{where}: {message}"
 
 
-def _import(target: str, where: str) -> Any:
+def import_callable(target: str, where: str) -> Any:
+    """The `module:callable` a spec names (a python source, a verifier), or a DataError naming the field."""
     module, _, name = target.partition(":")
     if not module or not name:
         raise DataError(f"{where}: {target!r} is not `module:callable`")
@@ -242,60 +231,9 @@ def _import(target: str, where: str) -> Any:
         raise DataError(f"{where}: cannot import {target!r} ({exc}); give a `module:callable` on sys.path") from None
 
 
-# ------------------------------------------------------------------------------------------------------- items
-
-
-@dataclass
-class TaskItem:
-    id: str
-    question: str
-    answer: str
-    entry: dict[str, Any] | None = None  # the reasoning-gym item, which its scorer needs
-
-
-def task_items(spec: TaskSpec, n: int, seed: int) -> list[TaskItem]:
-    """The first n items for `seed`, always the same ones in the same order; a larger n extends the list. File and
-    Python sources give fewer when they hold fewer."""
-    if n < 1:
-        raise DataError(f"task {spec.name!r}: the number of items must be at least 1, got {n}")
-    src = spec.source
-    if src.reasoning_gym is not None:
-        rg = src.reasoning_gym
-        dataset = _rg_dataset(rg.dataset, json.dumps(rg.config, sort_keys=True), _rg_seed(seed), n, spec.name)
-        return [TaskItem(f"{rg.dataset}/{seed}/{i}", e["question"], str(e["answer"]), e)
-                for i, e in enumerate(dataset[i] for i in range(n))]
-    if src.jsonl is not None:
-        from distill.data.sources import read_records
-
-        js = src.jsonl
-        records = read_records(js.path, field=f"task {spec.name!r} source.jsonl.path")
-        order = list(range(len(records)))
-        random.Random(seed).shuffle(order)
-        return [_record_item(records[i], i, js.question_field, js.answer_field, js.id_field, f"{js.path}, record {i}")
-                for i in order[:n]]
-    assert src.python is not None
-    made = _import(src.python.function, f"task {spec.name!r} source.python.function")(n=n, seed=seed,
-                                                                                        **src.python.kwargs)
-    return [_record_item(r, i, "question", "answer", "id", f"{src.python.function}, record {i}")
-            for i, r in enumerate(list(made)[:n])]
-
-
-def _record_item(record: Any, index: int, question: str, answer: str, id_field: str, where: str) -> TaskItem:
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a mapping with `{question}` and `{answer}`, got {type(record).__name__}")
-    for name in (question, answer):
-        if record.get(name) is None:
-            raise DataError(f"{where}: missing field `{name}` (set question_field / answer_field in the task)")
-    return TaskItem(str(record.get(id_field, index)), str(record[question]), str(record[answer]), record.get("entry"))
-
-
-def _rg_seed(seed: int) -> int:
-    """reasoning-gym seeds item i with seed + i, so seeds 0 and 1 would share all but one item; hashing avoids it."""
-    return int.from_bytes(hashlib.sha256(f"distill-eval:{seed}".encode()).digest()[:4], "big")
-
-
 @functools.lru_cache(maxsize=16)
-def _rg_dataset(name: str, config_json: str, seed: int, size: int, where: str) -> Any:
+def rg_dataset(name: str, config_json: str, seed: int, size: int, where: str) -> Any:
+    """A reasoning-gym dataset (its items, and its scorer), or a DataError naming the unknown dataset or bad config."""
     import reasoning_gym
     from reasoning_gym.factory import DATASETS
 
@@ -308,119 +246,3 @@ def _rg_dataset(name: str, config_json: str, seed: int, size: int, where: str) -
     except (TypeError, ValueError, AssertionError) as exc:
         problem = str(exc) or type(exc).__name__
         raise DataError(f"{where}: source.reasoning_gym.config: {problem} (see {name}'s config class)") from None
-
-
-# ------------------------------------------------------------------------------------------ extraction, scoring
-
-_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
-_ANSWER_MARK = re.compile(r"answer\s*(?:is|:)|####", re.IGNORECASE)
-_WRAPPING = " \t\n\"'`*$"
-
-
-def extract_answer(spec: TaskSpec, output: str) -> str:
-    """The final answer in `output`, as `spec.extract` says (see TaskSpec.extract); "" when there is none."""
-    if spec.extract == "full":
-        return output.strip()
-    if spec.extract == "last_number":
-        numbers = _NUMBER.findall(output)
-        return _canonical_number(numbers[-1]) if numbers else ""
-    if spec.extract == "after_answer":
-        marks = list(_ANSWER_MARK.finditer(output))
-        rest = output[marks[-1].end():] if marks else ""
-        return next((_clean(line) for line in rest.splitlines() if _clean(line)), "")
-    return next((_clean(line) for line in output.splitlines() if _clean(line)), "")
-
-
-def _clean(text: str) -> str:
-    """Drop what small models wrap answers in: whitespace, quotes, markdown bold or code, `$`, a final period."""
-    return text.strip(_WRAPPING).rstrip(".,;:!").strip(_WRAPPING)
-
-
-def _canonical_number(text: str) -> str:
-    """`+1,000.50` → `1000.5`, `5.0` → `5`, `-0` → `0`: one spelling per value, for checkers that compare strings."""
-    value = Decimal(text.replace(",", ""))
-    if value == value.to_integral_value():
-        return str(int(value))
-    return format(value.normalize(), "f")
-
-
-def normalise(text: str) -> str:
-    """For exact match: wrapping dropped, case folded, runs of spaces collapsed, numbers spelled canonically."""
-    text = " ".join(_clean(text).casefold().split())
-    if re.fullmatch(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?", text) and any(c.isdigit() for c in text):
-        try:
-            return _canonical_number(text)
-        except InvalidOperation:
-            pass
-    return text
-
-
-def score(spec: TaskSpec, item: TaskItem, output: str) -> float:
-    """The item's score for one generation: 1.0 or 0.0 unless `spec.partial_credit`. The checker is `spec.verifier`
-    if set, else reasoning-gym's own scorer on the extracted answer, else normalised exact match."""
-    extracted = extract_answer(spec, output)
-    if spec.verifier is not None:
-        raw = float(_import(spec.verifier, f"task {spec.name!r} verifier")(extracted, item))
-        if not 0.0 <= raw <= 1.0:
-            raise DataError(f"task {spec.name!r}: verifier {spec.verifier} returned {raw}, outside [0, 1]")
-    elif spec.source.reasoning_gym is not None and item.entry is not None:
-        rg = spec.source.reasoning_gym
-        scorer = _rg_dataset(rg.dataset, json.dumps(rg.config, sort_keys=True), 0, 1, spec.name)
-        raw = float(scorer.score_answer(extracted, entry=item.entry)) if extracted else 0.0
-    else:
-        raw = float(bool(extracted) and normalise(extracted) == normalise(item.answer))
-    return raw if spec.partial_credit else float(raw >= 1.0 - 1e-9)
-
-
-# --------------------------------------------------------------------------------------------------- generation
-
-
-def uses_chat_template(spec: TaskSpec, tokenizer: Any) -> bool:
-    return spec.chat_template and bool(getattr(tokenizer, "chat_template", None))
-
-
-def render_prompt(spec: TaskSpec, tokenizer: Any, question: str) -> str:
-    """The text the model continues: the filled template, as a user turn of the chat template when there is one."""
-    text = spec.prompt.format(question=question)
-    if not uses_chat_template(spec, tokenizer):
-        return text
-    messages = [{"role": "system", "content": spec.system}] if spec.system is not None else []
-    messages.append({"role": "user", "content": text})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-@dataclass
-class TaskResult:
-    task: str
-    version: int
-    seed: int
-    scores: np.ndarray  # per item, float, in item order
-    items: list[TaskItem]
-    outputs: list[str]
-    extracted: list[str]
-    generation: Generation
-
-    @property
-    def accuracy(self) -> float:
-        return float(self.scores.mean()) if len(self.scores) else float("nan")
-
-    def examples(self, k: int) -> list[dict[str, Any]]:
-        """The first k items with what the model said, for reports (first, not best: no cherry-picking)."""
-        return [{"id": item.id, "question": item.question, "expected": item.answer, "output": output,
-                 "extracted": extracted, "score": float(s)}
-                for item, output, extracted, s in zip(self.items, self.outputs, self.extracted, self.scores,
-                                                      strict=True)][:k]
-
-
-def run_task(model: Any, tokenizer: Any, spec: TaskSpec, *, n: int, seed: int = 0, batch_size: int = 8,
-             progress: bool = True) -> TaskResult:
-    """Generate an answer for each of the task's first n items (fewer if a file holds fewer) and score it."""
-    items = task_items(spec, n, seed)
-    prompts = [render_prompt(spec, tokenizer, item.question) for item in items]
-    generation = generate(model, tokenizer, prompts, max_new_tokens=spec.max_new_tokens, batch_size=batch_size,
-                          progress=progress, add_special_tokens=not uses_chat_template(spec, tokenizer),
-                          description=f"{spec.name} v{spec.version}")
-    scores = np.array([score(spec, item, text) for item, text in zip(items, generation.texts, strict=True)],
-                      dtype=np.float64)
-    extracted = [extract_answer(spec, text) for text in generation.texts]
-    return TaskResult(spec.name, spec.version, seed, scores, items, generation.texts, extracted, generation)
