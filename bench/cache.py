@@ -36,18 +36,19 @@ import numpy as np
 import torch
 
 import harness
-from distill.data.dataset import collate, tokenize_data
+from distill.data.batch import Batch
+from distill.data.dataset import tokenize_data
 from distill.demo.plan import DemoOptions, recipe_for
 from distill.eval.runner import load_eval_set
 from distill.eval.suite import ModelEntry, Suite, run_suite
 from distill.losses.divergences import kl
+from distill.losses.signals import TopKSignal
 from distill.losses.support import topk_support
 from distill.models import load_teacher, load_tokenizer
 from distill.recipe import Recipe, validate_recipe
 from distill.teachers.cache import codec
 from distill.teachers.cache.build import build_cache, capture, vocab_order
 from distill.teachers.cache.store import TeacherCache
-from distill.teachers.signal import TopKSignal
 from distill.training.loop import train
 from distill.training.metrics import read_metrics
 
@@ -92,7 +93,7 @@ def value_errors(recipe: Recipe, k: int, sample: int) -> dict[str, float]:
     picked = np.linspace(0, len(data.examples) - 1, sample).astype(int).tolist()
     errs, kls, tokens, narrow, wide = [], [], 0, 0, 0
     for start in range(0, len(picked), 4):
-        batch = collate([data.examples[e] for e in picked[start:start + 4]], tokenizer.pad_token_id)
+        batch = Batch.of([data.examples[e] for e in picked[start:start + 4]], tokenizer.pad_token_id)
         for signal in capture(teacher, batch, k, recipe.capture_temperature, vocab):
             record = codec.encode(signal, rank, "q8")
             decoded = codec.decode(record, order)

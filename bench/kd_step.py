@@ -6,7 +6,7 @@ backward, AdamW step; teacher SmolLM2-135M-Instruct (random-init, same config, w
 student = its layers 0, 6, 12, 18, 24, 29; batch 4 x 512 packed tiny-stories tokens; forward KL (alpha 0, T 1); no
 gradient checkpointing; fp32 on CPU, bf16 autocast on CUDA. Same weights, same rows in the same order, same AdamW
 (lr, betas, eps, weight decay 0, constant lr, no clipping) for all; each contender in its own process (harness).
-  distill: OffPolicyObjective (chunked default); loss = total / n_targets, backward, step, zero_grad.
+  distill: LiveTeacher + OffPolicyObjective (chunked default); loss = total / count, backward, step, zero_grad.
   trl:     GKDTrainer, lmbda 0, beta 0, timed by a callback on_step_begin..on_step_end (collation not timed).
   floor:   teacher forward alone (no grad) + the student's plain HF cross-entropy step alone; time = sum.
 
@@ -165,17 +165,21 @@ def manual_loop(args: argparse.Namespace, s: SimpleNamespace, step: Callable, **
 
 
 def run_distill(args: argparse.Namespace) -> dict[str, Any]:
+    from distill.data.batch import Batch
     from distill.objectives.offpolicy import OffPolicyObjective
     from distill.recipe import ObjectiveConfig
+    from distill.teachers.source import LiveTeacher
 
     s = setup(args)
     cfg = ObjectiveConfig(alpha=0.0, divergence="forward_kl", temperature=1.0)
-    objective = OffPolicyObjective(s.student, s.teacher, cfg, vocab_size=s.vocab)
+    teacher = LiveTeacher(s.teacher, s.vocab, "hidden")
+    objective = OffPolicyObjective(s.student, cfg, s.vocab, with_teacher=True)
 
     def step(ids, mask, _marks):
+        batch = Batch(input_ids=ids, attention_mask=mask, labels=ids)
         with autocast(args):
-            out = objective(input_ids=ids, attention_mask=mask, labels=ids)
-        return out["total"] / out["n_targets"]
+            pieces = objective(batch, teacher.signal(batch))
+        return pieces.total / pieces.count
 
     return manual_loop(args, s, step, chunk_size=cfg.chunk_size)
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from distill.losses.signals import TopKSignal
 from distill.teachers.cache import codec
 from distill.teachers.cache.fingerprint import setup_differences
 from distill.teachers.cache.shard import INDEX_DTYPE, ShardWriter
-from distill.teachers.signal import TopKSignal
 
 
 def random_signal(n: int, k: int, vocab: int, seed: int = 0, sharpness: float = 3.0) -> codec.Signal:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from distill.losses import KINDS, divergence, token_divergence
-from distill.teachers import TopKSignal
+from distill.losses.signals import TopKSignal
 
 P = np.array([0.6, 0.25, 0.1, 0.05])
 Q = np.array([0.3, 0.3, 0.3, 0.1])

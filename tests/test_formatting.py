@@ -7,10 +7,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from distill.data.dataset import BatchPlan, collate, pack
+from distill.data.batch import Batch, collate, shifted_targets
+from distill.data.dataset import BatchPlan, pack
 from distill.data.formatting import IGNORE_INDEX, encode_messages, encode_prompt_completion, encode_text
 from distill.errors import DataError
-from distill.objectives.offpolicy import OffPolicyObjective, shifted_targets
+from distill.objectives.offpolicy import OffPolicyObjective
 from distill.recipe import ObjectiveConfig
 
 
@@ -42,7 +43,8 @@ def test_cross_entropy_is_on_completion_tokens_predicted_from_the_previous_posit
     ]
     batch = collate(examples, tiny_tokenizer.pad_token_id)
     with torch.no_grad():
-        sums = OffPolicyObjective(model, None, ObjectiveConfig(alpha=1.0), len(tiny_tokenizer))(**batch)
+        objective = OffPolicyObjective(model, ObjectiveConfig(alpha=1.0), len(tiny_tokenizer), with_teacher=False)
+        sums = objective(Batch(**batch)).as_dict()
         # by hand: for every labelled position t ≥ 1, −log p(token_t | tokens_<t), from a separate unpadded forward,
         # normalised over the tokenizer's real tokens (the model's padded vocabulary rows are not tokens)
         expected, count = 0.0, 0

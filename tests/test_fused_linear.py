@@ -15,7 +15,7 @@ from distill.losses.fused_linear import (
     reference_linear_loss,
 )
 from distill.losses.lm_head import LMHead
-from distill.teachers import TopKSignal
+from distill.losses.signals import TopKSignal
 
 N, H, H_T, V_MODEL, VOCAB = 123, 24, 32, 1280, 1271  # 3 × 41 tokens; padded head, real vocab 1271
 

@@ -17,6 +17,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 import distill.training.loop as loop
+import distill.training.setup as setup
 from conftest import base_recipe
 from distill.errors import TrainingError
 from distill.recipe import validate_recipe
@@ -38,7 +39,7 @@ class _ScaledAccelerator(Accelerator):
 @pytest.fixture()
 def fp16_like(monkeypatch):
     """The loop gets a loss scaler, and scaled gradients overflow past fp16's range."""
-    build = loop.build_student
+    build = setup.build_student
 
     def overflowing_student(*args, **kwargs):
         student = build(*args, **kwargs)
@@ -47,7 +48,7 @@ def fp16_like(monkeypatch):
         return student
 
     monkeypatch.setattr(loop, "Accelerator", _ScaledAccelerator)
-    monkeypatch.setattr(loop, "build_student", overflowing_student)
+    monkeypatch.setattr(setup, "build_student", overflowing_student)
     return _ScaledAccelerator
 
 

@@ -8,12 +8,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from distill.data.dataset import collate, pack
+from distill.data.batch import Batch, collate
+from distill.data.dataset import pack
 from distill.data.formatting import encode_text
 from distill.losses import divergence, token_divergence
 from distill.models import copy_teacher_layers
 from distill.objectives.offpolicy import OffPolicyObjective
 from distill.recipe import ObjectiveConfig
+from distill.teachers.source import LiveTeacher
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,11 @@ def batch(tiny_tokenizer):
 
 
 def offpolicy(student, teacher, batch, cfg, vocab):
-    return OffPolicyObjective(student, teacher, cfg, vocab)(**batch)
+    batch = Batch(**batch)
+    source = None if teacher is None else LiveTeacher(
+        teacher, vocab, "hidden" if cfg.implementation == "chunked" else "logits")
+    objective = OffPolicyObjective(student, cfg, vocab, with_teacher=source is not None)
+    return objective(batch, source.signal(batch) if source is not None else None).as_dict()
 
 
 IMPLEMENTATIONS = pytest.mark.parametrize("implementation", ["chunked", "reference"])
@@ -127,7 +133,7 @@ def test_check_head_accepts_a_student_with_dropout_and_keeps_its_mode(tiny_token
     compared two forward passes in train mode, with different dropout masks."""
     from transformers import AutoConfig
 
-    from distill.objectives.offpolicy import check_head
+    from distill.losses.lm_head import check_head
 
     config = AutoConfig.for_model("gpt2", vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=2, n_head=2,
                                   n_positions=64, bos_token_id=0, eos_token_id=0)

@@ -1,4 +1,4 @@
-"""Top-k teachers on a common support (losses/support.py, teachers/signal.py): the stored tail is the true tail even
+"""Top-k teachers on a common support (losses/support.py, losses/signals.py): the stored tail is the true tail even
 when it is tiny, the tail bucket is never re-tempered by guesswork, coarse-graining never increases an
 f-divergence, and AKL at μ = 1 is forward KL. Every expected value here is computed from the dense teacher, not with
 the helpers under test."""
@@ -10,7 +10,7 @@ import torch
 
 from distill.losses import divergence, token_divergence
 from distill.losses.divergences import akl, forward_kl
-from distill.teachers import TopKSignal
+from distill.losses.signals import TopKSignal
 
 # f-divergences: merging outcomes (the k + 1 buckets) can only lower them (data processing inequality)
 F_DIVERGENCES = ["forward_kl", "reverse_kl", "jsd", "interpolated_kl", "tvd", "skew_kl", "skew_reverse_kl"]

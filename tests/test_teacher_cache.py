@@ -17,15 +17,16 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, accelerate_launch, base_recipe, run_cli, write_recipe
-from distill.data.dataset import collate, tokenize_data
+from distill.data.batch import collate
+from distill.data.dataset import tokenize_data
 from distill.errors import CacheError
+from distill.losses.signals import TopKSignal
 from distill.models import load_teacher, load_tokenizer
 from distill.recipe import validate_recipe
 from distill.teachers.cache.build import build_cache
 from distill.teachers.cache.fingerprint import weights_sha256
 from distill.teachers.cache.shard import read_index
 from distill.teachers.cache.store import TeacherCache
-from distill.teachers.signal import TopKSignal
 from distill.training.loop import train
 from distill.training.metrics import read_metrics
 

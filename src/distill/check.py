@@ -95,7 +95,7 @@ def check_recipe(recipe: Recipe, processes: int = 1) -> CheckReport:
             report.facts["schedule"] = (f"{tr.max_steps} steps × {tr.batch_size} sequences = "
                                         f"{tr.max_steps / steps_per_epoch:.2f} epochs")
             if cache is not None:
-                from distill.teachers.cache.build import check_cache_for
+                from distill.teachers.cache.for_recipe import check_cache_for
 
                 attempt(lambda: check_cache_for(recipe, cache, tokenizer, data, plan))
     return report

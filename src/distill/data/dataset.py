@@ -14,7 +14,6 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from distill.data.formatting import (
-    IGNORE_INDEX,
     Example,
     detect_format,
     encode_messages,
@@ -73,20 +72,6 @@ def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Tokeni
         raise DataError(f"data.train: {cfg.train} yields no trainable tokens at max_length={cfg.max_length} "
                         f"({len(records)} records, format {fmt}); check the data or raise data.max_length")
     return TokenizedData(kept, fmt, dropped=len(examples) - len(kept))
-
-
-def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example; padding is masked out of attention and labels."""
-    width = max(len(e.input_ids) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, e in enumerate(examples):
-        n = len(e.input_ids)
-        input_ids[row, :n] = torch.tensor(e.input_ids)
-        labels[row, :n] = torch.tensor(e.labels)
-        attention_mask[row, :n] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
 class BatchPlan:

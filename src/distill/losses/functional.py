@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from distill.losses.divergences import DivergenceSpec, on_support
+from distill.losses.signals import TopKSignal
 from distill.losses.support import TopKMode, support
-from distill.teachers.signal import TopKSignal
 
 
 def token_divergence(student_logits: torch.Tensor, teacher: torch.Tensor | TopKSignal, kind: str = "forward_kl", *,

@@ -22,19 +22,10 @@ import torch
 from distill.losses.cross_entropy import cross_entropy_sum
 from distill.losses.divergences import LOG_FLOOR, DivergenceSpec, kl, on_support
 from distill.losses.lm_head import LMHead
+from distill.losses.signals import TeacherHidden, TeacherSignal, TopKSignal
 from distill.losses.support import TopKMode, support, topk_teacher_logp
-from distill.teachers.signal import TopKSignal
 
-
-@dataclass
-class TeacherHidden:
-    """A dense teacher given as last hidden states (N, H_t) and its own LM head, projected chunk by chunk."""
-
-    hidden: torch.Tensor
-    head: LMHead
-
-
-Teacher = TeacherHidden | TopKSignal | torch.Tensor | None  # Tensor: dense teacher logits (N, V)
+Teacher = TeacherSignal | None  # None: no teacher (cross-entropy only)
 
 
 @dataclass(frozen=True)

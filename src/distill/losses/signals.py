@@ -1,4 +1,17 @@
-"""The top-k teacher signal: what a teacher cache or an API stores per token instead of a whole distribution."""
+"""What a teacher hands the loss for each valid target position: the signal types every teacher source produces.
+
+A signal's rows are the batch's valid target positions in `[:, :-1][mask]` order (the state at t predicts the token
+at t + 1), so every loss consumes any signal the same way:
+
+- dense logits, a tensor (N, V): a live teacher on the reference path;
+- `TeacherHidden`: a live teacher's last hidden states (N, H) and its LM head, projected chunk by chunk on the
+  chunked path (never N × V at once);
+- `TopKSignal`: the k most likely tokens with their log-probabilities and the tail's mass, what a teacher cache or
+  an API returns.
+
+A new kind (sampled tokens, hidden-state features for a feature term) joins `TeacherSignal` here, next to the losses
+that consume it, and `losses/support.py` puts it on the common support.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +19,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from distill.losses.lm_head import LMHead
 
 # fp32 cannot tell 1 − Σ top-k from 0 below its resolution 2⁻²⁴: a tail known only as "1 − Σ" and found empty is
 # below this, not zero (see `TopKSignal.tail`)
@@ -66,3 +81,22 @@ class TopKSignal:
         """The rows `index` (a boolean mask over the leading dimensions, or a slice of the first)."""
         tail = None if self.tail_logmass is None else self.tail_logmass[index]
         return TopKSignal(self.ids[index], self.logprobs[index], tail, self.capture_temperature)
+
+
+@dataclass
+class TeacherHidden:
+    """A dense teacher given as last hidden states (N, H_t) and its own LM head, projected chunk by chunk."""
+
+    hidden: torch.Tensor
+    head: LMHead
+
+
+TeacherSignal = TeacherHidden | TopKSignal | torch.Tensor  # Tensor: dense teacher logits (N, V)
+
+
+def signal_sums(signal: TeacherSignal | None) -> dict[str, torch.Tensor]:
+    """Sums over the signal's rows worth logging next to the loss (divided by the same global count): the teacher
+    mass a top-k signal holds. A dense signal holds all of it, and says nothing."""
+    if isinstance(signal, TopKSignal):
+        return {"teacher_mass": signal.captured_mass().sum()}
+    return {}

@@ -22,14 +22,11 @@ reverse-type divergences are not charged ~q_tail · 10⁴ nats through the log f
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 
-from distill.teachers.signal import UNRESOLVED_TAIL, TopKSignal
-
-TopKMode = Literal["renormalize", "tail"]
-TOPK_MODES: tuple[str, ...] = TopKMode.__args__
+from distill.losses.names import TOPK_MODES, TopKMode  # the names are written once, there
+from distill.losses.signals import UNRESOLVED_TAIL, TopKSignal
 
 
 def dense_support(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float

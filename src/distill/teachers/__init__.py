@@ -1,5 +1,3 @@
-"""What a teacher gives the loss for each token: dense logits, or a top-k signal (ids, log-probs, tail mass)."""
-
-from distill.teachers.signal import TopKSignal
-
-__all__ = ["TopKSignal"]
+"""Teacher sources: what gives the loss the teacher's signal for a batch (`source.py`: the interface and the live
+model; `cache/`: the teacher cache, built once by `distill cache` and read as a source). The signal types live with
+the losses that consume them (`losses/signals.py`)."""

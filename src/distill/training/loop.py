@@ -1,23 +1,27 @@
 """The one training loop: set-up → (resume) → steps → final student.
 
-What varies by method — where sequences come from, which divergence, how terms are weighted — lives in the objective;
-this loop only forms the batches of the plan, sums the loss pieces, divides once by the global number of valid
-tokens, and steps the optimizer. It runs on one process or many under `accelerate launch` and gives the same
-trajectory for the same recipe either way.
+Three parts plug in, and the loop knows none of them by kind (training/setup.py builds them from the recipe):
+
+    batch source    micro_batches(step) -> [Batch]        training/batches.py   (the data-set plan)
+    teacher source  signal(batch) -> TeacherSignal        teachers/             (a live model, a cache)
+    objective       objective(batch, signal) -> LossPieces   objectives/        (chosen by objective.kind)
+
+Per step the loop counts the valid targets of the batches actually formed over every process (one all-reduce),
+backpropagates each micro-batch's summed loss divided by that one global count, sums whatever named terms the
+objective and the signal return for logging, and steps the optimizer. It runs on one process or many under
+`accelerate launch` and gives the same trajectory for the same recipe either way.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,28 +31,21 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from distill.atomic import share_permissions
-from distill.data.dataset import BatchPlan, collate, tokenize_data
+from distill.atomic import write_folder
 from distill.errors import CheckpointError, RecipeError, TrainingError
 from distill.locking import FolderLock
-from distill.models import (
-    build_student,
-    check_context_length,
-    check_logit_width,
-    check_same_vocab,
-    count_parameters,
-    load_teacher,
-    load_tokenizer,
-    output_width,
-)
-from distill.objectives.offpolicy import OffPolicyObjective, check_head
+from distill.losses.signals import signal_sums
+from distill.models import count_parameters
+from distill.objectives.registry import build_objective
 from distill.recipe import Recipe, dump_recipe
-from distill.teachers.cache.build import check_cache_for
-from distill.teachers.cache.store import TeacherCache
+from distill.results.layout import CHECKPOINTS, METRICS, RECIPE, STUDENT
 from distill.training import checkpoint
 from distill.training.metrics import MetricsLog
-from distill.training.run_dir import RECIPE, STUDENT, prepare_run_dir
+from distill.training.run_dir import prepare_run_dir
 from distill.training.schedule import make_scheduler, schedule_of
+from distill.training.setup import RunParts, build_parts
+
+TOKENS = "_input_tokens"  # summed beside the loss terms for throughput; never divided by the target count
 
 # A dynamic loss scaler (fp16) skips a step whose gradients overflowed and halves its scale; this many skips in a
 # row means the scale cannot fix it (the model itself produces inf), and training stops.
@@ -82,7 +79,7 @@ def _accelerator(recipe: Recipe) -> Accelerator:
 def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bool) -> Path:
     main = accelerator.is_main_process
     run_dir = Path(recipe.training.output_dir)
-    ckpt_root = run_dir / "checkpoints"
+    ckpt_root = run_dir / CHECKPOINTS
     resume_from = prepare_run_dir(recipe, resume, overwrite) if main else None
     accelerator.wait_for_everyone()
     if not main and resume:  # the main process has checked the folder; the others only need the checkpoint
@@ -92,54 +89,17 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
     if main:
         (run_dir / RECIPE).write_text(recipe_yaml)
 
-    # --- models, tokenizer and data (built-ins are materialised by the main process first)
-    set_seed(recipe.seed)
-    t = recipe.teacher
-    from_cache = t is not None and t.cache is not None and recipe.objective.alpha < 1.0
-    # with a cache, the teacher model is loaded only when the student's layers are copied from it
-    need_model = t is not None and t.model is not None and (not from_cache or recipe.student.from_teacher is not None)
-    with accelerator.main_process_first():
-        tokenizer = load_tokenizer("tokenizer", *recipe.tokenizer_options())
-        teacher = load_teacher(t) if need_model else None
-        student = build_student(recipe, tokenizer, teacher)
-        data = tokenize_data(recipe.data, tokenizer)
-    for field, model in (("student", student), ("teacher.model", teacher)):
-        if model is not None:
-            check_context_length(field, model.config, recipe.data.max_length)
-    cache = None
-    if from_cache:  # refused unless built for this tokenizer, data, k, temperature and teacher
-        cache = TeacherCache.open(t.cache)
-        check_cache_for(recipe, cache, tokenizer, data, None, teacher)
-        teacher = None  # the signal comes from the cache; the model only initialised the student
-    if recipe.student.model is not None and recipe.student.model != recipe.tokenizer_source:
-        s = recipe.student
-        check_same_vocab(tokenizer, load_tokenizer("student.model", s.model, s.revision, s.trust_remote_code))
-    vocab_size = len(tokenizer)
-    check_logit_width("student", output_width(student), vocab_size)
-    if teacher is not None:
-        check_logit_width("teacher", output_width(teacher), vocab_size)
-    if recipe.objective.alpha >= 1.0:
-        teacher = None  # the baseline needs no teacher; it may have served only to initialise the student
-    elif teacher is not None:
-        teacher.to(accelerator.device)
-    if recipe.objective.implementation == "chunked":
-        for field, model in (("student", student), ("teacher.model", teacher)):
-            if model is not None:
-                check_head(model, field)
+    # --- models, data, the teacher source and the batch source (training/setup.py)
+    parts = build_parts(recipe, accelerator)
+    student, teacher, batches = parts.student, parts.teacher, parts.batches
     cfg = recipe.training
-    if cfg.gradient_checkpointing:
-        student.gradient_checkpointing_enable()
-        student.config.use_cache = False
-    plan = BatchPlan(len(data.examples), cfg.batch_size, cfg.micro_batch_size, accelerator.num_processes, recipe.seed)
-    if cache is not None:
-        cache.check_covers(plan.visited(cfg.max_steps))
     if main:
-        _print_summary(accelerator, recipe, data, student, teacher, cache)
+        _print_summary(accelerator, recipe, parts)
 
-    # --- optimizer, schedule, and state to resume
+    # --- optimizer, schedule, objective, and state to resume
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
-    objective = OffPolicyObjective(student, teacher, recipe.objective, vocab_size, topk_teacher=cache is not None)
+    objective = build_objective(student, recipe.objective, parts.vocab_size, with_teacher=teacher is not None)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     objective.train()
     scaler = accelerator.scaler  # fp16: a dynamic loss scaler, which skips the steps whose gradients overflow
@@ -147,6 +107,7 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
     if resume_from is not None:
         state = checkpoint.load(resume_from, student, optimizer, scheduler, accelerator.process_index, scaler)
         state.world_size = accelerator.num_processes
+        batches.load_state_dict(state.batches or {**batches.state_dict(), "next_step": state.step})
         _extend_schedule(accelerator, scheduler, optimizer, state.step, cfg.max_steps, cfg.warmup_steps)
         if main:
             accelerator.print(f"resuming from {resume_from} (step {state.step})")
@@ -161,29 +122,30 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
         disable=not main,
     )
     task = progress.add_task("train", total=cfg.max_steps, completed=state.step, loss="—", tps="—")
-    world = accelerator.num_processes
+    world, device = accelerator.num_processes, accelerator.device
     window_start, window_tokens, skipped_in_a_row = time.perf_counter(), 0, 0
     with progress:
         for step in range(state.step, cfg.max_steps):
-            global_targets = sum(data.examples[i].n_targets for i in plan.step_indices(step))
-            # total, ce, kd, input tokens, teacher mass inside the cached top-k
-            sums = torch.zeros(5, dtype=torch.float64, device=accelerator.device)
-            micro_batches = plan.micro_indices(step, accelerator.process_index)
-            for a, indices in enumerate(micro_batches):
-                batch = collate([data.examples[i] for i in indices], tokenizer.pad_token_id)
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                signal = cache.signal(indices).to(accelerator.device) if cache is not None else None
+            micro_batches = [b.to(device) for b in batches.micro_batches(step)]
+            # the one division: valid targets of the batches actually formed, over every process
+            local = torch.tensor(sum(b.n_targets() for b in micro_batches), dtype=torch.int64, device=device)
+            global_targets = int(accelerator.reduce(local, reduction="sum"))
+            sums: dict[str, torch.Tensor] = {}  # loss, the objective's terms, the signal's sums, input tokens
+            for a, batch in enumerate(micro_batches):
                 sync = a == len(micro_batches) - 1
                 with accelerator.no_sync(objective) if not sync else nullcontext():
                     with accelerator.autocast():
-                        pieces = objective(**batch, teacher_signal=signal)
+                        signal = teacher.signal(batch) if teacher is not None else None
+                        pieces = objective(batch, signal)
                     # DDP averages gradients over processes; × world makes the result Σ / global tokens.
-                    accelerator.backward(pieces["total"] * world / global_targets)
-                mass = signal.captured_mass().sum() if signal is not None else torch.zeros((), device=sums.device)
-                sums += torch.stack([pieces["total"].detach().double(), pieces["ce"].double(),
-                                     pieces["kd"].double(), batch["attention_mask"].sum().double(), mass.double()])
-            sums = accelerator.reduce(sums, reduction="sum")
-            loss, ce, kd = (sums[:3] / global_targets).tolist()
+                    accelerator.backward(pieces.total * world / global_targets)
+                for name, value in {"loss": pieces.total.detach(), **pieces.terms, **signal_sums(signal),
+                                    TOKENS: torch.tensor(batch.n_tokens(), device=device)}.items():
+                    sums[name] = sums.get(name, 0.0) + value.double()
+            names = list(sums)
+            totals = accelerator.reduce(torch.stack([sums[n] for n in names]), reduction="sum")
+            means = {n: float(v) / global_targets for n, v in zip(names, totals, strict=True) if n != TOKENS}
+            loss = means.pop("loss")
             if not math.isfinite(loss):
                 raise TrainingError(f"loss became {loss} at step {step + 1}; nothing was saved for this step. Lower "
                                     "training.lr, check the data, or resume from the last checkpoint")
@@ -211,18 +173,19 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
                 scheduler.step()
 
             done = step + 1
-            tokens = int(sums[3])
+            tokens = int(totals[names.index(TOKENS)])
             state.step, state.examples_seen = done, state.examples_seen + cfg.batch_size
             state.tokens_seen += tokens
+            state.batches = batches.state_dict()
             window_tokens += tokens
             if main and (done % cfg.log_every == 0 or done == cfg.max_steps or skipped):
                 elapsed = time.perf_counter() - window_start
                 tps = window_tokens / max(elapsed, 1e-9)
-                row = {"loss": loss, "ce": ce, "kd": kd, "lr": lr,
+                terms = {n: v for n, v in means.items() if n in pieces.terms}
+                row = {"loss": loss, **terms, "lr": lr,
                        "grad_norm": grad_norm if math.isfinite(grad_norm) else None, "tokens_per_s": tps,
-                       "tokens_seen": state.tokens_seen, "targets": global_targets}
-                if cache is not None:
-                    row["teacher_mass"] = float(sums[4]) / global_targets  # how much of the teacher the top-k holds
+                       "tokens_seen": state.tokens_seen, "targets": global_targets,
+                       **{n: v for n, v in means.items() if n not in terms}}  # e.g. the top-k's teacher_mass
                 if scaler is not None:
                     row.update(loss_scale=scale, skipped=skipped)
                 metrics.log(done, row)
@@ -235,33 +198,28 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
     # --- the final student, as a plain Hugging Face folder
     out = run_dir / STUDENT
     if main:
-        tmp = run_dir / f".{STUDENT}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        student.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        share_permissions(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        with write_folder(out) as tmp:
+            student.save_pretrained(tmp, safe_serialization=True)
+            parts.tokenizer.save_pretrained(tmp)
         metrics.close()
         skipped_note = f" ({state.skipped_steps} steps skipped by the fp16 loss scaler)" if state.skipped_steps else ""
-        accelerator.print(f"student saved to {out}{skipped_note}; metrics in {run_dir / 'metrics.jsonl'}, "
+        accelerator.print(f"student saved to {out}{skipped_note}; metrics in {run_dir / METRICS}, "
                           f"checkpoints in {ckpt_root}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return out
 
 
-def _print_summary(accelerator: Accelerator, recipe: Recipe, data, student, teacher, cache) -> None:
+def _print_summary(accelerator: Accelerator, recipe: Recipe, parts: RunParts) -> None:
     """What is about to happen, before the first step: data (and what was dropped), models, processes."""
-    cfg = recipe.training
+    cfg, data = recipe.training, parts.data
     epochs = cfg.max_steps * cfg.batch_size / len(data.examples)
     dropped = (f", {data.dropped:,} dropped (nothing left to learn at data.max_length {recipe.data.max_length})"
                if data.dropped else "")
-    source = f"cache {recipe.teacher.cache}" if cache is not None else (
-        f"{count_parameters(teacher):,} parameters" if teacher is not None else "none (cross-entropy only)")
+    source = parts.teacher.description if parts.teacher is not None else "none (cross-entropy only)"
     accelerator.print(f"data: {len(data.examples):,} sequences ({data.format}), {data.n_targets:,} target tokens"
                       f"{dropped}; {cfg.max_steps} steps × {cfg.batch_size} = {epochs:.2f} epochs")
-    accelerator.print(f"student: {count_parameters(student):,} parameters; teacher: {source}; "
+    accelerator.print(f"student: {count_parameters(parts.student):,} parameters; teacher: {source}; "
                       f"{accelerator.num_processes} process(es), {cfg.precision} on {accelerator.device.type}")
 
 

@@ -24,22 +24,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from distill import __version__
 from distill.atomic import write_json
-from distill.data.dataset import BatchPlan, TokenizedData, collate, tokenize_data
+from distill.data.batch import Batch
+from distill.data.dataset import BatchPlan, TokenizedData, tokenize_data
 from distill.errors import CacheError, RecipeError
 from distill.locking import LOCK_NAME, FolderLock
 from distill.losses.fused_linear import auto_chunk_size
-from distill.losses.lm_head import LMHead
-from distill.losses.support import retempering_problem
+from distill.losses.lm_head import LMHead, check_head, last_hidden_states
+from distill.losses.signals import TopKSignal
 from distill.models import check_logit_width, load_teacher, load_tokenizer, output_width
-from distill.objectives.offpolicy import check_head, last_hidden_states, shifted_targets
 from distill.recipe import Recipe
 from distill.teachers.cache import codec
-from distill.teachers.cache.fingerprint import (
-    data_sha256,
-    setup_differences,
-    teacher_identity,
-    tokenizer_identity,
-)
+from distill.teachers.cache.fingerprint import setup_differences
+from distill.teachers.cache.for_recipe import recipe_setup
 from distill.teachers.cache.shard import ShardWriter, read_seal, remove_shard
 from distill.teachers.cache.store import (
     BUILD,
@@ -48,10 +44,8 @@ from distill.teachers.cache.store import (
     MANIFEST,
     TAIL_METHOD,
     VOCAB,
-    TeacherCache,
     verify_shard,
 )
-from distill.teachers.signal import TopKSignal
 
 DEFAULT_SHARD_TOKENS = 1 << 18
 
@@ -81,44 +75,12 @@ def plan_shards(examples: list[int], tokens: list[int], shard_tokens: int) -> li
     return [s for s in shards if s]
 
 
-def recipe_setup(recipe: Recipe, tokenizer, data: TokenizedData, teacher=None) -> dict[str, Any]:
-    """What a cache for this recipe is built for, as `setup_differences` compares it: tokenizer, data, k and
-    temperature, and the teacher the recipe names (model, revision, dtype) — with its config and weight hashes when
-    the model is at hand. A recipe with only `teacher.cache` names no teacher, and the cache is its teacher."""
-    t = recipe.teacher
-    setup = {"tokenizer": tokenizer_identity(tokenizer),
-             "data": {"sha256": data_sha256(data.examples), "config": recipe.data.model_dump(mode="json"),
-                      "n_examples": len(data.examples), "n_tokens": data.n_targets},
-             "k": t.top_k, "capture_temperature": recipe.capture_temperature}
-    if teacher is not None:
-        setup["teacher"] = teacher_identity(teacher, t.model, t.dtype, t.revision)
-    elif t.model is not None:
-        setup["teacher"] = {"source": t.model, "revision": t.revision, "dtype": t.dtype}
-    return setup
-
-
-def check_cache_for(recipe: Recipe, cache: TeacherCache, tokenizer, data: TokenizedData, plan: BatchPlan | None,
-                    teacher=None) -> None:
-    """Training's checks of its cache before the first step, shared with `distill check`: the setup (with the
-    teacher's weights when loaded), the loss temperature the tail allows, every example the run visits present."""
-    cache.check_setup(recipe_setup(recipe, tokenizer, data, teacher))
-    o = recipe.objective
-    problem = retempering_problem(cache.k, len(tokenizer), cache.capture_temperature, o.temperature, o.topk_mode)
-    if problem:
-        raise CacheError(f"objective.temperature: {o.temperature:g} with objective.topk_mode: tail and a cache "
-                         f"captured at {cache.capture_temperature:g}: {problem}. Rebuild the cache with "
-                         f"teacher.capture_temperature: {o.temperature:g} (the default follows objective.temperature), "
-                         "or set objective.topk_mode: renormalize")
-    if plan is not None:
-        cache.check_covers(plan.visited(recipe.training.max_steps))
-
-
 @torch.no_grad()
-def capture(teacher, batch: dict[str, torch.Tensor], k: int, temperature: float, vocab: int) -> list[codec.Signal]:
+def capture(teacher, batch: Batch, k: int, temperature: float, vocab: int) -> list[codec.Signal]:
     """The teacher's top-k signal at every target position of each sequence in `batch`."""
     head = LMHead.of(teacher)
-    hidden = last_hidden_states(teacher, batch["input_ids"], batch["attention_mask"])[:, :-1]
-    _, valid = shifted_targets(batch["labels"])
+    hidden = last_hidden_states(teacher, batch.input_ids, batch.attention_mask)[:, :-1]
+    _, valid = batch.targets()
     chunk = auto_chunk_size(vocab)
     signals = []
     for row in range(hidden.shape[0]):
@@ -216,8 +178,7 @@ def _write_shards(out: Path, shards: list[tuple[int, list[int]]], data: Tokenize
             pending = [e for e in examples if e not in done]
             for start in range(0, len(pending), batch_size):
                 chunk = pending[start:start + batch_size]
-                batch = collate([data.examples[e] for e in chunk], tokenizer.pad_token_id)
-                batch = {key: value.to(device) for key, value in batch.items()}
+                batch = Batch.of([data.examples[e] for e in chunk], tokenizer.pad_token_id).to(device)
                 for example, signal in zip(chunk, capture(teacher, batch, k, temperature, vocab), strict=True):
                     mass = float(np.exp(signal.logprobs, dtype=np.float64).sum())  # Σ over tokens and top-k
                     writer.append(example, len(signal), mass, codec.encode(signal, rank_of, encoding))

@@ -24,10 +24,10 @@ import torch
 
 from distill.checksum import file_sha256
 from distill.errors import CacheError
+from distill.losses.signals import TopKSignal
 from distill.teachers.cache import codec
 from distill.teachers.cache.fingerprint import setup_differences
 from distill.teachers.cache.shard import read_index
-from distill.teachers.signal import TopKSignal
 
 FORMAT = "distill-teacher-cache"
 FORMAT_VERSION = 1

@@ -1,0 +1,65 @@
+"""A batch of token sequences, as every batch source makes them and every teacher source and objective reads them.
+
+Rows are right-padded; `labels` is −100 where nothing is predicted (padding, prompts, non-assistant turns). The
+shift lives here, once: the state at position t predicts the token at t + 1, so the valid *targets* are
+`labels[:, 1:] != −100`, and every per-token signal is laid out in `[:, :-1][valid]` order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from distill.data.formatting import IGNORE_INDEX, Example
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example; padding is masked out of attention and labels."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        input_ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets for positions 0 … L−2 (each predicts the next token) and the mask of valid ones."""
+    targets = labels[:, 1:]
+    return targets, targets != IGNORE_INDEX
+
+
+@dataclass
+class Batch:
+    """Sequences (B, L) with their labels. `examples`: the data set's indices of the rows, when they come from a
+    fixed data set (a teacher cache is keyed by them); None for sequences made at run time."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    examples: list[int] | None = None
+
+    @classmethod
+    def of(cls, examples: list[Example], pad_id: int, indices: list[int] | None = None) -> Batch:
+        return cls(**collate(examples, pad_id), examples=indices)
+
+    def to(self, device: torch.device | str) -> Batch:
+        return replace(self, input_ids=self.input_ids.to(device), attention_mask=self.attention_mask.to(device),
+                       labels=self.labels.to(device))
+
+    def targets(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(targets, valid) of the shifted positions: see `shifted_targets`."""
+        return shifted_targets(self.labels)
+
+    def n_targets(self) -> int:
+        """Valid target positions: what the loss is summed over and, over the whole step, divided by."""
+        return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
+
+    def n_tokens(self) -> int:
+        """Input tokens (padding excluded), for throughput."""
+        return int(self.attention_mask.sum())

@@ -1,0 +1,45 @@
+"""What a cache must be for a recipe: the setup it is built for, and training's checks of a cache before the first
+step. `distill cache` writes this setup into the manifest; `distill train` and `distill check` compare against it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distill.data.dataset import BatchPlan, TokenizedData
+from distill.errors import CacheError
+from distill.losses.support import retempering_problem
+from distill.recipe import Recipe
+from distill.teachers.cache.fingerprint import data_sha256, teacher_identity, tokenizer_identity
+from distill.teachers.cache.store import TeacherCache
+
+
+def recipe_setup(recipe: Recipe, tokenizer, data: TokenizedData, teacher=None) -> dict[str, Any]:
+    """What a cache for this recipe is built for, as `setup_differences` compares it: tokenizer, data, k and
+    temperature, and the teacher the recipe names (model, revision, dtype) — with its config and weight hashes when
+    the model is at hand. A recipe with only `teacher.cache` names no teacher, and the cache is its teacher."""
+    t = recipe.teacher
+    setup = {"tokenizer": tokenizer_identity(tokenizer),
+             "data": {"sha256": data_sha256(data.examples), "config": recipe.data.model_dump(mode="json"),
+                      "n_examples": len(data.examples), "n_tokens": data.n_targets},
+             "k": t.top_k, "capture_temperature": recipe.capture_temperature}
+    if teacher is not None:
+        setup["teacher"] = teacher_identity(teacher, t.model, t.dtype, t.revision)
+    elif t.model is not None:
+        setup["teacher"] = {"source": t.model, "revision": t.revision, "dtype": t.dtype}
+    return setup
+
+
+def check_cache_for(recipe: Recipe, cache: TeacherCache, tokenizer, data: TokenizedData, plan: BatchPlan | None,
+                    teacher=None) -> None:
+    """Training's checks of its cache before the first step, shared with `distill check`: the setup (with the
+    teacher's weights when loaded), the loss temperature the tail allows, every example the run visits present."""
+    cache.check_setup(recipe_setup(recipe, tokenizer, data, teacher))
+    o = recipe.objective
+    problem = retempering_problem(cache.k, len(tokenizer), cache.capture_temperature, o.temperature, o.topk_mode)
+    if problem:
+        raise CacheError(f"objective.temperature: {o.temperature:g} with objective.topk_mode: tail and a cache "
+                         f"captured at {cache.capture_temperature:g}: {problem}. Rebuild the cache with "
+                         f"teacher.capture_temperature: {o.temperature:g} (the default follows objective.temperature), "
+                         "or set objective.topk_mode: renormalize")
+    if plan is not None:
+        cache.check_covers(plan.visited(recipe.training.max_steps))

@@ -1,0 +1,95 @@
+"""Everything a run needs before its first step: tokenizer, data, student, the teacher source and the batch source.
+
+The order is part of the recipe's meaning: the seed is set first and the models are built in a fixed order, so the
+same recipe and seed give the same initial student. Every compatibility check that needs the loaded models runs
+here, before any optimizer exists; the checks that need only configs run earlier still, in `distill check`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from distill.data.dataset import BatchPlan, TokenizedData, tokenize_data
+from distill.losses.lm_head import check_head
+from distill.models import (
+    build_student,
+    check_context_length,
+    check_logit_width,
+    check_same_vocab,
+    load_teacher,
+    load_tokenizer,
+    output_width,
+)
+from distill.recipe import Recipe
+from distill.teachers.cache.for_recipe import check_cache_for
+from distill.teachers.cache.source import CachedTeacher
+from distill.teachers.cache.store import TeacherCache
+from distill.teachers.source import LiveTeacher, TeacherSource
+from distill.training.batches import DatasetBatches
+
+
+@dataclass
+class RunParts:
+    tokenizer: PreTrainedTokenizerBase
+    data: TokenizedData
+    student: PreTrainedModel
+    teacher: TeacherSource | None  # None: cross-entropy only (alpha = 1)
+    batches: DatasetBatches
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+
+def build_parts(recipe: Recipe, accelerator: Accelerator) -> RunParts:
+    set_seed(recipe.seed)
+    t = recipe.teacher
+    from_cache = t is not None and t.cache is not None and recipe.objective.alpha < 1.0
+    # with a cache, the teacher model is loaded only when the student's layers are copied from it
+    need_model = t is not None and t.model is not None and (not from_cache or recipe.student.from_teacher is not None)
+    with accelerator.main_process_first():  # built-ins are materialised by the main process first
+        tokenizer = load_tokenizer("tokenizer", *recipe.tokenizer_options())
+        teacher = load_teacher(t) if need_model else None
+        student = build_student(recipe, tokenizer, teacher)
+        data = tokenize_data(recipe.data, tokenizer)
+    for field, model in (("student", student), ("teacher.model", teacher)):
+        if model is not None:
+            check_context_length(field, model.config, recipe.data.max_length)
+    cache = None
+    if from_cache:  # refused unless built for this tokenizer, data, k, temperature and teacher
+        cache = TeacherCache.open(t.cache)
+        check_cache_for(recipe, cache, tokenizer, data, None, teacher)
+        teacher = None  # the signal comes from the cache; the model only initialised the student
+    if recipe.student.model is not None and recipe.student.model != recipe.tokenizer_source:
+        s = recipe.student
+        check_same_vocab(tokenizer, load_tokenizer("student.model", s.model, s.revision, s.trust_remote_code))
+    vocab_size = len(tokenizer)
+    check_logit_width("student", output_width(student), vocab_size)
+    if teacher is not None:
+        check_logit_width("teacher", output_width(teacher), vocab_size)
+    if recipe.objective.alpha >= 1.0:
+        teacher = None  # the baseline needs no teacher; it may have served only to initialise the student
+    elif teacher is not None:
+        teacher.to(accelerator.device)
+    chunked = recipe.objective.implementation == "chunked"
+    if chunked:
+        for field, model in (("student", student), ("teacher.model", teacher)):
+            if model is not None:
+                check_head(model, field)
+    cfg = recipe.training
+    if cfg.gradient_checkpointing:
+        student.gradient_checkpointing_enable()
+        student.config.use_cache = False
+    plan = BatchPlan(len(data.examples), cfg.batch_size, cfg.micro_batch_size, accelerator.num_processes, recipe.seed)
+    source: TeacherSource | None = None
+    if cache is not None:
+        cache.check_covers(plan.visited(cfg.max_steps))
+        source = CachedTeacher(cache, accelerator.device)
+    elif teacher is not None:
+        source = LiveTeacher(teacher, vocab_size, "hidden" if chunked else "logits")
+    batches = DatasetBatches(data, plan, accelerator.process_index, tokenizer.pad_token_id)
+    return RunParts(tokenizer, data, student, source, batches)

@@ -1,0 +1,63 @@
+"""training/batches.py: the data-set plan as a batch source — its batches, the global count the loop forms from
+them, and the state a checkpoint keeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.data.dataset import BatchPlan, TokenizedData
+from distill.data.formatting import IGNORE_INDEX, Example
+from distill.errors import CheckpointError
+from distill.training.batches import DatasetBatches
+
+
+def _data(n: int = 37) -> TokenizedData:
+    """Examples of unequal lengths, some with prompt tokens that are not targets."""
+    examples = []
+    for i in range(n):
+        length = 5 + (i * 7) % 11
+        ids = [(i + j) % 50 + 1 for j in range(length)]
+        labels = [IGNORE_INDEX] * (i % 3) + ids[i % 3:]
+        examples.append(Example(ids, labels))
+    return TokenizedData(examples, "prompt_completion", dropped=0)
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_the_count_over_formed_batches_is_the_plans_count_for_any_process_count(world):
+    """The loop divides by Σ over processes of the targets in the batches each formed (an all-reduce); for the data
+    set that must be what the plan's examples hold, whatever the split."""
+    data = _data()
+    plan = BatchPlan(len(data.examples), 8, 2, world, seed=5)
+    sources = [DatasetBatches(data, plan, rank, pad_id=0) for rank in range(world)]
+    for step in (0, 3, 9):  # 9: past the first epoch
+        formed = sum(b.n_targets() for s in sources for b in s.micro_batches(step))
+        assert formed == sum(data.examples[i].n_targets for i in plan.step_indices(step))
+        indices = sorted(i for s in sources for b in s.micro_batches(step) for i in b.examples)
+        assert indices == sorted(plan.step_indices(step))
+
+
+def test_a_batch_holds_the_examples_it_names_padded_and_masked():
+    data = _data()
+    plan = BatchPlan(len(data.examples), 4, 4, 1, seed=0)
+    (batch,) = DatasetBatches(data, plan, 0, pad_id=0).micro_batches(2)
+    for row, index in enumerate(batch.examples):
+        n = len(data.examples[index].input_ids)
+        assert batch.input_ids[row, :n].tolist() == data.examples[index].input_ids
+        assert batch.attention_mask[row].sum() == n
+        assert (batch.labels[row, n:] == IGNORE_INDEX).all()
+
+
+def test_state_round_trips_and_a_checkpoint_of_other_data_is_refused():
+    data = _data()
+    plan = BatchPlan(len(data.examples), 8, 2, 1, seed=5)
+    source = DatasetBatches(data, plan, 0, pad_id=0)
+    source.micro_batches(6)
+    state = source.state_dict()
+    assert state["next_step"] == 7
+    resumed = DatasetBatches(data, plan, 0, pad_id=0)
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() == state
+    fewer = _data(30)
+    other = DatasetBatches(fewer, BatchPlan(30, 8, 2, 1, seed=5), 0, pad_id=0)
+    with pytest.raises(CheckpointError, match=r"n_examples 37.*30: the data changed"):
+        other.load_state_dict(state)
