@@ -5,7 +5,8 @@ A refactor that claims "no change in behaviour" runs this against the commit bef
     python scripts/same_students.py --base <commit>            # compares the working tree with <commit>
 
 Each case trains from scratch in a fresh folder with `python -m distill` (or `accelerate launch`), using the source
-tree's own `src/`. The last JSON line names each case and whether the student's safetensors are byte-identical.
+tree's own `src/`. Each case's hash covers the student's safetensors bytes and every metrics.jsonl row except the
+throughput. The last JSON line names each case and whether the two trees gave the same hash.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ CASES = {
     "baseline-alpha-1": [[*SHORT, "--set", "objective.alpha=1.0"]],
     "cache-trained": "cache",
     "two-processes": "launch",
+    "resumed-and-extended": "resume",
 }
 
 
@@ -47,7 +49,13 @@ def _run(src: Path, args: list[str], launch: int = 0, port: int = 29561) -> None
 
 
 def _student_hash(run: Path) -> str:
-    return hashlib.sha256((run / "student" / "model.safetensors").read_bytes()).hexdigest()
+    """The student's weights and its logged trajectory (every metrics row but the throughput, which is timing)."""
+    digest = hashlib.sha256((run / "student" / "model.safetensors").read_bytes())
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        row.pop("tokens_per_s", None)
+        digest.update(json.dumps(row, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def train_cases(src: Path, work: Path) -> dict[str, str]:
@@ -59,6 +67,10 @@ def train_cases(src: Path, work: Path) -> dict[str, str]:
             _run(src, ["cache", str(TINY), "--out", str(cache), *SHORT, "--set", f"training.output_dir={run}"])
             _run(src, ["train", str(TINY), *SHORT, "--set", f"teacher.cache={cache}",
                        "--set", f"training.output_dir={run}"])
+        elif how == "resume":  # 4 steps, then --resume to 8: the checkpoint, the batch source and the schedule
+            _run(src, ["train", str(TINY), *SHORT, "--set", "training.max_steps=4",
+                       "--set", f"training.output_dir={run}"])
+            _run(src, ["train", str(TINY), *SHORT, "--set", f"training.output_dir={run}", "--resume"])
         elif how == "launch":
             _run(src, ["train", str(TINY), *SHORT, "--set", "training.micro_batch_size=4",
                        "--set", f"training.output_dir={run}"], launch=2)

@@ -34,17 +34,32 @@ def module_name(path: Path) -> str:
 
 
 def imports_of(path: Path) -> set[str]:
-    """Every `distill…` module this file imports, at any depth (function-level imports count)."""
+    """Every `distill…` module this file imports, at any depth (function-level imports count). `from distill.x
+    import y` counts as importing `distill.x.y` when that is a module; relative imports are refused outright."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            pytest.fail(f"{path}:{node.lineno}: a relative import; write `from distill.… import …`")
+        if isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module]
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                if _is_module(sub):
+                    names.append(sub)
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            names = [node.args[0].value]  # importlib.import_module("distill.…")
         else:
             continue
         found.update(n for n in names if n == "distill" or n.startswith("distill."))
     return found
+
+
+def _is_module(name: str) -> bool:
+    base = SRC.joinpath(*name.split("."))
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -15,7 +15,7 @@ from distill.data.formatting import encode_text
 from distill.objectives import registry
 from distill.objectives.offpolicy import OffPolicyObjective
 from distill.objectives.pieces import LossPieces
-from distill.recipe import OffPolicyConfig, validate_recipe
+from distill.recipe import OBJECTIVE_CONFIGS, OffPolicyConfig, validate_recipe
 from distill.teachers.source import LiveTeacher
 from distill.training.loop import train
 from distill.training.metrics import read_metrics
@@ -48,6 +48,10 @@ def test_the_registry_builds_the_objective_of_the_recipes_section(models, tiny_t
 
     with pytest.raises(TypeError, match="no objective implements Unimplemented"):
         registry.build_objective(student, Unimplemented(), len(tiny_tokenizer), with_teacher=True)
+
+
+def test_every_objective_kind_of_the_recipe_has_an_implementation_and_no_other():
+    assert set(registry.OBJECTIVES) == set(OBJECTIVE_CONFIGS.values())
 
 
 def test_the_baseline_is_the_same_objective_with_alpha_1_and_ignores_a_signal(models, batch, tiny_tokenizer):

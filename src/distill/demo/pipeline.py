@@ -190,7 +190,7 @@ def probe_step_seconds(options: DemoOptions) -> tuple[float, float]:
 
     from distill.data.batch import Batch
     from distill.models import build_student, load_teacher, load_tokenizer
-    from distill.objectives.offpolicy import OffPolicyObjective
+    from distill.objectives.registry import build_objective
     from distill.teachers.source import LiveTeacher
 
     recipe = recipe_for(options, "kd")
@@ -200,10 +200,10 @@ def probe_step_seconds(options: DemoOptions) -> tuple[float, float]:
     ids = torch.randint(0, len(tokenizer), (options.batch_size, options.max_length))
     batch = Batch(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
     times = []
-    form = "hidden" if recipe.objective.implementation == "chunked" else "logits"
-    for alpha, source in ((0.0, LiveTeacher(teacher, len(tokenizer), form)), (1.0, None)):
-        objective = OffPolicyObjective(student, recipe.objective.model_copy(update={"alpha": alpha}),
-                                       len(tokenizer), with_teacher=source is not None)
+    live = LiveTeacher.for_implementation(teacher, len(tokenizer), recipe.objective.implementation)
+    for alpha, source in ((0.0, live), (1.0, None)):
+        objective = build_objective(student, recipe.objective.model_copy(update={"alpha": alpha}), len(tokenizer),
+                                    with_teacher=source is not None)
         for _ in range(2):  # the first step warms up allocators and kernels
             began = time.perf_counter()
             objective(batch, source.signal(batch) if source is not None else None).total.backward()

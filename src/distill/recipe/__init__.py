@@ -8,7 +8,8 @@ line, and `--set a.b=c` overrides any field.
 
 Relative paths are taken relative to the current working directory, like every other command-line tool.
 
-This package imports only `distill.errors` and the torch-free `distill.losses.names`: everything else imports it.
+This package imports only `distill.errors`, the torch-free `distill.losses.names` and `distill.builtin` (for the
+`builtin:` prefix): everything else imports it.
 """
 
 from distill.recipe.base import BUILTIN_PREFIX, FieldProblem, Section, _section_type

@@ -17,7 +17,7 @@ class CI(NamedTuple):
 
 
 def to_ci(interval: Interval | None) -> CI | None:
-    if interval is None:
+    if interval is None or not math.isfinite(interval.mean):  # nothing to show: "—"
         return None
     if interval.ci_low is None or interval.ci_high is None:  # one document: a value, no interval
         return CI(interval.mean, math.nan, math.nan)

@@ -34,7 +34,7 @@ _WRITING = "writing"
 class Block(BaseModel):
     """A block of a result file; unknown fields are kept on reading and refused on writing."""
 
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow")  # a diverged model's NLL may be inf: kept, shown as "—"
 
     @model_validator(mode="after")
     def _known_fields_only_when_writing(self, info: ValidationInfo) -> Self:

@@ -37,6 +37,11 @@ class LiveTeacher:
         self.model, self.vocab_size, self.form = model, vocab_size, form
         self.description = f"{count_parameters(model):,} parameters"
 
+    @classmethod
+    def for_implementation(cls, model: PreTrainedModel, vocab_size: int, implementation: str) -> LiveTeacher:
+        """The form the objective's `implementation` consumes: hidden states for `chunked`, logits otherwise."""
+        return cls(model, vocab_size, "hidden" if implementation == "chunked" else "logits")
+
     @torch.no_grad()
     def signal(self, batch: Batch) -> TeacherSignal:
         _, valid = batch.targets()

@@ -46,6 +46,9 @@ from distill.training.schedule import make_scheduler, schedule_of
 from distill.training.setup import RunParts, build_parts
 
 TOKENS = "_input_tokens"  # summed beside the loss terms for throughput; never divided by the target count
+# names a metrics row gives the loop's own values: an objective's or a signal's term may not take them
+RESERVED = frozenset({"step", "loss", "lr", "grad_norm", "tokens_per_s", "tokens_seen", "targets", "loss_scale",
+                      "skipped", TOKENS})
 
 # A dynamic loss scaler (fp16) skips a step whose gradients overflowed and halves its scale; this many skips in a
 # row means the scale cannot fix it (the model itself produces inf), and training stops.
@@ -107,7 +110,12 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
     if resume_from is not None:
         state = checkpoint.load(resume_from, student, optimizer, scheduler, accelerator.process_index, scaler)
         state.world_size = accelerator.num_processes
+        # a checkpoint from before batch sources records none: the plan stood at the checkpoint's step
         batches.load_state_dict(state.batches or {**batches.state_dict(), "next_step": state.step})
+        if batches.next_step != state.step:
+            raise CheckpointError(f"checkpoint {resume_from}: its batch source stands at step {batches.next_step}, "
+                                  f"its training at step {state.step}; the checkpoint is inconsistent. Delete it to "
+                                  "resume from an earlier one")
         _extend_schedule(accelerator, scheduler, optimizer, state.step, cfg.max_steps, cfg.warmup_steps)
         if main:
             accelerator.print(f"resuming from {resume_from} (step {state.step})")
@@ -130,6 +138,9 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
             # the one division: valid targets of the batches actually formed, over every process
             local = torch.tensor(sum(b.n_targets() for b in micro_batches), dtype=torch.int64, device=device)
             global_targets = int(accelerator.reduce(local, reduction="sum"))
+            if global_targets == 0:
+                raise TrainingError(f"step {step + 1} has no target tokens to learn from in any of its sequences; "
+                                    "check the data (or the batch source's settings)")
             sums: dict[str, torch.Tensor] = {}  # loss, the objective's terms, the signal's sums, input tokens
             for a, batch in enumerate(micro_batches):
                 sync = a == len(micro_batches) - 1
@@ -139,7 +150,10 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
                         pieces = objective(batch, signal)
                     # DDP averages gradients over processes; × world makes the result Σ / global tokens.
                     accelerator.backward(pieces.total * world / global_targets)
-                for name, value in {"loss": pieces.total.detach(), **pieces.terms, **signal_sums(signal),
+                extra = signal_sums(signal)
+                assert not (set(pieces.terms) | set(extra)) & RESERVED and not set(pieces.terms) & set(extra), \
+                    f"term names {sorted(pieces.terms)} + {sorted(extra)} collide with each other or with {RESERVED}"
+                for name, value in {"loss": pieces.total.detach(), **pieces.terms, **extra,
                                     TOKENS: torch.tensor(batch.n_tokens(), device=device)}.items():
                     sums[name] = sums.get(name, 0.0) + value.double()
             names = list(sums)

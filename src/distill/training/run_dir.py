@@ -21,11 +21,10 @@ from distill import __version__
 from distill.errors import CheckpointError
 from distill.locking import LOCK_NAME
 from distill.recipe import Recipe, validate_recipe
-from distill.results.layout import CHECKPOINTS, MARKER, METRICS, RECIPE, RUN_ENTRIES, STUDENT
+from distill.results.layout import CHECKPOINTS, MARKER, RECIPE, RUN_ENTRIES, STUDENT
 from distill.training import checkpoint
 
-__all__ = ["MARKER", "METRICS", "RECIPE", "RUN_ENTRIES", "STUDENT", "clear_run", "contents", "is_run_dir",
-           "prepare_run_dir"]  # the names of a run's files live in distill.results.layout; loop.py imports them here
+__all__ = ["clear_run", "contents", "is_run_dir", "prepare_run_dir"]  # the files' names: distill.results.layout
 # nobody's content: the lock, what file browsers leave behind
 _IGNORED = {LOCK_NAME, ".DS_Store", "Thumbs.db", ".ipynb_checkpoints"}
 

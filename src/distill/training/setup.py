@@ -75,8 +75,7 @@ def build_parts(recipe: Recipe, accelerator: Accelerator) -> RunParts:
         teacher = None  # the baseline needs no teacher; it may have served only to initialise the student
     elif teacher is not None:
         teacher.to(accelerator.device)
-    chunked = recipe.objective.implementation == "chunked"
-    if chunked:
+    if recipe.objective.implementation == "chunked":
         for field, model in (("student", student), ("teacher.model", teacher)):
             if model is not None:
                 check_head(model, field)
@@ -88,8 +87,8 @@ def build_parts(recipe: Recipe, accelerator: Accelerator) -> RunParts:
     source: TeacherSource | None = None
     if cache is not None:
         cache.check_covers(plan.visited(cfg.max_steps))
-        source = CachedTeacher(cache, accelerator.device)
+        source = CachedTeacher(cache, accelerator.device, name=t.cache)
     elif teacher is not None:
-        source = LiveTeacher(teacher, vocab_size, "hidden" if chunked else "logits")
+        source = LiveTeacher.for_implementation(teacher, vocab_size, recipe.objective.implementation)
     batches = DatasetBatches(data, plan, accelerator.process_index, tokenizer.pad_token_id)
     return RunParts(tokenizer, data, student, source, batches)

@@ -14,9 +14,10 @@ class CachedTeacher:
     """Reads the signal of the batch's examples (a cache is keyed by the data set's example indices, so it serves
     only batches of that data set) and moves it to `device`."""
 
-    def __init__(self, cache: TeacherCache, device: torch.device | str):
+    def __init__(self, cache: TeacherCache, device: torch.device | str, name: str | None = None):
+        """`name`: how the recipe names the cache, for the run summary (default: its folder)."""
         self.cache, self.device = cache, device
-        self.description = f"cache {cache.root}"
+        self.description = f"cache {name or cache.root}"
 
     def signal(self, batch: Batch) -> TopKSignal:
         if batch.examples is None:
