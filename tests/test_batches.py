@@ -61,3 +61,35 @@ def test_state_round_trips_and_the_state_of_another_kind_of_source_is_refused():
         resumed.load_state_dict({"kind": "student_samples", "next_step": 7})
     with pytest.raises(CheckpointError, match="not that of a data-set plan"):
         resumed.load_state_dict({"kind": "dataset_plan"})
+
+
+def test_a_checkpoint_from_before_batch_sources_resumes_exactly(tmp_path, text_data, tiny_teacher_dir):
+    """Checkpoints written before batch sources hold no `batches` state: the plan stood at the checkpoint's step,
+    and resuming from one gives the same student as the uninterrupted run."""
+    import hashlib
+    import json
+    import shutil
+
+    from conftest import base_recipe
+    from distill.checksum import file_sha256
+    from distill.recipe import validate_recipe
+    from distill.training.loop import train
+
+    recipe = validate_recipe(base_recipe(text_data, tmp_path / "run", training={
+        "max_steps": 4, "batch_size": 4, "micro_batch_size": 2, "save_every": 2}))
+    student = tmp_path / "run" / "student" / "model.safetensors"
+    train(recipe)
+    uninterrupted = hashlib.sha256(student.read_bytes()).hexdigest()
+
+    shutil.rmtree(tmp_path / "run" / "student")
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step-00000004")
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
+    state = json.loads((checkpoint / "state.json").read_text())
+    batches = state.pop("batches")
+    assert batches["kind"] == "dataset_plan" and batches["next_step"] == 2
+    (checkpoint / "state.json").write_text(json.dumps(state))  # as an older distill wrote it
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    manifest["files"]["state.json"] = file_sha256(checkpoint / "state.json")
+    (checkpoint / "manifest.json").write_text(json.dumps(manifest))
+    train(recipe, resume=True)
+    assert hashlib.sha256(student.read_bytes()).hexdigest() == uninterrupted
