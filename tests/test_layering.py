@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("distill.recipe",),
     ("distill.data", "distill.models"),
     ("distill.teachers", "distill.objectives"),
-    ("distill.training", "distill.eval"),
+    ("distill.training", "distill.eval", "distill.generation"),
     ("distill.check", "distill.report", "distill.recipe_docs"),
     ("distill.demo",),
     ("distill.cli", "distill.__main__"),

@@ -1,5 +1,6 @@
 """A task's items, answers and scores: deterministic items, answer extraction, exact-match scoring, prompts, and
-`run_task`, which generates and scores.
+`run_task`, which generates and scores. The extraction helpers (marked final answers, exact number values) are
+shared with the verifiers of `distill generate` (generation/verifiers.py), so both read an answer the same way.
 
 Items are deterministic in (spec, n, seed) and a larger n extends the same list, because the caller bootstraps over
 items and pairs models item by item. Scores are 1/0 by default: reasoning-gym's scorers give shaping rewards meant
@@ -15,6 +16,7 @@ import random
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -84,16 +86,26 @@ _WRAPPING = " \t\n\"'`*$"
 
 def extract_answer(spec: TaskSpec, output: str) -> str:
     """The final answer in `output`, as `spec.extract` says (see TaskSpec.extract); "" when there is none."""
-    if spec.extract == "full":
+    return extract_text(spec.extract, output)
+
+
+def extract_text(mode: str, output: str) -> str:
+    """The answer in `output` by extraction mode (an `Extract`, see TaskSpec.extract); "" when there is none."""
+    if mode == "full":
         return output.strip()
-    if spec.extract == "last_number":
+    if mode == "last_number":
         numbers = _NUMBER.findall(output)
         return _canonical_number(numbers[-1]) if numbers else ""
-    if spec.extract == "after_answer":
-        marks = list(_ANSWER_MARK.finditer(output))
-        rest = output[marks[-1].end():] if marks else ""
-        return next((_clean(line) for line in rest.splitlines() if _clean(line)), "")
+    if mode == "after_answer":
+        return _after_last(_ANSWER_MARK, output)
     return next((_clean(line) for line in output.splitlines() if _clean(line)), "")
+
+
+def _after_last(mark: re.Pattern[str], output: str) -> str:
+    """What follows the last `mark`: the rest of its line, or the next non-empty line; "" without a mark."""
+    marks = list(mark.finditer(output))
+    rest = output[marks[-1].end():] if marks else ""
+    return next((_clean(line) for line in rest.splitlines() if _clean(line)), "")
 
 
 def _clean(text: str) -> str:
@@ -118,6 +130,55 @@ def normalise(text: str) -> str:
         except InvalidOperation:
             pass
     return text
+
+
+# A solution's marked final answer and exact number values: what generate's verifiers check (generation/verifiers.py)
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
+_HASHES = re.compile(r"####([^\n]*?)\s*\Z")  # on the last non-empty line only: elsewhere it is a markdown heading
+_ANSWER_PHRASE = re.compile(r"answer\s*(?:is|:)", re.IGNORECASE)
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_VALUE = re.compile(rf"\\d?frac\s*\{{\s*({_NUMBER.pattern})\s*\}}\s*\{{\s*({_NUMBER.pattern})\s*\}}"
+                    rf"|({_NUMBER.pattern})(?:\s*/\s*({_NUMBER.pattern}))?")
+
+
+def boxed(text: str) -> str | None:
+    """What the last `\\boxed{…}` (or `\\fbox{…}`) holds, nested braces included (`\\boxed{\\frac{3}{4}}` gives
+    `\\frac{3}{4}`); None without one, or when the last one is never closed (a generation cut off mid-answer)."""
+    starts = [m.end() for m in _BOXED.finditer(text)]
+    depth = 1
+    for i in range(starts[-1] if starts else len(text), len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[starts[-1]:i]
+    return None
+
+
+def marked_answers(output: str) -> list[str]:
+    """The spans `output` marks as its final answer, strongest mark first, each cleaned like `first_line` and empty
+    ones left out: the last `<answer>…</answer>` (reasoning-gym's format); what follows `####` when it is on the last
+    non-empty line (GSM8K's format; anywhere else `####` is a markdown heading); the last `\\boxed{…}` (MATH's); and
+    what follows the last `answer is` / `answer:`, to the end of its line or on the next non-empty one."""
+    tags, hashes = _ANSWER_TAG.findall(output), _HASHES.search(output)
+    spans = [tags[-1] if tags else "", hashes[1] if hashes else "", boxed(output) or "",
+             _after_last(_ANSWER_PHRASE, output)]
+    return [span for span in map(_clean, spans) if span]
+
+
+def numbers(text: str) -> list[tuple[str, Fraction]]:
+    """Every number in `text`, in order, as (its text, its exact value): integers and decimals with an optional sign
+    and thousands separators (`-1,234.50`; LaTeX's `1{,}234`; `−` as a minus), and simple fractions (`3/4`, `-3 / 4`,
+    `\\frac{3}{4}`, `\\dfrac{3}{4}`), so `0.75` and `3/4` have one value. Not numbers here: `.5` (no leading digit),
+    `1e5` (read as 1), words (`five`); a `%` or unit is ignored (`50%` is 50). Dates like `12/25` read as fractions."""
+    text = text.replace("{,}", ",").replace("\u2212", "-")
+    found = []
+    for m in _VALUE.finditer(text):
+        numerator, denominator = (m[1], m[2]) if m[1] else (m[3], m[4])
+        try:
+            value = Fraction(numerator.replace(",", "")) / Fraction((denominator or "1").replace(",", ""))
+        except ZeroDivisionError:
+            continue
+        found.append((m[0], value))
+    return found
 
 
 def score(spec: TaskSpec, item: TaskItem, output: str) -> float:
