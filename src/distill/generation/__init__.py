@@ -3,5 +3,6 @@ become training data (`distill generate`, issue 12).
 
 The package will hold teacher generation (a local model or an OpenAI-compatible endpoint), rejection sampling
 (keep up to m accepted completions of n per prompt, without duplicates, resumably) and the verifiers that judge a
-completion. Only the verifiers exist so far: `verifiers.py` (docs/generate.md, "Verifiers").
+completion. So far: the verifiers (`verifiers.py`) and the duplicate filter (`dedup.py`); docs/generate.md
+describes both.
 """
