@@ -20,19 +20,24 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def temporary_name(name: str) -> str:
+    """Where a folder called `name` is written before it is renamed into place: hidden, and never mistaken for it."""
+    return f".{name}.tmp"
+
+
 @contextmanager
 def write_folder(final: Path, *, replace: bool = True) -> Iterator[Path]:
     """Yield an empty temporary folder beside `final` to write into; on a normal exit, move it into place as `final`
     (`commit_folder`); on an exception, delete it and re-raise, leaving any old `final` as it was.
 
     replace=True: one writer (the caller holds a lock or is the main process); the temporary folder is
-    `.{final.name}.tmp`, deleted first if a killed writer left it, and an existing `final` is replaced.
+    `temporary_name(final.name)`, deleted first if a killed writer left it, and an existing `final` is replaced.
     replace=False: several processes may write the same `final` at once (a cache everyone shares); each writes its
     own uniquely named temporary folder, and the first to finish wins: when `final` is already there, the others
     discard theirs, since their contents are equivalent."""
     final.parent.mkdir(parents=True, exist_ok=True)
     if replace:
-        tmp = final.with_name(f".{final.name}.tmp")
+        tmp = final.with_name(temporary_name(final.name))
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     else:

@@ -72,7 +72,7 @@ def check_recipe(recipe: Recipe, processes: int = 1) -> CheckReport:
         report.facts["student"] = f"fresh {s.config['model_type']} from config"
 
     cache = None
-    if t is not None and t.cache is not None and recipe.objective.alpha < 1.0:
+    if recipe.teacher_cache is not None:
         from distill.teachers.cache.store import TeacherCache
 
         cache = attempt(lambda: TeacherCache.open(t.cache))

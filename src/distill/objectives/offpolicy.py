@@ -21,7 +21,7 @@ from distill.data.batch import Batch
 from distill.losses.divergences import DivergenceSpec
 from distill.losses.fused_linear import LossSettings, LossWeights, fused_linear_loss, weighted_loss
 from distill.losses.lm_head import LMHead, last_hidden_states
-from distill.losses.signals import TeacherHidden, TeacherSignal
+from distill.losses.signals import TeacherSignal
 from distill.objectives.pieces import LossPieces
 from distill.recipe import OffPolicyConfig
 
@@ -60,10 +60,8 @@ class OffPolicyObjective(nn.Module):
         return LossPieces(total, mask.sum(), {"ce": ce, "kd": kd})
 
     def _reference(self, batch: Batch, targets, mask, teacher: TeacherSignal | None):
-        """The plain path: full logits from the student's own forward, ordinary autograd. A teacher given as
-        hidden states is projected whole here (the live source gives logits on this path)."""
+        """The plain path: full logits from the student's own forward, ordinary autograd. The teacher comes as dense
+        logits or top-k (`LiveTeacher.for_implementation` gives logits on this path)."""
         logits = self.student(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
         logits = logits[:, :-1, :self.settings.vocab_size][mask]
-        if isinstance(teacher, TeacherHidden):
-            teacher = teacher.head.logits(teacher.hidden)[:, :self.settings.vocab_size].detach()
         return weighted_loss(logits, targets[mask], teacher, self.settings)

@@ -58,6 +58,12 @@ class Recipe(Section):
         return t if t is not None else self.objective.temperature
 
     @property
+    def teacher_cache(self) -> str | None:
+        """The cache training reads the teacher's signal from: teacher.cache, unless alpha = 1 needs no teacher."""
+        t = self.teacher
+        return t.cache if t is not None and t.cache is not None and self.objective.alpha < 1.0 else None
+
+    @property
     def tokenizer_source(self) -> str | None:
         if self.tokenizer:
             return self.tokenizer

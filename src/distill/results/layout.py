@@ -8,13 +8,15 @@ training run per student (named after the model), the untrained copy and the res
 
 from __future__ import annotations
 
+from distill.atomic import temporary_name
+
 # ---- a training run folder -------------------------------------------------------------------------------------
 MARKER = ".distill-run"  # written first: what makes a folder recognisably one of our runs
 RECIPE = "recipe.yaml"  # the resolved recipe (also inside every checkpoint)
 METRICS = "metrics.jsonl"  # one JSON line per logged step (results/metrics.py)
 METRICS_TMP = METRICS + ".tmp"  # the metrics log while it is cut back on resume
 STUDENT = "student"  # the final student, a plain Hugging Face folder
-STUDENT_TMP = f".{STUDENT}.tmp"  # the student while it is written, renamed into place when complete
+STUDENT_TMP = temporary_name(STUDENT)  # the student while it is written, renamed into place when complete
 CHECKPOINTS = "checkpoints"  # step-NNNNNNNN/ folders (training/checkpoint.py)
 TENSORBOARD = "tensorboard"
 # what a run writes at the top of its folder; CHECKPOINTS is cleared of distill's checkpoints only (run_dir.py)

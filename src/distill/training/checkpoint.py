@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
-from distill.atomic import commit_folder
+from distill.atomic import commit_folder, temporary_name
 from distill.checksum import file_sha256
 from distill.errors import CheckpointError
 from distill.results.layout import RECIPE
@@ -78,7 +78,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def temporary_path(root: Path, step: int) -> Path:
     """Where a checkpoint is written before it is renamed into place; never picked up by a resume."""
-    return root / f".{checkpoint_name(step)}.tmp"
+    return root / temporary_name(checkpoint_name(step))
 
 
 def begin(tmp: Path) -> None:

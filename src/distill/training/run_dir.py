@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from distill import __version__
+from distill.atomic import temporary_name
 from distill.errors import CheckpointError
 from distill.locking import LOCK_NAME
 from distill.recipe import Recipe, validate_recipe
@@ -62,7 +63,7 @@ def clear_run(run_dir: Path) -> None:
             path.unlink()
     root = run_dir / CHECKPOINTS
     if root.is_dir():
-        for path in [*root.glob("step-*"), *root.glob(".step-*.tmp")]:
+        for path in [*root.glob("step-*"), *root.glob(temporary_name("step-*"))]:
             shutil.rmtree(path)
         if not any(root.iterdir()):
             root.rmdir()

@@ -48,7 +48,7 @@ class RunParts:
 def build_parts(recipe: Recipe, accelerator: Accelerator) -> RunParts:
     set_seed(recipe.seed)
     t = recipe.teacher
-    from_cache = t is not None and t.cache is not None and recipe.objective.alpha < 1.0
+    from_cache = recipe.teacher_cache is not None
     # with a cache, the teacher model is loaded only when the student's layers are copied from it
     need_model = t is not None and t.model is not None and (not from_cache or recipe.student.from_teacher is not None)
     with accelerator.main_process_first():  # built-ins are materialised by the main process first
