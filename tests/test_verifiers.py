@@ -10,8 +10,8 @@ import pytest
 from distill.errors import DataError, RecipeError
 from distill.eval.tasks import BUILTIN_TASKS, task_items
 from distill.eval.tasks.scoring import boxed, numbers
-from distill.generation.verifier_specs import KINDS, SPECS, FinalNumberSpec
 from distill.generation.verifiers import VERIFIERS, Verdict, build_verifier, final_number
+from distill.recipe.verifier import KINDS, SPECS, FinalNumberSpec
 
 
 def _one_line(exc_info: pytest.ExceptionInfo) -> str:

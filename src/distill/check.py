@@ -18,6 +18,7 @@ from distill.models import (
     load_config,
     load_tokenizer,
 )
+from distill.objectives.registry import check_data_for
 from distill.recipe import Recipe
 
 
@@ -72,7 +73,7 @@ def check_recipe(recipe: Recipe, processes: int = 1) -> CheckReport:
         report.facts["student"] = f"fresh {s.config['model_type']} from config"
 
     cache = None
-    if recipe.teacher_cache is not None:
+    if attempt(lambda: recipe.teacher_cache) is not None:  # refuses an API teacher without a harvested cache
         from distill.teachers.cache.store import TeacherCache
 
         cache = attempt(lambda: TeacherCache.open(t.cache))
@@ -85,6 +86,7 @@ def check_recipe(recipe: Recipe, processes: int = 1) -> CheckReport:
     if tokenizer is not None:
         data = attempt(lambda: tokenize_data(recipe.data, tokenizer))
         if data is not None:
+            attempt(lambda: check_data_for(recipe.objective, data.format))
             dropped = f", {data.dropped} dropped (nothing to learn)" if data.dropped else ""
             report.facts["data"] = (f"{len(data.examples):,} sequences ({data.format}), "
                                     f"{data.n_targets:,} target tokens{dropped}")

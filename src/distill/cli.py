@@ -85,7 +85,9 @@ def cache(
     encoding: Annotated[str, typer.Option(
         "--encoding", help="q8: quantised values, ~118 bytes/token at k=64; exact: float32 values (~3x larger).")
     ] = "q8",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per teacher forward pass.")] = 8,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=1, help="Sequences per teacher forward pass (a local teacher.model; an API teacher "
+        "takes teacher.api.max_concurrency requests at a time).")] = 8,
     shard_tokens: Annotated[int, typer.Option(
         "--shard-tokens", min=1, help="Tokens per shard (the unit of work split across processes).")] = 1 << 18,
     planned_only: Annotated[bool, typer.Option(
@@ -97,7 +99,10 @@ def cache(
 ) -> None:
     """Run the recipe's teacher once over its training data and store the top-k log-probs (k = teacher.top_k, at
     teacher.capture_temperature) with a manifest; train from it with `teacher: {cache: DIR}`. Run it again after a
-    kill to continue. Under `accelerate launch` the shards are split across processes."""
+    kill to continue. Under `accelerate launch` the shards are split across processes.
+
+    With `teacher: {api: ...}` it harvests an OpenAI-compatible endpoint instead (echo-scoring each sequence through
+    /v1/completions; docs/api.md): distill cache recipe.yaml --out runs/harvest"""
     with _reported(debug):
         from distill.recipe import load_recipe
 
@@ -120,12 +125,45 @@ def cache(
 
 
 @app.command()
+def generate(
+    recipe: RecipeArg,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete generate.output first and start again.")
+                         ] = False,
+    set_: SetOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Have the teacher (teacher.model, or an OpenAI-compatible teacher.api) write generate.n completions per
+    prompt, judge each with generate.verifier and keep the accepted, distinct ones as training data
+    (generate.output/train.jsonl, with samples.jsonl and manifest.json). Run it again after a kill to continue.
+
+    Example: distill generate examples/recipes/reasoning.yaml --set generate.n=8"""
+    with _reported(debug):
+        from distill.recipe.loading import load_generation_recipe
+
+        loaded = load_generation_recipe(recipe, set_ or [])
+        _quiet_libraries()
+        from distill.generation.run import run_generation
+
+        m = run_generation(loaded, overwrite=overwrite, progress=sys.stderr.isatty())
+        c, n, passed = m["counts"], m["counts"]["samples_per_prompt"], m["pass_at_k"]
+        out = Path(loaded.generate.output) if loaded.generate else Path()
+        typer.echo(f"generate: {c['samples']:,} samples of {c['prompts']:,} prompts; accepted "
+                   f"{m['acceptance_rate']:.1%} (pass@1 {passed['1']:.3f}, pass@{n} {passed[str(n)]:.3f}); kept "
+                   f"{c['kept']:,} → {out / 'train.jsonl'}")
+
+
+@app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Run folder (report.html, report.md, summary.json, runs).")] = Path(
-        "runs/demo"),
+    kind: Annotated[str, typer.Argument(
+        help="`text` (default): logit KD on Shakespeare. `reasoning`: the DeepSeek-R1 recipe, the teacher's verified "
+        "step-by-step solutions as training data (docs/reasoning.md).")] = "text",
+    out: Annotated[Path | None, typer.Option("--out", help="Run folder (report.html, report.md, summary.json, runs; "
+                                             "default runs/demo, for `reasoning` runs/reasoning).")] = None,
     minutes: Annotated[float | None, typer.Option(
-        "--minutes", help="Size the training steps to this whole-demo budget, from a short speed probe.")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps per student (default 32).")] = None,
+        "--minutes", help="Size the training steps to this whole-demo budget, from a short speed probe (reasoning: "
+        "problems, steps and held-out problems scaled from its 20-minute default).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps per student (default 32; reasoning "
+                                              "16).")] = None,
     teacher: Annotated[str | None, typer.Option("--teacher", help="Teacher: builtin alias, folder or hub id.")] = None,
     layers: Annotated[str | None, typer.Option("--layers", help="Teacher layers to copy, e.g. 0,6,12,24,29.")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Training text (default builtin:shakespeare).")] = None,
@@ -133,15 +171,32 @@ def demo(
     alpha: Annotated[float | None, typer.Option(
         "--alpha", help="The KD student's cross-entropy weight (default 0: pure distillation).")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate of both students (5e-4).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="reasoning: a smoke run of a few minutes.")] = False,
+    kd: Annotated[bool, typer.Option("--kd", help="reasoning: add the arm verified samples + logit KD.")] = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Distil SmolLM2-135M-Instruct into a 6-layer copy, against a no-distillation baseline, and report honestly."""
+    """Distil SmolLM2-135M-Instruct into a 6-layer copy, against a no-distillation baseline, and report honestly.
+
+    `distill demo reasoning`: the DeepSeek-R1 recipe in ~20 minutes (the teacher's verified solutions → SFT of a
+    copied student, against unverified ones), e.g. distill demo reasoning --minutes 10"""
     with _reported(debug):
         _quiet_libraries()
+        if kind == "reasoning":
+            from distill.demo.reasoning import run_reasoning_demo
+            from distill.demo.reasoning_plan import options_from_cli
+
+            run_reasoning_demo(options_from_cli(out=out, minutes=minutes, steps=steps, teacher=teacher, layers=layers,
+                                                lr=lr, quick=quick, kd=kd, data=data, heldout=heldout, alpha=alpha))
+            return
+        if kind != "text" or quick or kd:
+            from distill.errors import DataError
+
+            raise DataError(f"demo: unknown kind {kind!r}; use `text` or `reasoning`" if kind != "text" else
+                            "demo: --quick and --kd are options of `distill demo reasoning`")
         from distill.demo.pipeline import run_demo, sized_options
 
-        options = sized_options(out=out, minutes=minutes, steps=steps, teacher=teacher, layers=layers, data=data,
-                                heldout=heldout, alpha=alpha, lr=lr)
+        options = sized_options(out=out or Path("runs/demo"), minutes=minutes, steps=steps, teacher=teacher,
+                                layers=layers, data=data, heldout=heldout, alpha=alpha, lr=lr)
         run_demo(options)
 
 
@@ -232,6 +287,59 @@ def check(recipe: RecipeArg, set_: SetOpt = None, num_processes: Annotated[int, 
                 sys.stderr.write(f"error: {' '.join(problem.split())}\n")
             raise typer.Exit(2)
         typer.echo("ok: the recipe is ready to train")
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="A hub id, a local folder, or builtin:NAME.", show_default=False)],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; beyond loopback needs --api-key-env.")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")] = 8000,
+    api_key_env: Annotated[str | None, typer.Option(
+        "--api-key-env", help="Name of the environment variable holding the key clients must send as `Authorization: "
+        "Bearer KEY` (never the key itself).", show_default=False)] = None,
+    model_name: Annotated[str | None, typer.Option(
+        "--model-name", help="The `model` clients send (default: MODEL as given).", show_default=False)] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
+    device: Annotated[str, typer.Option("--device", help="auto (cuda when there is one), cpu, cuda, cuda:1 …")
+                      ] = "auto",
+    max_batch_size: Annotated[int, typer.Option("--max-batch-size", min=1, help="Rows per engine batch.")] = 16,
+    batch_window_ms: Annotated[float, typer.Option(
+        "--batch-window-ms", min=0, help="A batch takes requests arriving less than this apart (≤ 10×).")] = 5.0,
+    max_tokens_limit: Annotated[int, typer.Option(
+        "--max-tokens-limit", min=1, help="Largest max_tokens / max_completion_tokens per choice.")] = 2048,
+    max_n: Annotated[int, typer.Option("--max-n", min=1, help="Largest n.")] = 16,
+    max_choices: Annotated[int, typer.Option("--max-choices", min=1, help="Largest prompts × n per request.")] = 64,
+    max_logprobs: Annotated[int, typer.Option("--max-logprobs", min=0, help="Largest logprobs / top_logprobs.")] = 20,
+    max_prompt_tokens: Annotated[int | None, typer.Option(
+        "--max-prompt-tokens", min=1, help="Longest prompt in tokens (default: the model's context window).",
+        show_default=False)] = None,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1, help="Largest request body.")] = 1 << 20,
+    request_timeout: Annotated[float, typer.Option(
+        "--request-timeout", min=0.001, help="Seconds a request may wait and run before it is answered 504.")] = 600.0,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's: warning, info (access log), debug.")
+                         ] = "info",
+    debug: DebugOpt = False,
+) -> None:
+    """Serve a causal LM over an OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models), with
+    concurrent requests batched together. See docs/serve.md.
+
+    Example: DISTILL_API_KEY=… distill serve builtin:smollm2-135m-instruct --host 0.0.0.0 --api-key-env DISTILL_API_KEY
+    """
+    with _reported(debug):
+        from distill.serving import ServeConfig, ServeLimits, read_api_key
+
+        read_api_key(api_key_env, host)  # a refused address or key: one line before anything heavy is imported
+        _quiet_libraries()
+        from distill.serving.launch import serve_model
+
+        limits = ServeLimits(max_body_bytes=max_body_bytes, max_tokens=max_tokens_limit, max_n=max_n,
+                             max_choices=max_choices, max_logprobs=max_logprobs, max_prompt_tokens=max_prompt_tokens,
+                             request_timeout_s=request_timeout)
+        config = ServeConfig(model_name=model_name or model, limits=limits, max_batch_size=max_batch_size,
+                             batch_window_s=batch_window_ms / 1000)
+        serve_model(model, config, host=host, port=port, api_key_env=api_key_env, dtype=dtype, device=device,
+                    log_level=log_level, echo=typer.echo)
 
 
 @app.command()

@@ -88,16 +88,32 @@ def _cells(*texts: str) -> str:
     return "| " + " | ".join(" ".join(t.split()).replace("|", "\\|") for t in texts) + " |"
 
 
+def _section_types(annotation: Any) -> list[type[BaseModel]]:
+    """Every section class an annotation allows, in order: one for a plain section, each member of a union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in get_args(annotation):
+        found += [t for t in _section_types(arg) if t not in found]
+    return found
+
+
 def section(model: type[BaseModel], path: str = "", lead: str = "") -> list[str]:
-    """The heading and table of one section, then its nested sections (depth first)."""
+    """The heading and table of one section, then its nested sections (depth first). `path` may end in a kind
+    (`objective (kind: seqkd)`); the field paths in the table leave it out."""
     lines = [f"## {path or 'Top level'}", "", *([lead, ""] if lead else [])]
     lines += ["| Field | Type | Default | Description |", "| --- | --- | --- | --- |"]
     nested = []
+    base = path.split(" (kind: ")[0]
     for name, field in model.model_fields.items():
-        dotted, limits = f"{path}.{name}" if path else name, bounds(field.metadata)
-        if (sub := _section_type(field.annotation)) is not None:
-            need = "Required." if field.is_required() else "Optional."
-            nested.append((sub, dotted, f"{need} {field.description or ''}"))
+        dotted, limits = f"{base}.{name}" if base else name, bounds(field.metadata)
+        members = _section_types(field.annotation)
+        need = "Required." if field.is_required() else "Optional."
+        for sub in members:  # a union told apart by `kind` (objective, generate.verifier): one table per kind
+            kind = sub.model_fields["kind"].default if len(members) > 1 and "kind" in sub.model_fields else None
+            heading = f"{dotted} (kind: {kind})" if kind else dotted
+            nested.append((sub, heading, f"{need} {field.description or ''}" if sub is members[0] else
+                           f"The fields of `{dotted}` with `kind: {kind}`."))
         kind = f"`{type_name(field.annotation)}`" + (f", {limits}" if limits else "")
         lines.append(_cells(f"`{dotted}`", kind, default_text(field), field.description or ""))
     for sub, dotted, lead_text in nested:

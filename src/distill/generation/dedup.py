@@ -28,7 +28,7 @@ from typing import Literal
 
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
-from distill.generation.dedup_spec import DedupSpec
+from distill.recipe.dedup import DedupSpec
 
 SEED = 1  # datasketch's own default, so a sketch made with MinHash(num_perm=...) alone matches ours
 # The LSH's band layout is chosen to favour recall (false negatives weigh 0.9, false positives 0.1): its false

@@ -3,7 +3,7 @@
 
 A verifier is a function `(record, completion) -> Verdict`. The record is the prompt's record (a dict, or an eval
 `TaskItem`); the reference answer lives in one of its fields (`answer` unless the spec names another). Each built-in
-is chosen by `kind` in a small spec a recipe section can hold as it is (verifier_specs.py); `build_verifier` turns a
+is chosen by `kind` in a small spec a recipe section can hold as it is (recipe/verifier.py); `build_verifier` turns a
 spec (or just a kind's name) into the function, checking up front what needs no record — the import of a `python`
 verifier, a fixed regex, a reasoning-gym dataset name — so a typo fails before any generation does. Answers are read
 with the eval tasks' own helpers (eval/tasks/scoring.py), so a generated trace and an evaluated answer are judged
@@ -23,7 +23,7 @@ from typing import Any
 from distill.errors import DataError, RecipeError
 from distill.eval.tasks.scoring import extract_text, marked_answers, normalise, numbers
 from distill.eval.tasks.spec import import_callable, rg_dataset
-from distill.generation.verifier_specs import (
+from distill.recipe.verifier import (
     ExactSpec,
     FinalNumberSpec,
     PythonSpec,
@@ -147,7 +147,7 @@ def _python(spec: PythonSpec) -> Verifier:
     return verify
 
 
-# keyed by spec class: a kind's name is written once, in its spec (verifier_specs.py)
+# keyed by spec class: a kind's name is written once, in its spec (recipe/verifier.py)
 VERIFIERS: dict[type, Callable[[Any], Verifier]] = {
     ReasoningGymSpec: _reasoning_gym, FinalNumberSpec: _final_number, ExactSpec: _exact, RegexSpec: _regex,
     PythonSpec: _python}

@@ -11,12 +11,24 @@ from collections.abc import Callable
 from torch import nn
 from transformers import PreTrainedModel
 
+from distill.errors import DataError
 from distill.objectives.offpolicy import OffPolicyObjective
 from distill.recipe import OffPolicyConfig
+from distill.recipe.objective import SeqKDConfig
 
 # (student, objective section, tokenizer size, whether a teacher signal will come) -> the objective module
 ObjectiveFactory = Callable[[PreTrainedModel, object, int, bool], nn.Module]
-OBJECTIVES: dict[type, ObjectiveFactory] = {OffPolicyConfig: OffPolicyObjective}
+# seqkd is the off-policy loss on teacher-written completions: the data, not the math, differs
+OBJECTIVES: dict[type, ObjectiveFactory] = {OffPolicyConfig: OffPolicyObjective, SeqKDConfig: OffPolicyObjective}
+
+
+def check_data_for(cfg: object, data_format: str) -> None:
+    """Refuse data an objective cannot learn from: `text` records for a kind that learns only completions."""
+    if getattr(cfg, "completion_only", False) and data_format == "text":
+        kind = getattr(cfg, "kind", "?")
+        raise DataError(f"objective.kind: {kind} learns teacher-written completions, but data.train holds `text` "
+                        "records (every token would be learned); use prompt/completion or chat records, e.g. a "
+                        "`distill generate` output's train.jsonl")
 
 
 def build_objective(student: PreTrainedModel, cfg: object, vocab_size: int, with_teacher: bool) -> nn.Module:

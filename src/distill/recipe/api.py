@@ -1,10 +1,10 @@
-"""The `api` settings of an API teacher: an OpenAI-compatible endpoint (`distill serve`, vLLM, SGLang, a commercial
-API) that `teachers/api/client.py` talks to. Documented in docs/api.md ("API teachers: the client").
+"""The `teacher.api` section of a recipe: an OpenAI-compatible endpoint (`distill serve`, vLLM, SGLang, a commercial
+API) that `teachers/api/client.py` talks to. Documented in docs/api.md.
 
-Not wired into the recipe yet: `TeacherConfig` has no `api` field, so no recipe can hold this section today and
-`docs/recipe.md` (generated from `Recipe`) does not list it. The step that adds `teacher: {api: {...}}` (issue 12,
-item 3) adds the field, its cross-field rules (`model`, `cache` or `api`) and regenerates the reference; these
-fields, defaults and descriptions move over unchanged.
+`TeacherConfig.api` holds it (recipe/teacher.py: the teacher needs `model`, `cache` or `api`); `distill cache`
+harvests the endpoint's top log-probs into a teacher cache (`teachers/api/harvest.py`) and training reads that cache,
+never the API itself (recipe/schema.py refuses an API teacher without `teacher.cache`). Its own section, not fields
+of `teacher`, because a client needs all of them together and nothing else of the teacher's.
 
 The key itself never lives in a recipe: `api_key_env` names the environment variable that holds it, the client reads
 it once when it is built, and a `base_url` with credentials in it is refused.

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from distill.errors import RecipeError
 from distill.recipe.base import BUILTIN_PREFIX, FieldProblem, _section_type
 from distill.recipe.objective import OBJECTIVE_CONFIGS
-from distill.recipe.schema import Recipe
+from distill.recipe.schema import TRAINING_SECTIONS, GenerationRecipe, Recipe
 
 # sections that are a union told apart by `kind` (objective, from its second kind on): pydantic puts the member's tag
 # in error locations (`objective.offpolicy.beta`), which the recipe does not spell
@@ -23,7 +23,16 @@ _TAGGED: dict[str, dict[str, type[BaseModel]]] = {"objective": OBJECTIVE_CONFIGS
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read, override and validate a recipe; every problem becomes one `RecipeError` line."""
-    path = Path(path)
+    raw = _read_raw(Path(path))
+    for item in overrides:
+        apply_override(raw, item)
+    recipe = validate_recipe(raw, source=str(path))
+    check_paths(recipe)
+    return recipe
+
+
+def _read_raw(path: Path) -> dict[str, Any]:
+    """The YAML mapping of a recipe file; every problem is one RecipeError line."""
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     data = path.read_bytes()
@@ -46,10 +55,24 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(
             f"{path}: a recipe is a mapping of sections (teacher, student, data, ...), not a {type(raw).__name__}"
         )
+    return raw
+
+
+def load_generation_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe | GenerationRecipe:
+    """A recipe for `distill generate`: a whole `Recipe` when the file has training sections too (all of it is
+    checked, so a mistake in the training part is found before hours of generation), else a `GenerationRecipe`.
+    `data.train` need not exist yet: it is usually what this generation writes."""
+    raw = _read_raw(Path(path))
     for item in overrides:
         apply_override(raw, item)
-    recipe = validate_recipe(raw, source=str(path))
-    check_paths(recipe)
+    schema: type[BaseModel] = Recipe if any(k in raw for k in TRAINING_SECTIONS) else GenerationRecipe
+    recipe = validate_recipe(raw, source=str(path), schema=schema)
+    if recipe.generate is None:
+        raise RecipeError(f"{path}: generate: required by `distill generate`, add the section (docs/generate.md)")
+    prompts = recipe.generate.prompts
+    if prompts is not None and not prompts.startswith(BUILTIN_PREFIX) and not Path(prompts).exists():
+        raise RecipeError(f"generate.prompts: no such file or folder: {prompts} (paths are relative to the current "
+                          "directory)")
     return recipe
 
 
@@ -73,15 +96,15 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         raise RecipeError(f"--set {item!r}: the value is not valid YAML") from None
 
 
-def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+def validate_recipe(raw: dict[str, Any], source: str = "recipe", schema: type[BaseModel] = Recipe) -> Any:
     try:
-        return Recipe.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
-        problems = [_describe(error) for error in exc.errors()]
+        problems = [_describe(error, schema) for error in exc.errors()]
         raise RecipeError(f"{source}: " + "; ".join(problems)) from None
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: dict[str, Any], schema: type[BaseModel] = Recipe) -> str:
     loc = [str(p) for p in error["loc"]]
     member = _tagged_member(loc)
     if member is not None:
@@ -89,7 +112,7 @@ def _describe(error: dict[str, Any]) -> str:
     field = ".".join(loc) or "recipe"
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"{field}: unknown key{_did_you_mean(loc, member)}"
+        return f"{field}: unknown key{_did_you_mean(loc, member, schema)}"
     if kind == "missing":
         return f"{field}: required, add it to the recipe"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
@@ -116,10 +139,10 @@ def _tagged_member(loc: list[str]) -> type[BaseModel] | None:
     return members.get(loc[1]) if members else None
 
 
-def _did_you_mean(loc: list[str], member: type[BaseModel] | None = None) -> str:
+def _did_you_mean(loc: list[str], member: type[BaseModel] | None = None, schema: type[BaseModel] = Recipe) -> str:
     """Suggest the nearest valid key for an unknown one, looked up in the schema at that location (`member`: the
     class of a tagged-union section, which the schema alone cannot tell)."""
-    model: type[BaseModel] | None = Recipe
+    model: type[BaseModel] | None = schema
     for i, part in enumerate(loc[:-1]):
         field = model.model_fields.get(part) if model else None
         model = member if i == 0 and member is not None else _section_type(field.annotation) if field else None

@@ -9,7 +9,7 @@ entry in the tuple below; the error formatter already drops pydantic's union tag
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Discriminator, Field, Tag
 
@@ -18,6 +18,9 @@ from distill.recipe.base import Section
 
 
 class OffPolicyConfig(Section):
+    # whether the kind learns only completions, so `text` data (every token a target) is refused before training
+    completion_only: ClassVar[bool] = False
+
     kind: Literal["offpolicy"] = Field(
         default="offpolicy",
         description="How a batch is formed. `offpolicy`: dataset tokens, teacher signal at every position.",
@@ -76,11 +79,35 @@ class OffPolicyConfig(Section):
     )
 
 
+class SeqKDConfig(OffPolicyConfig):
+    """Sequence-level KD (Kim & Rush 2016, "Sequence-Level Knowledge Distillation"): the student learns the text
+    the teacher wrote (`distill generate`), by cross-entropy on the completion tokens only. The same loss as
+    `offpolicy` on such data; a kind of its own so a recipe says what it does, its data are checked to be
+    prompt/completion or chat records (never `text`, where every token would be learned), and alpha defaults to 1."""
+
+    completion_only: ClassVar[bool] = True
+
+    kind: Literal["seqkd"] = Field(  # type: ignore[assignment]
+        default="seqkd",
+        description="`seqkd`: cross-entropy on teacher-written completions (prompt/completion or chat data, loss "
+        "on the completion / assistant tokens only); with alpha < 1 also logit KD from the teacher (live, cached "
+        "or harvested top-N) on the same tokens.",
+    )
+    alpha: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Weight of cross-entropy on the teacher's completions; the logit-KD term gets 1 − alpha. 1 = "
+        "pure sequence-level KD (no teacher needed at training time).",
+    )
+
+
 # the name the rest of the code imports for the (off-policy) objective section
 ObjectiveConfig = OffPolicyConfig
 
 # every objective section, the default first; a new kind is one more class in this tuple
-OBJECTIVE_CONFIGS: dict[str, type[Section]] = {cls.model_fields["kind"].default: cls for cls in (OffPolicyConfig,)}
+OBJECTIVE_CONFIGS: dict[str, type[Section]] = {cls.model_fields["kind"].default: cls
+                                               for cls in (OffPolicyConfig, SeqKDConfig)}
 DEFAULT_OBJECTIVE = next(iter(OBJECTIVE_CONFIGS.values()))
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from distill.errors import RecipeError
 from distill.recipe.base import FieldProblem, Section
 from distill.recipe.data import DataConfig
+from distill.recipe.generate import GenerateConfig
 from distill.recipe.objective import DEFAULT_OBJECTIVE, OBJECTIVE_SECTION
 from distill.recipe.student import StudentConfig
 from distill.recipe.teacher import TeacherConfig
@@ -24,11 +26,15 @@ class Recipe(Section):
     tokenizer: str | None = Field(
         default=None,
         description="Where the shared tokenizer comes from (id, folder or `builtin:NAME`). Default: the teacher's, "
-        "else the student model's.",
+        "else the student model's. An API teacher (`teacher.api`) has none here: its tokens are mapped to this one.",
     )
     data: DataConfig = Field(description="Where training sequences come from and how they are tokenized.")
     objective: OBJECTIVE_SECTION = Field(default_factory=DEFAULT_OBJECTIVE, description="What the student learns from.")
     training: TrainingConfig = Field(description="Optimizer, schedule, batch sizes, checkpoints.")
+    generate: GenerateConfig | None = Field(
+        default=None, description="What `distill generate` has the teacher write (ignored by `distill train`, so one "
+        "file can hold both steps: `data.train` pointing at `generate.output`/train.jsonl).",
+    )
 
     @model_validator(mode="after")
     def _teacher_when_needed(self) -> Recipe:
@@ -36,6 +42,12 @@ class Recipe(Section):
             raise FieldProblem("teacher", "required unless objective.alpha is 1 (plain cross-entropy)")
         if self.student.from_teacher is not None and (self.teacher is None or self.teacher.model is None):
             raise FieldProblem("teacher.model", "required by student.from_teacher (the layers are copied from it)")
+        if self.teacher is not None and self.teacher.api is not None and self.capture_temperature != 1.0:
+            given = "" if self.teacher.capture_temperature is not None else ", from objective.temperature"
+            raise FieldProblem("teacher.capture_temperature", f"must be 1 with teacher.api, the temperature servers "
+                               f"report log-probs at (it is {self.capture_temperature:g}{given}); set "
+                               "teacher.capture_temperature: 1, and train with objective.temperature: 1 or "
+                               "objective.topk_mode: renormalize")
         if self.tokenizer_source is None:
             raise FieldProblem("tokenizer", "required when the student is built from `config` and there is no "
                                "teacher.model")
@@ -59,8 +71,16 @@ class Recipe(Section):
 
     @property
     def teacher_cache(self) -> str | None:
-        """The cache training reads the teacher's signal from: teacher.cache, unless alpha = 1 needs no teacher."""
+        """The cache training reads the teacher's signal from: teacher.cache, unless alpha = 1 needs no teacher.
+
+        Training never calls an API teacher (a request per micro-batch, its failures mid-step, a signal that cannot
+        be reproduced on resume): it reads what `distill cache` harvested. So an API teacher without a cache raises
+        `RecipeError` here, where training asks where its signal comes from, before any work — not in the validator,
+        since `distill cache RECIPE --out DIR` harvests from that same recipe."""
         t = self.teacher
+        if t is not None and t.api is not None and t.cache is None and self.objective.alpha < 1.0:
+            raise RecipeError("teacher.cache: training reads an API teacher's signal from a cache, never the API; "
+                              "harvest it first with `distill cache RECIPE --out DIR`, then set teacher.cache: DIR")
         return t.cache if t is not None and t.cache is not None and self.objective.alpha < 1.0 else None
 
     @property
@@ -70,3 +90,25 @@ class Recipe(Section):
         if self.teacher is not None and self.teacher.model is not None:
             return self.teacher.model
         return self.student.model
+
+
+# the sections a recipe for `distill train` needs and a recipe for `distill generate` alone may leave out
+TRAINING_SECTIONS = ("student", "data", "objective", "training")
+
+
+class GenerationRecipe(Section):
+    """A recipe `distill generate` reads when it has no training sections: the teacher, the tokenizer and the
+    `generate` section (same fields, defaults and descriptions as in `Recipe`)."""
+
+    teacher: TeacherConfig = Field(description=Recipe.model_fields["teacher"].description)
+    tokenizer: str | None = Field(default=None, description=Recipe.model_fields["tokenizer"].description)
+    generate: GenerateConfig = Field(description=Recipe.model_fields["generate"].description)
+
+    @property
+    def tokenizer_source(self) -> str | None:
+        return self.tokenizer or self.teacher.model
+
+    def tokenizer_options(self) -> tuple[str, str | None, bool]:
+        if self.tokenizer is None and self.teacher.model is not None:
+            return self.teacher.model, self.teacher.revision, self.teacher.trust_remote_code
+        return self.tokenizer or "", None, False

@@ -1,12 +1,16 @@
-"""The `teacher` section: a live model, a teacher cache written by `distill cache`, or both.
+"""The `teacher` section: a live model, a teacher cache written by `distill cache`, an OpenAI-compatible API, or a
+combination.
 
-One class, not a live-teacher class and a cached-teacher class discriminated by source: the two would share every
-field and differ only in which of `model` / `cache` is required. A cache-trained run may still name `model` (to
-initialise `student.from_teacher`, and to check the cache's teacher identity), so "cached" means "`cache` is set",
-not a separate shape. Splitting would write `model` and `cache` (defaults and descriptions) twice or generate them
-from one another, make a teacher's class depend on a value that `--set` or assignment can change afterwards, add a
-union tag to error locations and class names to messages, and change the generated reference, all for one check:
-"`model`, `cache`, or both" — which stays the single validator below.
+One class, not a live-, a cached- and an API-teacher class discriminated by source: they would share most fields and
+differ only in which of `model` / `cache` / `api` is required. A cache-trained run may still name `model` (to
+initialise `student.from_teacher`, and to check the cache's teacher identity), and an API teacher needs `cache` to
+train (training never calls the API: `distill cache` harvests it into a cache first), so "cached" means "`cache` is
+set", not a separate shape. Splitting would write `model` and `cache` (defaults and descriptions) two or three times
+or generate them from one another, make a teacher's class depend on a value that `--set` or assignment can change
+afterwards, add a union tag to error locations and class names to messages, and change the generated reference, all
+for one check: "`model`, `cache` or `api`" — which stays the single validator below. The rules that involve other
+sections (an API teacher's capture temperature, `from_teacher` needing `model`, training refusing an API teacher
+without a cache) are in `schema.py`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
+from distill.recipe.api import ApiConfig
 from distill.recipe.base import Section
 
 # the precisions a frozen teacher loads in; models.py maps each name to its torch dtype
@@ -26,22 +31,30 @@ class TeacherConfig(Section):
     model: str | None = Field(
         default=None,
         description="Hugging Face model id, local folder, or `builtin:NAME` (see `distill models`): the live teacher, "
-        "and what `distill cache` runs.",
+        "and what `distill cache` runs (unless `api` is set).",
     )
     cache: str | None = Field(
         default=None,
         description="A teacher cache folder written by `distill cache`: training reads the teacher's top-k signal "
         "from it and loads no teacher model (unless `student.from_teacher` needs its layers).",
     )
+    api: ApiConfig | None = Field(
+        default=None,
+        description="An OpenAI-compatible endpoint serving the teacher (`distill serve`, vLLM, …): `distill cache` "
+        "harvests its top-`top_k` log-probs into `cache` (see docs/api.md), and training reads that cache. Its "
+        "tokens are mapped to the recipe's `tokenizer` (else the student's), which must be the teacher's.",
+    )
     top_k: int = Field(
-        default=64, ge=1, description="Tokens per position a cache stores (and, with `cache`, must have stored)."
+        default=64, ge=1, description="Tokens per position a cache stores (and, with `cache`, must have stored). "
+        "With `api`: the log-probs asked per position, which many servers cap at 20 (vLLM's `--max-logprobs`)."
     )
     capture_temperature: float | None = Field(
         default=None,
         gt=0.0,
         description="Temperature of the log-probs a cache stores (with `cache`: must be the cache's); null = "
         "objective.temperature. `topk_mode: tail` needs the two equal (the tail's mass is known only at the capture "
-        "temperature); `renormalize` re-tempers the top-k exactly.",
+        "temperature); `renormalize` re-tempers the top-k exactly. With `api` it must be 1: servers report the "
+        "model's own distribution.",
     )
     revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) of `model`.")
     trust_remote_code: bool = Field(
@@ -50,7 +63,8 @@ class TeacherConfig(Section):
     dtype: TeacherDtype = Field(default="float32", description="Precision the frozen teacher is loaded in.")
 
     @model_validator(mode="after")
-    def _model_or_cache(self) -> TeacherConfig:
-        if self.model is None and self.cache is None:
-            raise ValueError("set `model` (a live teacher), `cache` (a folder from `distill cache`), or both")
+    def _a_source(self) -> TeacherConfig:
+        if self.model is None and self.cache is None and self.api is None:
+            raise ValueError("set `model` (a live teacher), `cache` (a folder from `distill cache`), `api` (an "
+                             "OpenAI-compatible endpoint to harvest with `distill cache`), or several")
         return self

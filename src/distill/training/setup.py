@@ -24,6 +24,7 @@ from distill.models import (
     load_tokenizer,
     output_width,
 )
+from distill.objectives.registry import check_data_for
 from distill.recipe import Recipe
 from distill.teachers.cache.for_recipe import check_cache_for
 from distill.teachers.cache.source import CachedTeacher
@@ -56,6 +57,7 @@ def build_parts(recipe: Recipe, accelerator: Accelerator) -> RunParts:
         teacher = load_teacher(t) if need_model else None
         student = build_student(recipe, tokenizer, teacher)
         data = tokenize_data(recipe.data, tokenizer)
+    check_data_for(recipe.objective, data.format)
     for field, model in (("student", student), ("teacher.model", teacher)):
         if model is not None:
             check_context_length(field, model.config, recipe.data.max_length)

@@ -7,6 +7,11 @@ Work is cut into shards of consecutive examples (about `shard_tokens` tokens eac
 of processes: under `accelerate launch`, process r builds shards r, r + N, r + 2N … and the main process writes one
 manifest over all of them. A killed build resumes: sealed shards are verified and kept, the shard that was being
 written continues from its journal (see shard.py), and nothing is computed or stored twice.
+
+Where the signals come from is the one part that varies, behind `SignalSource` (live.py): the live teacher on this
+machine (`LiveSignals`) or an OpenAI-compatible endpoint (`ApiSignals` in teachers/api/harvest.py, with
+`teacher.api`). The shard plan, the journal, the seals and the manifest are written here, once, for both; a
+source only turns each shard's pending examples into signals, in that order.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +30,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from distill import __version__
 from distill.atomic import write_json
-from distill.data.batch import Batch
 from distill.data.dataset import BatchPlan, TokenizedData, tokenize_data
 from distill.errors import CacheError, RecipeError
 from distill.locking import LOCK_NAME, FolderLock
-from distill.losses.fused_linear import auto_chunk_size
-from distill.losses.lm_head import LMHead, check_head, last_hidden_states
-from distill.losses.signals import TopKSignal
+from distill.losses.lm_head import check_head
 from distill.models import check_logit_width, load_teacher, load_tokenizer, output_width
 from distill.recipe import Recipe
 from distill.teachers.cache import codec
 from distill.teachers.cache.fingerprint import setup_differences
 from distill.teachers.cache.for_recipe import recipe_setup
+from distill.teachers.cache.live import LiveSignals, SignalSource, capture
 from distill.teachers.cache.shard import ShardWriter, read_seal, remove_shard
 from distill.teachers.cache.store import (
     BUILD,
@@ -46,6 +50,8 @@ from distill.teachers.cache.store import (
     VOCAB,
     verify_shard,
 )
+
+__all__ = ["DEFAULT_SHARD_TOKENS", "build_cache", "capture", "plan_shards", "planned_examples", "vocab_order"]
 
 DEFAULT_SHARD_TOKENS = 1 << 18
 
@@ -75,53 +81,55 @@ def plan_shards(examples: list[int], tokens: list[int], shard_tokens: int) -> li
     return [s for s in shards if s]
 
 
-@torch.no_grad()
-def capture(teacher, batch: Batch, k: int, temperature: float, vocab: int) -> list[codec.Signal]:
-    """The teacher's top-k signal at every target position of each sequence in `batch`."""
-    head = LMHead.of(teacher)
-    hidden = last_hidden_states(teacher, batch.input_ids, batch.attention_mask)[:, :-1]
-    _, valid = batch.targets()
-    chunk = auto_chunk_size(vocab)
-    signals = []
-    for row in range(hidden.shape[0]):
-        h = hidden[row][valid[row]]
-        parts = [TopKSignal.from_logits(head.logits(h[s:s + chunk])[:, :vocab], k, temperature)
-                 for s in range(0, h.shape[0], chunk)]
-        signals.append(codec.Signal(ids=torch.cat([p.ids for p in parts]).cpu().numpy(),
-                                    logprobs=torch.cat([p.logprobs for p in parts]).cpu().numpy(),
-                                    tail=torch.cat([p.tail() for p in parts]).cpu().numpy()))
-    return signals
-
-
 def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: int = 8,
                 shard_tokens: int = DEFAULT_SHARD_TOKENS, planned_only: bool = False, overwrite: bool = False
                 ) -> dict[str, Any]:
-    """Build (or finish, or repair) the cache of `recipe` in `out`; returns the manifest."""
+    """Build (or finish, or repair) the cache of `recipe` in `out`; returns the manifest. With `teacher.api` the
+    signals are harvested from the endpoint (`batch_size` does not apply), else computed by `teacher.model`."""
     t = recipe.teacher
-    if t is None or t.model is None:
-        raise RecipeError("teacher.model: `distill cache` runs the teacher; set teacher.model")
+    if t is None or (t.model is None and t.api is None):
+        raise RecipeError("teacher.model: `distill cache` runs the teacher; set teacher.model (a local model) or "
+                          "teacher.api (an OpenAI-compatible endpoint to harvest)")
     if encoding not in codec.ENCODINGS:
         raise CacheError(f"--encoding: unknown encoding {encoding!r}; use one of {', '.join(codec.ENCODINGS)}")
     accelerator = Accelerator()
-    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     started = time.perf_counter()
     with accelerator.main_process_first():
         tokenizer = load_tokenizer("tokenizer", *recipe.tokenizer_options())
         data = tokenize_data(recipe.data, tokenizer)
-        teacher = load_teacher(t)
+        teacher = load_teacher(t) if t.api is None else None
     vocab = len(tokenizer)
-    check_logit_width("teacher.model", output_width(teacher), vocab)
+    if teacher is not None:
+        check_logit_width("teacher.model", output_width(teacher), vocab)
     if t.top_k > vocab:
         raise RecipeError(f"teacher.top_k: {t.top_k} is more than the vocabulary ({vocab:,} tokens)")
-    check_head(teacher, "teacher.model")
-    teacher.to(accelerator.device)
     examples = planned_examples(recipe, len(data.examples)) if planned_only else list(range(len(data.examples)))
     setup = recipe_setup(recipe, tokenizer, data, teacher) | {
         "encoding": encoding,
         "examples": "all" if not planned_only else {"plan": {
             "seed": recipe.seed, "batch_size": recipe.training.batch_size, "max_steps": recipe.training.max_steps}},
     }
-    build = {"setup": setup, "shard_tokens": shard_tokens}
+    with ExitStack() as stack:
+        if teacher is not None:
+            check_head(teacher, "teacher.model")
+            teacher.to(accelerator.device)
+            source: SignalSource = LiveSignals(teacher, data, tokenizer.pad_token_id, t.top_k,
+                                               recipe.capture_temperature, vocab, batch_size, accelerator.device)
+        else:
+            from distill.teachers.api.harvest import ApiSignals
+
+            source = stack.enter_context(ApiSignals.connect(t.api, tokenizer, data, t.top_k))
+            setup["teacher"] = setup["teacher"] | source.identity  # + where it was served, and what the server said
+        return _build(accelerator, out, {"setup": setup, "shard_tokens": shard_tokens}, data, vocab, examples,
+                      source, encoding, overwrite, started)
+
+
+def _build(accelerator: Accelerator, out: Path, build: dict[str, Any], data: TokenizedData, vocab: int,
+           examples: list[int], source: SignalSource, encoding: str, overwrite: bool, started: float
+           ) -> dict[str, Any]:
+    """Plan the shards of `examples`, write this process's pending ones from `source`, and (main process) seal the
+    manifest over all of them."""
+    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     # the main process holds the folder's lock for the whole build: a second `distill cache` into it is refused
     lock = FolderLock(out, "--out", CacheError) if main else None
     if lock is not None:
@@ -137,12 +145,12 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
             return json.loads((out / MANIFEST).read_text())
         rank_of = codec.inverse_permutation(np.load(out / VOCAB))
         tokens = [e.n_targets for e in data.examples]
-        shards = plan_shards(examples, tokens, shard_tokens)
+        shards = plan_shards(examples, tokens, build["shard_tokens"])
         mine = [n for n in range(rank, len(shards), world) if read_seal(out, n) is None]
 
         compute_start = time.perf_counter()
-        computed = _write_shards(out, [(n, shards[n]) for n in mine], data, tokens, tokenizer, teacher, recipe,
-                                 encoding, rank_of, batch_size, accelerator.device, progress=main)
+        computed = _write_shards(out, [(n, shards[n]) for n in mine], tokens, source, encoding, rank_of,
+                                 progress=main)
         counts = torch.tensor([computed, time.perf_counter() - compute_start], dtype=torch.float64,
                               device=accelerator.device)
         totals = accelerator.reduce(counts.unsqueeze(0), reduction="sum").squeeze(0)
@@ -159,33 +167,47 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
     return manifest or {}
 
 
-def _write_shards(out: Path, shards: list[tuple[int, list[int]]], data: TokenizedData, tokens: list[int], tokenizer,
-                  teacher, recipe: Recipe, encoding: str, rank_of: np.ndarray, batch_size: int, device,
-                  progress: bool) -> int:
-    """Capture and append every pending example of these shards (continuing each from its journal), then seal each;
-    returns the tokens computed. `tokens`: target tokens per example, for the progress bar."""
-    k, temperature, vocab = recipe.teacher.top_k, recipe.capture_temperature, len(tokenizer)
+def _write_shards(out: Path, shards: list[tuple[int, list[int]]], tokens: list[int], source: SignalSource,
+                  encoding: str, rank_of: np.ndarray, progress: bool) -> int:
+    """Append the signal of every pending example of these shards (continuing each from its journal), sealing each
+    shard once its last example is in; returns the tokens computed. `tokens`: target tokens per example."""
     bar = Progress(TextColumn("[bold]cache"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tokens"),
                    TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"),
                    TimeRemainingColumn(), disable=not progress)
     task = bar.add_task("cache", total=sum(tokens[e] for _, examples in shards for e in examples), tps="—")
+    pending: dict[int, list[int]] = {}
+    for number, examples in shards:
+        writer = ShardWriter(out, number)  # cuts a torn journal tail; reopened below when its turn comes
+        writer.close()
+        done = writer.done
+        bar.advance(task, sum(tokens[e] for e in done))
+        pending[number] = [e for e in examples if e not in done]
     computed, started = 0, time.perf_counter()
-    with bar:
-        for number, examples in shards:
-            writer = ShardWriter(out, number)
-            done = writer.done
-            bar.advance(task, sum(tokens[e] for e in done))
-            pending = [e for e in examples if e not in done]
-            for start in range(0, len(pending), batch_size):
-                chunk = pending[start:start + batch_size]
-                batch = Batch.of([data.examples[e] for e in chunk], tokenizer.pad_token_id).to(device)
-                for example, signal in zip(chunk, capture(teacher, batch, k, temperature, vocab), strict=True):
-                    mass = float(np.exp(signal.logprobs, dtype=np.float64).sum())  # Σ over tokens and top-k
-                    writer.append(example, len(signal), mass, codec.encode(signal, rank_of, encoding))
-                    computed += len(signal)
-                bar.update(task, advance=sum(tokens[e] for e in chunk),
+    planned = dict(shards)
+    left = {number: len(examples) for number, examples in pending.items()}
+    shard_of = {e: number for number, examples in pending.items() for e in examples}
+    writer: ShardWriter | None = None
+    try:
+        with bar:
+            for number in [n for n, count in left.items() if count == 0]:  # journaled in full before a kill
+                ShardWriter(out, number).seal(planned[number])
+            for example, signal in source.signals([examples for examples in pending.values() if examples]):
+                number = shard_of[example]
+                if writer is None or writer.number != number:
+                    writer = ShardWriter(out, number)
+                mass = float(np.exp(signal.logprobs, dtype=np.float64).sum())  # Σ over tokens and top-k
+                writer.append(example, len(signal), mass, codec.encode(signal, rank_of, encoding))
+                computed += len(signal)
+                left[number] -= 1
+                if left[number] == 0:
+                    writer.seal(planned[number])
+                    writer = None
+                bar.update(task, advance=tokens[example],
                            tps=f"{computed / max(time.perf_counter() - started, 1e-9):,.0f}")
-            writer.seal(examples)
+    finally:
+        if writer is not None:
+            writer.close()
+    assert not any(left.values()), "the signal source skipped examples"
     return computed
 
 

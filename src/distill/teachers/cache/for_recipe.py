@@ -22,7 +22,9 @@ def recipe_setup(recipe: Recipe, tokenizer, data: TokenizedData, teacher=None) -
              "data": {"sha256": data_sha256(data.examples), "config": recipe.data.model_dump(mode="json"),
                       "n_examples": len(data.examples), "n_tokens": data.n_targets},
              "k": t.top_k, "capture_temperature": recipe.capture_temperature}
-    if teacher is not None:
+    if t.api is not None:  # an API teacher is named by its model (its address may move); see teachers/api/harvest.py
+        setup["teacher"] = {"source": f"api:{t.api.model}", "revision": None, "dtype": None}
+    elif teacher is not None:
         setup["teacher"] = teacher_identity(teacher, t.model, t.dtype, t.revision)
     elif t.model is not None:
         setup["teacher"] = {"source": t.model, "revision": t.revision, "dtype": t.dtype}

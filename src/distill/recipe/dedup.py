@@ -1,6 +1,6 @@
-"""What a recipe says about removing duplicate completions (docs/generate.md, "Duplicates"). Recipe data, kept apart
-from `dedup.py` with no heavy import, like `verifier_specs.py`: every bound is checked here, once, and `dedup.py`
-takes the spec as it is.
+"""`generate.dedup`: what a recipe says about removing duplicate completions (docs/generate.md, "Duplicates").
+Recipe data, kept apart from `generation/dedup.py` with no heavy import, like `recipe/verifier.py`: every bound is
+checked here, once, and `generation/dedup.py` takes the spec as it is.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""What a recipe says about its verifier: one small spec per built-in, chosen by `kind` (docs/generate.md,
-"Verifiers"). Kept apart from the verifiers themselves, with no heavy import, because it is recipe data: when the
-`generate` section joins the recipe, these classes move to `recipe/` unchanged and `verifiers.VERIFIERS` (keyed by
-spec class, like objectives/registry.py) stays where it is.
+"""`generate.verifier`: what a recipe says about its verifier, one small spec per built-in, chosen by `kind`
+(docs/generate.md, "Verifiers"). Recipe data, with no heavy import; the verifiers themselves live in
+`generation/verifiers.py`, whose `VERIFIERS` is keyed by spec class (like objectives/registry.py).
 """
 
 from __future__ import annotations
@@ -23,7 +22,8 @@ class _Spec(BaseModel):
 
 
 class ReasoningGymSpec(_Spec):
-    kind: Literal["reasoning_gym"] = "reasoning_gym"
+    kind: Literal["reasoning_gym"] = Field(
+        default="reasoning_gym", description="`reasoning_gym`: the task's own `score_answer` on the extracted answer.")
     dataset: str | None = Field(default=None, description="reasoning-gym dataset whose `score_answer` judges; null = "
                                 "the entry's own `metadata.source_dataset`.")
     config: dict[str, Any] = Field(default_factory=dict, description="The dataset's config, for its scorer.")
@@ -34,18 +34,22 @@ class ReasoningGymSpec(_Spec):
 
 
 class FinalNumberSpec(_Spec):
-    kind: Literal["final_number"] = "final_number"
+    kind: Literal["final_number"] = Field(
+        default="final_number", description="`final_number`: the completion's final number (the first number of its "
+        "strongest marked answer: `#### N`, `\\boxed{N}`, `answer: N`; else its last number) equals the record's.")
     answer_field: str = Field(default="answer", description="Record field holding the reference number.")
 
 
 class ExactSpec(_Spec):
-    kind: Literal["exact"] = "exact"
+    kind: Literal["exact"] = Field(
+        default="exact", description="`exact`: the extracted answer equals the record's (normalised).")
     answer_field: str = Field(default="answer", description="Record field holding the reference answer.")
     extract: Extraction = Field(default="full", description="How the answer is read from the completion.")
 
 
 class RegexSpec(_Spec):
-    kind: Literal["regex"] = "regex"
+    kind: Literal["regex"] = Field(
+        default="regex", description="`regex`: a regular expression matches the completion.")
     pattern: str | None = Field(default=None, description="Python regex; null = the record's `answer_field` holds it.")
     answer_field: str = Field(default="answer", description="Record field holding the pattern when `pattern` is null.")
     match: Literal["search", "fullmatch"] = Field(default="search", description="`search`: anywhere in the "
@@ -53,7 +57,8 @@ class RegexSpec(_Spec):
 
 
 class PythonSpec(_Spec):
-    kind: Literal["python"] = "python"
+    kind: Literal["python"] = Field(
+        default="python", description="`python`: a function of yours judges.")
     function: str = Field(description="`module:function` called as function(record, completion) -> bool | float | "
                           "Verdict; a float is a score in [0, 1].")
     threshold: float = Field(default=1.0, ge=0.0, le=1.0, description="Accept a float score at >= threshold.")

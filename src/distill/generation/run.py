@@ -1,0 +1,183 @@
+"""`distill generate`: the teacher writes `n` completions per prompt, a verifier judges each, and the accepted,
+distinct ones (at most `max_accepted` per prompt) become training data.
+
+set-up (prompts, teacher, fingerprint) → the journal says what is done → the backend writes the rest, each sample
+judged and journalled as it finishes, under a progress bar → selection over the whole journal → `samples.jsonl`,
+`train.jsonl` and `manifest.json`, each written atomically. Killed at any point, the same command resumes; the
+outputs are rewritten from the journal, so a finished generation run again only rewrites them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from distill.atomic import temporary_name, write_json
+from distill.errors import DataError, RecipeError
+from distill.generation.backends import ApiBackend, Completion, LocalBackend
+from distill.generation.journal import JOURNAL, RUN, Journal
+from distill.generation.prompts import Prompt, load_prompts
+from distill.generation.selection import rates, select
+from distill.generation.verifiers import Verdict, build_verifier
+from distill.locking import LOCK_NAME, FolderLock
+from distill.recipe.schema import GenerationRecipe, Recipe
+from distill.results.provenance import provenance
+
+SAMPLES, TRAIN, MANIFEST = "samples.jsonl", "train.jsonl", "manifest.json"
+MANIFEST_VERSION = 1
+
+
+def run_generation(recipe: Recipe | GenerationRecipe, *, overwrite: bool = False, progress: bool = True
+                   ) -> dict[str, Any]:
+    config = recipe.generate
+    assert config is not None
+    out = Path(config.output)
+    with FolderLock(out, "generate.output", DataError):
+        _prepare(out, overwrite)
+        prompts = load_prompts(config)
+        verify = build_verifier(config.verifier) if config.verifier is not None else None
+        backend, teacher, rendering, close = _backend(recipe)
+        try:
+            # what decides the samples; selection (max_accepted, dedup) is redone from the journal every run
+            settings = config.model_dump(mode="json", exclude={"output", "batch_size", "max_accepted", "dedup"})
+            fingerprint = {"generate": settings, "teacher": {k: v for k, v in teacher.items() if k != "api"},
+                           "rendering": rendering, "prompts": _prompts_digest(prompts)}
+            with Journal(out, fingerprint) as journal:
+                todo = [(p, s) for p in prompts for s in range(config.n) if (p.id, s) not in journal]
+                seconds = _generate(backend, todo, journal, verify, teacher, config, len(prompts), progress)
+                rows = [journal.rows[(p.id, s)] for p in prompts for s in range(config.n)]
+        finally:
+            close()
+        return _finish(out, rows, prompts, config, teacher, seconds)
+
+
+def _prepare(out: Path, overwrite: bool) -> None:
+    """With --overwrite, delete what a generation wrote — and refuse a folder that holds anything else, which is
+    the user's, not ours to delete. Called under the folder's lock, so a running generation is never wiped."""
+    if not overwrite:
+        return
+    ours = {JOURNAL, RUN, SAMPLES, TRAIN, MANIFEST, LOCK_NAME} | {temporary_name(n) for n in (SAMPLES, TRAIN)}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours and not p.name.endswith(".tmp"))
+    if foreign:
+        raise DataError(f"generate.output: {out} holds files a generation did not write ({', '.join(foreign[:5])}); "
+                        "--overwrite deletes only a generation's own files: choose an empty or new folder")
+    for path in out.iterdir():
+        if path.name != LOCK_NAME:
+            path.unlink()
+
+
+def _backend(recipe: Recipe | GenerationRecipe) -> tuple[Any, dict[str, Any], Any, Any]:
+    """The backend, the teacher's identity for provenance, what decides how prompts become tokens (the tokenizer
+    for a local teacher; the server's own for an API), and what closes the backend. An API's address is provenance,
+    not identity: a server that moves to another port or host is the same teacher, so a resume still works."""
+    config, teacher = recipe.generate, recipe.teacher
+    assert config is not None and teacher is not None
+    api = getattr(teacher, "api", None)
+    if api is not None:
+        from distill.teachers.api import ApiClient
+
+        client = ApiClient(api)
+        identity = {"api": client.config.base_url, "model": api.model}
+        return ApiBackend(client, api.model, config.sampling), identity, "the server's", client.close
+    if teacher.model is None:
+        raise RecipeError("teacher.model: `distill generate` needs a model to run (or `teacher.api`); a teacher "
+                          "cache holds scores of existing text, not a model that writes")
+    import torch
+
+    from distill.generation.engine import Engine
+    from distill.models import load_teacher, load_tokenizer
+    from distill.teachers.cache.fingerprint import tokenizer_identity, weights_sha256
+
+    source, revision, trust = recipe.tokenizer_options()
+    tokenizer = load_tokenizer("tokenizer", source, revision, trust)
+    model = load_teacher(teacher)
+    identity = {"model": teacher.model, "revision": teacher.revision, "dtype": teacher.dtype,
+                "weights_sha256": weights_sha256(model)}
+    if torch.cuda.is_available():  # a row's text is the same on either; only the speed differs
+        model.to("cuda")
+    engine = Engine(model, tokenizer, max_batch_size=config.batch_size)
+    rendering = tokenizer_identity(tokenizer)["sha256"]
+    return LocalBackend(engine, config.sampling, config.batch_size), identity, rendering, lambda: None
+
+
+def _generate(backend: Any, todo: list[tuple[Prompt, int]], journal: Journal, verify: Any, teacher: dict[str, Any],
+              config: Any, n_prompts: int, progress: bool) -> float:
+    total = n_prompts * config.n
+    done = total - len(todo)
+    accepted = sum(bool(r["accepted"]) for r in journal.rows.values())
+    tokens, start = 0, time.perf_counter()
+    columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        job = bar.add_task("generate", total=total, completed=done, rate="", speed="")
+
+        def on_done(finished: list[tuple[Prompt, int, Completion]]) -> None:
+            nonlocal accepted, tokens, done
+            rows = [_row(p, s, c, verify, teacher, config) for p, s, c in finished]
+            journal.append(rows)
+            accepted += sum(r["accepted"] for r in rows)
+            tokens += sum(c.completion_tokens for _, _, c in finished)
+            done += len(rows)
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            bar.update(job, completed=done, rate=f"accepted {accepted / max(done, 1):.0%}",
+                       speed=f"{tokens / elapsed:.0f} tok/s")
+
+        backend.run(todo, on_done)
+    return time.perf_counter() - start
+
+
+def _row(prompt: Prompt, sample: int, completion: Completion, verify: Any, teacher: dict[str, Any],
+         config: Any) -> dict[str, Any]:
+    verdict: Verdict | None = verify(prompt.record, completion.text) if verify is not None else None
+    return {**prompt.training_row(completion.text), "prompt_id": prompt.id, "sample": sample,
+            "accepted": verdict.accepted if verdict is not None else True,
+            "verdict": None if verdict is None else {"accepted": verdict.accepted, "score": verdict.score,
+                                                     "extracted": verdict.extracted, "reason": verdict.reason},
+            "finish_reason": completion.finish_reason,
+            "tokens": {"prompt": completion.prompt_tokens, "completion": completion.completion_tokens},
+            "teacher": teacher, "sampling": config.sampling.model_dump(mode="json")}
+
+
+def _prompts_digest(prompts: list[Prompt]) -> str:
+    from distill.teachers.cache.fingerprint import sha256_json
+
+    return sha256_json([[p.messages, p.text] for p in prompts])
+
+
+def _finish(out: Path, rows: list[dict[str, Any]], prompts: list[Prompt], config: Any, teacher: dict[str, Any],
+            seconds: float) -> dict[str, Any]:
+    kept, counts = select(rows, config)
+    _write_jsonl(out / SAMPLES, rows)
+    _write_jsonl(out / TRAIN, kept)
+    finish: dict[str, int] = {}
+    for row in rows:
+        finish[row["finish_reason"]] = finish.get(row["finish_reason"], 0) + 1
+    manifest = {
+        "version": MANIFEST_VERSION, "kind": "generation", "files": {"train": TRAIN, "samples": SAMPLES,
+                                                                     "journal": JOURNAL, "run": RUN},
+        "counts": {"prompts": len(prompts), "samples_per_prompt": config.n, **counts}, **rates(rows, len(prompts),
+                                                                                             config.n),
+        "finish_reasons": finish,
+        "tokens": {"prompt": sum(r["tokens"]["prompt"] for r in rows),
+                   "completion": sum(r["tokens"]["completion"] for r in rows)},
+        "seconds_this_run": seconds, "teacher": teacher, "generate": config.model_dump(mode="json"),
+        "provenance": provenance(),
+    }
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Temp file, fsync, rename: a crash leaves the previous file or the new one, never half of one."""
+    tmp = path.with_name(temporary_name(path.name))
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
