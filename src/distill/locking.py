@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -79,3 +80,14 @@ class FolderLock:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.release()
+
+
+def clear_owned(folder: Path, ours: Callable[[str], bool], refuse: Callable[[list[str]], DistillError]) -> None:
+    """`--overwrite` for a job's folder, called while holding its lock: delete the files the job wrote (never the
+    lock), or — when the folder holds anything else, which is the user's — delete nothing and raise `refuse(names)`."""
+    foreign = sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME and not ours(p.name))
+    if foreign:
+        raise refuse(foreign)
+    for path in folder.iterdir():
+        if path.name != LOCK_NAME:
+            path.unlink()

@@ -37,21 +37,21 @@ def run_demo(options: DemoOptions) -> Path:
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     walls: dict[str, float] = {}
-    with _stage("teacher", walls):
+    with stage("teacher", walls):
         teacher_path = resolve(options.teacher, "model")
-    with _stage("data", walls):
+    with stage("data", walls):
         from distill.data.sources import read_records
 
         for source in (options.train_data, options.heldout, options.ood):
             if source:
                 read_records(source, field=f"demo data {source}", limit=1)
     recipes = {which: recipe_for(options, which) for which in ("kd", "baseline")}
-    with _stage("init", walls):
-        init_dir = _copied_student(recipes["kd"], out / DEMO_INIT)
+    with stage("init", walls):
+        init_dir = copied_student(recipes["kd"], out / DEMO_INIT)
     for which, recipe in recipes.items():
-        with _stage(f"train {which}", walls):
+        with stage(f"train {which}", walls):
             _train(recipe)
-    with _stage("eval", walls):
+    with stage("eval", walls):
         from distill.demo.evaluation import evaluate_demo
 
         key = _inputs_key(options, recipes)
@@ -62,7 +62,7 @@ def run_demo(options: DemoOptions) -> Path:
             write_result(eval_path, evaluate_demo(options, models, recipes).model_copy(update={"inputs_key": key}))
         else:
             console.print(f"[dim]eval: inputs unchanged, reusing {EVAL}[/dim]")
-    with _stage("report", walls):
+    with stage("report", walls):
         from distill.demo.summary import build_summary
         from distill.eval.summary_table import print_summary
         from distill.report.render import write_report
@@ -75,7 +75,7 @@ def run_demo(options: DemoOptions) -> Path:
     return html
 
 
-class _stage:
+class stage:
     """Print a stage's start and end, and record its wall time."""
 
     def __init__(self, name: str, walls: dict[str, float]):
@@ -89,7 +89,7 @@ class _stage:
         self.walls[self.name] = round(time.perf_counter() - self.began, 1)
 
 
-def _copied_student(recipe: Recipe, folder: Path) -> Path:
+def copied_student(recipe: Recipe, folder: Path) -> Path:
     """The student as initialised, before any training: the 'untrained copy' row of the comparison."""
     marker = folder / INIT_LAYERS
     layers = list(recipe.student.from_teacher.layers)

@@ -37,6 +37,10 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class SetupChanged(DataError):
+    """The output folder holds a generation made with other settings: resuming it would mix two setups' samples."""
+
+
 class Journal:
     def __init__(self, folder: Path, fingerprint: dict[str, Any]):
         self.folder = folder
@@ -52,7 +56,7 @@ class Journal:
             before, now = _flat(earlier), _flat(fingerprint)
             changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             if changed:
-                raise DataError(f"generate.output: {self.folder} holds a generation made with other settings "
+                raise SetupChanged(f"generate.output: {self.folder} holds a generation made with other settings "
                                 f"({', '.join(changed)} differ); choose another `output`, or pass --overwrite to "
                                 "start again")
         else:

@@ -24,7 +24,7 @@ from distill.generation.journal import JOURNAL, RUN, Journal
 from distill.generation.prompts import Prompt, load_prompts
 from distill.generation.selection import rates, select
 from distill.generation.verifiers import Verdict, build_verifier
-from distill.locking import LOCK_NAME, FolderLock
+from distill.locking import FolderLock, clear_owned
 from distill.recipe.schema import GenerationRecipe, Recipe
 from distill.results.provenance import provenance
 
@@ -61,14 +61,11 @@ def _prepare(out: Path, overwrite: bool) -> None:
     the user's, not ours to delete. Called under the folder's lock, so a running generation is never wiped."""
     if not overwrite:
         return
-    ours = {JOURNAL, RUN, SAMPLES, TRAIN, MANIFEST, LOCK_NAME} | {temporary_name(n) for n in (SAMPLES, TRAIN)}
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours and not p.name.endswith(".tmp"))
-    if foreign:
-        raise DataError(f"generate.output: {out} holds files a generation did not write ({', '.join(foreign[:5])}); "
-                        "--overwrite deletes only a generation's own files: choose an empty or new folder")
-    for path in out.iterdir():
-        if path.name != LOCK_NAME:
-            path.unlink()
+    ours = {JOURNAL, RUN, SAMPLES, TRAIN, MANIFEST}
+    ours |= {temporary_name(n) for n in ours} | {f"{n}.tmp" for n in ours}  # _write_jsonl's and write_json's
+    clear_owned(out, lambda name: name in ours, lambda foreign: DataError(
+        f"generate.output: {out} holds files a generation did not write ({', '.join(foreign[:5])}); --overwrite "
+        "deletes only a generation's own files: choose an empty or new folder"))
 
 
 def _backend(recipe: Recipe | GenerationRecipe) -> tuple[Any, dict[str, Any], Any, Any]:

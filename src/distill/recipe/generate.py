@@ -42,7 +42,9 @@ class SamplingConfig(Section):
 class TaskPrompts(Section):
     name: str = Field(description="reasoning-gym dataset name, e.g. `basic_arithmetic`, `gsm_symbolic`.")
     size: int = Field(default=100, ge=1, description="Problems to generate.")
-    seed: int = Field(default=0, description="The task generator's seed; another seed gives held-out problems.")
+    seed: int = Field(default=0, description="The task generator's seed. reasoning-gym draws item i from seed + i, so "
+                      "seeds s and s + 1 share all but one item: held-out problems need a seed at least `size` away "
+                      "(and short problems can still recur: compare the questions).")
     config: dict[str, Any] = Field(default_factory=dict, description="The dataset's own options (e.g. `min_terms`).")
 
 

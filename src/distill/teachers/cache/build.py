@@ -32,7 +32,7 @@ from distill import __version__
 from distill.atomic import write_json
 from distill.data.dataset import BatchPlan, TokenizedData, tokenize_data
 from distill.errors import CacheError, RecipeError
-from distill.locking import LOCK_NAME, FolderLock
+from distill.locking import LOCK_NAME, FolderLock, clear_owned
 from distill.losses.lm_head import check_head
 from distill.models import check_logit_width, load_teacher, load_tokenizer, output_width
 from distill.recipe import Recipe
@@ -220,13 +220,9 @@ def _prepare(out: Path, build: dict[str, Any], data: TokenizedData, vocab: int, 
     """Make `out` ready: new, or a build of the same setup to continue (damaged shards dropped), else refuse.
     `--overwrite` empties only a teacher cache: a folder holding anything else is refused, never deleted."""
     if overwrite:
-        foreign = sorted(p.name for p in out.iterdir() if not _CACHE_ENTRY.match(p.name))
-        if foreign:
-            raise CacheError(f"--out: {out} is not a teacher cache (it holds {', '.join(foreign[:5])}); --overwrite "
-                             "deletes only a cache distill wrote. Choose an empty or new folder")
-        for path in out.iterdir():
-            if path.name != LOCK_NAME:
-                path.unlink()
+        clear_owned(out, lambda name: bool(_CACHE_ENTRY.match(name)), lambda foreign: CacheError(
+            f"--out: {out} is not a teacher cache (it holds {', '.join(foreign[:5])}); --overwrite deletes only a "
+            "cache distill wrote. Choose an empty or new folder"))
     manifest_path, build_path = out / MANIFEST, out / BUILD
     if manifest_path.exists() or build_path.exists():
         previous = json.loads((manifest_path if manifest_path.exists() else build_path).read_text())
