@@ -20,7 +20,9 @@ app = typer.Typer(
     "Examples:\n\n  distill check examples/recipes/tiny.yaml\n\n  distill train examples/recipes/tiny.yaml\n\n"
     "  distill train examples/recipes/tiny.yaml --set training.lr=1e-3 --overwrite\n\n"
     "  distill train examples/recipes/tiny.yaml --resume\n\n"
-    "  accelerate launch -q --cpu --num_processes 2 -m distill train examples/recipes/tiny.yaml",
+    "  accelerate launch -q --cpu --num_processes 2 -m distill train examples/recipes/tiny.yaml\n\n"
+    "  distill generate examples/recipes/generate-arithmetic.yaml\n\n"
+    "  distill serve builtin:smollm2-135m-instruct",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -127,8 +129,9 @@ def cache(
 @app.command()
 def generate(
     recipe: RecipeArg,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete generate.output first and start again.")
-                         ] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Delete the generation in generate.output and start again (a folder holding anything "
+        "else is refused).")] = False,
     set_: SetOpt = None,
     debug: DebugOpt = False,
 ) -> None:
