@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 
 from distill.atomic import write_folder
-from distill.demo.plan import DemoOptions, recipe_for
+from distill.demo.plan import DemoOptions, apply_model_flags, recipe_for
 from distill.errors import DataError
 from distill.recipe import Recipe, dump_recipe
 from distill.results.io import load_result, write_result
@@ -154,17 +154,7 @@ def sized_options(*, out: Path, minutes: float | None = None, steps: int | None 
         if not 0.0 <= alpha < 1.0:
             raise DataError(f"--alpha must be in [0, 1) (1 would make the KD student a second baseline), got {alpha}")
         options.alpha = alpha
-    if lr is not None:
-        if lr <= 0:
-            raise DataError(f"--lr must be positive, got {lr}")
-        options.lr = lr
-    if teacher:
-        options.teacher = teacher
-    if layers:
-        try:
-            options.layers = tuple(int(x) for x in layers.split(","))
-        except ValueError:
-            raise DataError(f"--layers: expected comma-separated layer indices like 0,6,12, got {layers!r}") from None
+    apply_model_flags(options, teacher=teacher, layers=layers, lr=lr)
     if data:
         options.train_data = data
     if heldout:

@@ -64,3 +64,20 @@ def recipe_for(options: DemoOptions, which: str) -> Recipe:
                      "save_every": options.save_every, "log_every": 1},
     }
     return validate_recipe(raw, source=f"demo {which} recipe")
+
+
+def apply_model_flags(options: Any, *, teacher: str | None, layers: str | None, lr: float | None) -> None:
+    """`--teacher`, `--layers` and `--lr`, which both demos take, checked and set on their options."""
+    from distill.errors import DataError
+
+    if lr is not None:
+        if lr <= 0:
+            raise DataError(f"--lr must be positive, got {lr}")
+        options.lr = lr
+    if teacher:
+        options.teacher = teacher
+    if layers:
+        try:
+            options.layers = tuple(int(x) for x in layers.split(","))
+        except ValueError:
+            raise DataError(f"--layers: expected comma-separated layer indices like 0,6,12, got {layers!r}") from None

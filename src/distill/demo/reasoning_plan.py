@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from distill.demo.plan import apply_model_flags
 from distill.errors import DataError
 from distill.recipe import Recipe, validate_recipe
 from distill.recipe.schema import GenerationRecipe
@@ -161,15 +162,5 @@ def options_from_cli(*, out: Path | None, minutes: float | None, steps: int | No
         raise DataError(f"demo reasoning: {', '.join(given)} belong to the text demo; the reasoning demo's data are "
                         "reasoning-gym problems and its KD arm (--kd) has alpha 0.5")
     options = ReasoningOptions(out=out or ReasoningOptions.out, kd=kd)
-    if teacher:
-        options.teacher = teacher
-    if layers:
-        try:
-            options.layers = tuple(int(x) for x in layers.split(","))
-        except ValueError:
-            raise DataError(f"--layers: expected comma-separated layer indices like 0,1,2, got {layers!r}") from None
-    if lr is not None:
-        if lr <= 0:
-            raise DataError(f"--lr must be positive, got {lr}")
-        options.lr = lr
+    apply_model_flags(options, teacher=teacher, layers=layers, lr=lr)
     return sized(options, minutes=minutes, quick=quick, steps=steps)
