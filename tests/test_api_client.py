@@ -97,6 +97,8 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
+    do_GET = do_POST  # the same script answers GET /v1/models
+
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -474,3 +476,21 @@ def test_the_spec_defaults_and_refusals():
             ApiConfig(**{"base_url": "http://h", "model": "m", field_name: value})
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         ApiConfig(base_url="http://h", model="m", api_key="sk-…")  # the key itself has no field
+
+
+def test_get_once_returns_the_json_object_or_none_and_never_raises_or_leaks_the_key(server, caplog):
+    url, script = server
+    client = ApiClient(ApiConfig(base_url=url, model="m", api_key_env=KEY_ENV), environ={KEY_ENV: KEY})
+    script.answers(Reply(200, {"object": "list", "data": [{"id": "m"}]}))
+    assert client.get_once("/v1/models") == {"object": "list", "data": [{"id": "m"}]}
+    assert script.seen[-1].headers.get("authorization") == f"Bearer {KEY}"
+    script.answers(Reply(404, {"error": {"message": "no"}}))
+    assert client.get_once("/v1/models") is None
+    script.answers(Reply(200, "not json"))
+    with caplog.at_level(logging.INFO):
+        assert client.get_once("/v1/models") is None
+    client.close()
+    closed = ApiClient(ApiConfig(base_url="http://127.0.0.1:9", model="m", api_key_env=KEY_ENV), environ={KEY_ENV: KEY})
+    with caplog.at_level(logging.INFO):
+        assert closed.get_once("/v1/models") is None
+    assert KEY not in caplog.text

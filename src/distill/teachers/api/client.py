@@ -98,6 +98,17 @@ class ApiClient:
         object, retrying transient failures; raises `TeacherApiError`."""
         return self._post(path, payload, None)
 
+    def get_once(self, path: str) -> dict[str, Any] | None:
+        """One GET, without retries, for what is nice to have (`/v1/models`): the answer's JSON object, or None when
+        there is none — a failure is logged (the key scrubbed), never raised."""
+        try:
+            response = self._http.get(self._url(path), headers=self._headers)
+            body = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            log.info(self._redact(f"GET {path} failed ({type(exc).__name__}: {exc})"))
+            return None
+        return body if isinstance(body, dict) else None
+
     def map(self, path: str, payloads: Iterable[Mapping[str, Any]], *,
             progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
         """`post` every payload, up to `max_concurrency` at once; the answers in the payloads' order. `progress(done,

@@ -22,20 +22,15 @@ only, which scrubs it from every message.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-
-import httpx
 
 from distill.data.dataset import TokenizedData
 from distill.recipe.api import ApiConfig
 from distill.teachers.api.client import ApiClient, TeacherApiError
 from distill.teachers.api.scoring import PATH, EchoScoring
 from distill.teachers.cache import codec
-
-log = logging.getLogger(__name__)
 
 # the keys of a /v1/models entry that say what is served (not when the list was made: vLLM's `created` is "now")
 _SERVED_KEYS = ("id", "object", "owned_by", "root", "parent", "max_model_len")
@@ -87,12 +82,8 @@ class ApiSignals:
 def served_model(client: ApiClient, model: str) -> dict[str, Any] | None:
     """The server's `/v1/models` entry for `model` (what it serves under that name), or None when it lists none or
     cannot be asked: the manifest records it when available, and the harvest never depends on it."""
-    try:  # ApiClient has no GET: one plain attempt through its own connection pool, key and timeout
-        response = client._http.get(client._url("/v1/models"), headers=client._headers)
-        entries = response.json().get("data") if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:  # best effort, by design
-        log.info(client._redact(f"GET /v1/models failed ({type(exc).__name__}); the manifest will not record it"))
-        return None
+    answer = client.get_once("/v1/models")
+    entries = answer.get("data") if answer is not None else None
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and entry.get("id") == model:
             return {key: entry[key] for key in _SERVED_KEYS if key in entry}
