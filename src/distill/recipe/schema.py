@@ -56,12 +56,7 @@ class Recipe(Section):
     def tokenizer_options(self) -> tuple[str, str | None, bool]:
         """(source, revision, trust_remote_code) of the shared tokenizer: the model it comes from decides the
         revision and whether its code may run."""
-        source = self.tokenizer_source or ""
-        if self.tokenizer is None and self.teacher is not None and self.teacher.model is not None:
-            return source, self.teacher.revision, self.teacher.trust_remote_code
-        if self.tokenizer is None:
-            return source, self.student.revision, self.student.trust_remote_code
-        return source, None, False
+        return _tokenizer_options(self.tokenizer, self.teacher, self.student)
 
     @property
     def capture_temperature(self) -> float:
@@ -85,11 +80,19 @@ class Recipe(Section):
 
     @property
     def tokenizer_source(self) -> str | None:
-        if self.tokenizer:
-            return self.tokenizer
-        if self.teacher is not None and self.teacher.model is not None:
-            return self.teacher.model
-        return self.student.model
+        return self.tokenizer_options()[0] or None
+
+
+def _tokenizer_options(tokenizer: str | None, teacher: TeacherConfig | None, student: StudentConfig | None
+                       ) -> tuple[str, str | None, bool]:
+    """The tokenizer named by `tokenizer`, else the teacher model's, else the student model's ("" when none),
+    with the revision and trust_remote_code of the model it comes from."""
+    if tokenizer:
+        return tokenizer, None, False
+    for model in (teacher, student):
+        if model is not None and model.model is not None:
+            return model.model, model.revision, model.trust_remote_code
+    return "", None, False
 
 
 # the sections a recipe for `distill train` needs and a recipe for `distill generate` alone may leave out
@@ -104,11 +107,5 @@ class GenerationRecipe(Section):
     tokenizer: str | None = Field(default=None, description=Recipe.model_fields["tokenizer"].description)
     generate: GenerateConfig = Field(description=Recipe.model_fields["generate"].description)
 
-    @property
-    def tokenizer_source(self) -> str | None:
-        return self.tokenizer or self.teacher.model
-
     def tokenizer_options(self) -> tuple[str, str | None, bool]:
-        if self.tokenizer is None and self.teacher.model is not None:
-            return self.teacher.model, self.teacher.revision, self.teacher.trust_remote_code
-        return self.tokenizer or "", None, False
+        return _tokenizer_options(self.tokenizer, self.teacher, None)
