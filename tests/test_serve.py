@@ -237,6 +237,20 @@ def test_a_streamed_chat_adds_up_to_the_same_seeded_answer(client, server):
     assert all(line.startswith("data: ") for line in events) and events[-1] == "data: [DONE]"
 
 
+def test_a_client_that_leaves_mid_stream_does_not_stop_the_server(client, server):
+    """A stream abandoned after its first chunks: the server finishes or drops that job and goes on serving."""
+    body = {"model": NAME, "messages": MESSAGES, "max_tokens": 48, "seed": 5, "stream": True}
+    with httpx.Client(base_url=server[0], timeout=60) as http, http.stream(
+            "POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}) as response:
+        assert response.status_code == 200
+        for _ in zip(range(2), response.iter_lines(), strict=False):
+            pass  # read two lines, then leave: the connection closes with the block
+    for _ in range(3):
+        answer = client.chat.completions.create(model=NAME, messages=MESSAGES, max_tokens=8, seed=5)
+        assert answer.choices[0].message.content is not None
+    assert httpx.get(server[0] + "/health").json() == {"status": "ok"}
+
+
 def test_a_streamed_completion_with_echo_adds_up_to_the_same_answer(client):
     kwargs = dict(model=NAME, prompt=PROMPT, max_tokens=16, seed=5, echo=True, logprobs=1)
     whole = client.completions.create(**kwargs)
