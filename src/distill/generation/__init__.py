@@ -1,8 +1,7 @@
-"""Text-level distillation's data side: a teacher writes completions, a verifier judges them, the accepted ones
-become training data (`distill generate`, issue 12).
+"""Text-level distillation's data side (`distill generate`, docs/generate.md): a teacher writes completions, a
+verifier judges them, the accepted, distinct ones become training data.
 
-The package will hold teacher generation (a local model or an OpenAI-compatible endpoint), rejection sampling
-(keep up to m accepted completions of n per prompt, without duplicates, resumably) and the verifiers that judge a
-completion. So far: the verifiers (`verifiers.py`) and the duplicate filter (`dedup.py`); docs/generate.md
-describes both.
+`run.py` is the command, top to bottom; `engine.py` and `sampling.py` the batched, batch-invariant local sampler
+(also what `distill serve` runs); `backends.py` the local model or an OpenAI-compatible endpoint; `prompts.py`,
+`journal.py` (resume), `selection.py` (rejection sampling, duplicates, pass@k), `verifiers.py` and `dedup.py`.
 """
