@@ -71,17 +71,12 @@ def ours(recipe: GenerationRecipe) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", nargs="?", default="builtin:smollm2-135m-instruct")
-    parser.add_argument("--tiny", action="store_true", help="Use builtin:tiny-teacher (a smoke test).")
+    harness.model_arguments(parser)
     parser.add_argument("--prompts", type=int, default=48)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's own); 1 is steadier on a machine shared with other jobs")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    name = "builtin:tiny-teacher" if args.tiny else args.model
+    name = harness.chosen_model(args)
     harness.reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp:
         spec = recipe(name, Path(tmp) / "out", args.prompts, args.max_new_tokens, args.batch_size)

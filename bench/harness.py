@@ -101,3 +101,20 @@ def worker_main(contenders: dict[str, Callable[[Any], dict[str, Any]]], parse: C
         print(json.dumps(result), flush=True)
         return True
     return False
+
+
+def model_arguments(parser: Any, default: str = "builtin:smollm2-135m-instruct") -> None:
+    """MODEL, --tiny and --threads, for the benches that run one model (generate, serve)."""
+    parser.add_argument("model", nargs="?", default=default)
+    parser.add_argument("--tiny", action="store_true", help="Use builtin:tiny-teacher (a smoke test).")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own); 1 is steadier on a machine shared with other jobs")
+
+
+def chosen_model(args: Any) -> str:
+    """Apply --threads and return the model to run (--tiny: the tiny test model)."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return "builtin:tiny-teacher" if args.tiny else args.model

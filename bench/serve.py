@@ -81,21 +81,14 @@ def level(url: str, model: str, service: Service, clients: int, per_client: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", nargs="?", default="builtin:smollm2-135m-instruct")
-    parser.add_argument("--tiny", action="store_true", help="Use builtin:tiny-teacher (a smoke test).")
+    harness.model_arguments(parser)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=64, help="Requests per level (at least one per client).")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's own); 1 is steadier on a machine shared with other jobs")
     args = parser.parse_args()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    name = "builtin:tiny-teacher" if args.tiny else args.model
+    name = harness.chosen_model(args)
 
     harness.reset_peak_rss()
     loaded, tokenizer = load_model(name, args.dtype)

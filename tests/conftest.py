@@ -85,6 +85,26 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
     )
 
 
+def kill_9_when(ready: Any, *args: str, env: dict[str, str] | None = None, timeout: float = 240) -> str:
+    """Start `python -m distill ARGS`, wait until `ready()` is true, then SIGKILL its whole process group — a kill
+    in the middle of the work, as a crash or `kill -9` would make it. Returns what the process wrote to stderr
+    (to check it for secrets); fails when the job ended before it could be killed (give it more work)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "distill", *args], cwd=REPO, env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ready():
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"the job ended before it could be killed; give it more work\n{stderr}"
+    return stderr.decode(errors="replace")
+
+
 def accelerate_launch(n: int, *args: str, port: int = 29531) -> subprocess.CompletedProcess:
     """`accelerate launch --cpu --num_processes N -m distill ARGS`, as the README tells users to."""
     accelerate = Path(sys.executable).with_name("accelerate")

@@ -6,18 +6,13 @@ student as it is (sequence-level KD, with and without logit KD)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from itertools import combinations
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, base_recipe, run_cli, write_recipe
+from conftest import base_recipe, kill_9_when, run_cli, write_recipe
 from distill.errors import DataError
 from distill.generation.backends import LocalBackend
 from distill.generation.run import run_generation
@@ -69,16 +64,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_rows(tmp_path):
     whole = tmp_path / "whole"
     assert run_cli("generate", str(recipe), "--set", f"generate.output={whole}").returncode == 0
     journal = tmp_path / "out" / "journal.jsonl"
-    process = subprocess.Popen([sys.executable, "-m", "distill", "generate", str(recipe)], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if journal.exists() and len(_lines(journal)) >= 10:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "the run finished before it could be killed; give it more work"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_9_when(lambda: journal.exists() and len(_lines(journal)) >= 10, "generate", str(recipe))
     done_before = len(_lines(journal))
     assert 10 <= done_before < 80
     with open(journal, "ab") as f:  # what a kill in the middle of a write leaves

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO, run_cli, write_recipe
+from conftest import REPO, kill_9_when, run_cli, write_recipe
 
 KEY_ENV = "DISTILL_TEST_GENERATE_KEY"
 KEY = "sk-generate-SECRET-5e1d7a93c2"
@@ -70,21 +70,12 @@ def _recipe(tmp_path: Path, url: str, output: Path) -> Path:
 
 
 def test_killed_api_generation_resumes_with_every_sample_once(tmp_path, served):
-    env = {**os.environ, KEY_ENV: KEY}
     whole = run_cli("generate", str(_recipe(tmp_path, served, tmp_path / "whole")), env={KEY_ENV: KEY})
     assert whole.returncode == 0, whole.stderr
     recipe = _recipe(tmp_path, served, tmp_path / "out")
     journal = tmp_path / "out" / "journal.jsonl"
-    process = subprocess.Popen([sys.executable, "-m", "distill", "generate", str(recipe)], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if journal.exists() and len(journal.read_text().splitlines()) >= 8:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, "the run finished before it could be killed; give it more work"
-    os.kill(process.pid, signal.SIGKILL)
-    killed_out, killed_err = process.communicate()
+    killed_err = kill_9_when(lambda: journal.exists() and len(journal.read_text().splitlines()) >= 8, "generate",
+                             str(recipe), env={KEY_ENV: KEY})
     assert 8 <= len(journal.read_text().splitlines()) < 60
     again = run_cli("generate", str(recipe), env={KEY_ENV: KEY})
     assert again.returncode == 0, again.stderr
@@ -95,7 +86,7 @@ def test_killed_api_generation_resumes_with_every_sample_once(tmp_path, served):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["teacher"] == {"api": served, "model": "tiny"}
     # the key is nowhere: not in a file the runs wrote, not in anything they printed
-    outputs = [whole.stdout, whole.stderr, again.stdout, again.stderr, killed_out.decode(), killed_err.decode()]
+    outputs = [whole.stdout, whole.stderr, again.stdout, again.stderr, killed_err]
     assert not [text for text in outputs if KEY in text]
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written and not [p for p in written if KEY.encode() in p.read_bytes()]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, base_recipe, run_cli, write_recipe
+from conftest import REPO, base_recipe, kill_9_when, run_cli, write_recipe
 from distill.builtin.corpus import tiny_stories
 from distill.data.dataset import tokenize_data
 from distill.errors import CacheError, RecipeError
@@ -197,15 +197,8 @@ def test_kill_9_mid_harvest_resumes_with_every_example_once_and_nothing_written_
         path = write_recipe(tmp_path / "r.yaml", api_recipe(data, tmp_path / "run", url, tiny_teacher_dir))
         args = ["cache", str(path), "--shard-tokens", "1000"]
         killed = tmp_path / "killed"
-        proc = subprocess.Popen([sys.executable, "-m", "distill", *args, "--out", str(killed)], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            if len(list(killed.glob("shard-*.json"))) >= 1 and len(journal(killed)) > 150:
-                os.killpg(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.02)
-        assert proc.wait(timeout=60) == -signal.SIGKILL, "the harvest ended before it could be killed; enlarge it"
+        kill_9_when(lambda: len(list(killed.glob("shard-*.json"))) >= 1 and len(journal(killed)) > 150, *args,
+                    "--out", str(killed))
         assert not (killed / "manifest.json").exists() and (killed / "build.json").exists()
         with pytest.raises(CacheError, match="incomplete"):
             TeacherCache.open(killed)
@@ -281,7 +274,6 @@ def test_a_student_trains_from_a_harvest_and_the_key_is_written_and_printed_nowh
         assert KEY not in result.stdout and KEY not in result.stderr
 
 
-@pytest.mark.skipif(not (REPO / "src" / "distill" / "serving").is_dir(), reason="`distill serve` is not there yet")
 def test_distill_serve_end_to_end_harvest_killed_resumed_and_trained_from(tmp_path, tiny_teacher_dir):
     """The real server (`distill serve`, in a subprocess on a free port, with a key) as the teacher: a harvest with 8
     requests in flight is killed with kill -9 in the middle, resumed, holds every example exactly once, and a
@@ -298,15 +290,8 @@ def test_distill_serve_end_to_end_harvest_killed_resumed_and_trained_from(tmp_pa
         path = write_recipe(tmp_path / "r.yaml", recipe)
         args = ["cache", str(path), "--shard-tokens", "1000"]
         cache = tmp_path / "cache"
-        proc = subprocess.Popen([sys.executable, "-m", "distill", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            if len(list(cache.glob("shard-*.json"))) >= 1 and len(journal(cache)) > 100:
-                os.killpg(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.02)
-        assert proc.wait(timeout=60) == -signal.SIGKILL, "the harvest ended before it could be killed; enlarge it"
+        kill_9_when(lambda: len(list(cache.glob("shard-*.json"))) >= 1 and len(journal(cache)) > 100, *args,
+                    timeout=300)
         assert not (cache / "manifest.json").exists()
         resumed = run_cli(*args)
         assert resumed.returncode == 0, resumed.stderr

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, accelerate_launch, base_recipe, run_cli, write_recipe
+from conftest import accelerate_launch, base_recipe, kill_9_when, run_cli, write_recipe
 from distill.data.batch import collate
 from distill.data.dataset import tokenize_data
 from distill.errors import CacheError
@@ -87,15 +83,8 @@ def test_kill_9_mid_build_resumes_with_exactly_one_record_per_token(tmp_path, ti
     args = ["cache", str(path), "--batch-size", "1", "--shard-tokens", "2000"]
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "distill", *args, "--out", str(killed)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if len(list(killed.glob("shard-*.json"))) >= 1 and len(_journal(killed)) > 100:
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    assert proc.wait(timeout=60) == -signal.SIGKILL, "the build ended before it could be killed; enlarge the data"
+    kill_9_when(lambda: len(list(killed.glob("shard-*.json"))) >= 1 and len(_journal(killed)) > 100, *args, "--out",
+                str(killed))
     assert not (killed / "manifest.json").exists() and (killed / "build.json").exists()
     with pytest.raises(CacheError, match="incomplete"):
         TeacherCache.open(killed)
