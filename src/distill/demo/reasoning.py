@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distill.atomic import write_json
+from distill.atomic import read_jsonl, write_json, write_jsonl
 from distill.demo.pipeline import console, copied_student, stage
 from distill.demo.reasoning_plan import ReasoningOptions, arm_recipe, generation_recipe
 from distill.errors import DataError
@@ -44,7 +44,7 @@ def run_reasoning_demo(options: ReasoningOptions) -> Path:
         manifest = _generate(options)
     with stage("data", walls):
         data = _arm_data(options, manifest)
-    rows = len(_read_jsonl(data["verified"]))
+    rows = len(read_jsonl(data["verified"]))
     recipes = {arm: arm_recipe(options, arm, data[arm], rows) for arm in options.arms}
     with stage("init", walls):
         init_dir = copied_student(recipes["verified"], out / "init")
@@ -105,15 +105,15 @@ def _arm_data(options: ReasoningOptions, manifest: dict[str, Any]) -> dict[str, 
     from distill.generation.run import SAMPLES, TRAIN
 
     folder = Path(options.out / "generate")
-    kept = _read_jsonl(folder / TRAIN)
+    kept = read_jsonl(folder / TRAIN)
     if not kept:
         raise DataError(f"demo reasoning: the verifier accepted none of the teacher's {manifest['counts']['samples']} "
                         "samples, so there is nothing to train on; sample more problems (--minutes) or check the "
                         f"verifier on {folder / SAMPLES}")
-    samples = _read_jsonl(folder / SAMPLES)
+    samples = read_jsonl(folder / SAMPLES)
     drawn = random.Random(options.seed).sample(samples, len(kept))
     unverified = options.out / "data" / "unverified.jsonl"
-    _write_jsonl(unverified, drawn)
+    write_jsonl(unverified, drawn)
     return {"verified": folder / TRAIN, "verified_kd": folder / TRAIN, "unverified": unverified}
 
 
@@ -154,14 +154,14 @@ def _evaluate(options: ReasoningOptions, name: str, path: Path | str, prompts: l
     rows_path, meta_path = options.out / "eval" / f"{name}.jsonl", options.out / "eval" / f"{name}.json"
     if meta_path.exists() and rows_path.exists() and json.loads(meta_path.read_text()).get("key") == key:
         console.print(f"[dim]eval {name}: unchanged, reusing {rows_path}[/dim]")
-        return {**json.loads(meta_path.read_text()), "rows": _read_jsonl(rows_path), "path": str(folder)}
+        return {**json.loads(meta_path.read_text()), "rows": read_jsonl(rows_path), "path": str(folder)}
     from distill.demo.reasoning_eval import answer_all
 
     tokenizer = load_tokenizer("teacher.model", options.teacher)
     started = time.perf_counter()
     rows, params = answer_all(folder, tokenizer, prompts, build_verifier(options.verifier), options)
     meta = {"key": key, "params": params, "seconds": round(time.perf_counter() - started, 1)}
-    _write_jsonl(rows_path, rows)
+    write_jsonl(rows_path, rows)
     write_json(meta_path, meta)
     console.print(f"eval {name}: {sum(r['correct'] for r in rows)}/{len(rows)} correct ({meta['seconds']} s)")
     return {**meta, "rows": rows, "path": str(folder)}
@@ -169,14 +169,3 @@ def _evaluate(options: ReasoningOptions, name: str, path: Path | str, prompts: l
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from distill.atomic import read_jsonl
 from distill.demo.reasoning_eval import arm_facts, compare
 from distill.demo.reasoning_plan import ReasoningOptions
 from distill.demo.summary import training_facts
@@ -46,7 +47,8 @@ def build_result(options: ReasoningOptions, manifest: dict[str, Any], data: dict
                    for a, b in COMPARISONS if a in evaluated and b in evaluated]
     counts = manifest["counts"]
     n = counts["samples_per_prompt"]
-    training_questions = {json.dumps(r["messages"][:-1]) for r in _rows(options.out / "generate" / "samples.jsonl")}
+    samples = read_jsonl(options.out / "generate" / "samples.jsonl")
+    training_questions = {json.dumps(r["messages"][:-1]) for r in samples}
     overlap = sum(json.dumps(p.messages) in training_questions for p in prompts)
     result = {
         "provenance": provenance(),
@@ -92,7 +94,3 @@ def _slice_counts(rows: list[dict[str, Any]], slices_of: dict[int, list[str]]) -
             count["correct"] += bool(row["correct"])
             count["n"] += 1
     return {name: c for name, c in sorted(counts.items()) if c["n"] < len(rows)}  # one holding all tells nothing
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -9,15 +9,13 @@ outputs are rewritten from the journal, so a finished generation run again only 
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from distill.atomic import temporary_name, write_json
+from distill.atomic import temporary_name, write_json, write_jsonl
 from distill.errors import DataError, RecipeError
 from distill.generation.backends import ApiBackend, Completion, LocalBackend
 from distill.generation.journal import JOURNAL, RUN, Journal
@@ -62,7 +60,7 @@ def _prepare(out: Path, overwrite: bool) -> None:
     if not overwrite:
         return
     ours = {JOURNAL, RUN, SAMPLES, TRAIN, MANIFEST}
-    ours |= {temporary_name(n) for n in ours} | {f"{n}.tmp" for n in ours}  # _write_jsonl's and write_json's
+    ours |= {temporary_name(n) for n in ours} | {f"{n}.tmp" for n in ours}  # write_jsonl's and write_json's
     clear_owned(out, lambda name: name in ours, lambda foreign: DataError(
         f"generate.output: {out} holds files a generation did not write ({', '.join(foreign[:5])}); --overwrite "
         "deletes only a generation's own files: choose an empty or new folder"))
@@ -149,8 +147,8 @@ def _prompts_digest(prompts: list[Prompt]) -> str:
 def _finish(out: Path, rows: list[dict[str, Any]], prompts: list[Prompt], config: Any, teacher: dict[str, Any],
             seconds: float) -> dict[str, Any]:
     kept, counts = select(rows, config)
-    _write_jsonl(out / SAMPLES, rows)
-    _write_jsonl(out / TRAIN, kept)
+    write_jsonl(out / SAMPLES, rows)
+    write_jsonl(out / TRAIN, kept)
     finish: dict[str, int] = {}
     for row in rows:
         finish[row["finish_reason"]] = finish.get(row["finish_reason"], 0) + 1
@@ -167,14 +165,3 @@ def _finish(out: Path, rows: list[dict[str, Any]], prompts: list[Prompt], config
     }
     write_json(out / MANIFEST, manifest)
     return manifest
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Temp file, fsync, rename: a crash leaves the previous file or the new one, never half of one."""
-    tmp = path.with_name(temporary_name(path.name))
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
