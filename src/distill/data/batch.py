@@ -7,7 +7,7 @@ shift lives here, once: the state at position t predicts the token at t + 1, so 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -37,12 +37,18 @@ def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @dataclass
 class Batch:
     """Sequences (B, L) with their labels. `examples`: the data set's indices of the rows, when they come from a
-    fixed data set (a teacher cache is keyed by them); None for sequences made at run time."""
+    fixed data set (a teacher cache is keyed by them); None for sequences made at run time. `draws`: one uniform in
+    [0, 1) per position (B, L), float64, from each row's own random stream, for objectives that draw a token at every
+    position (HPD); laid out like the ids, so `draws[:, :-1][valid]` lines up with the targets.
+    `logged`: sums over the batch its source reports for the logs (named in the source's `logged`), divided by the
+    step's target count like every logged term: e.g. the targets the student wrote, whose mean is their share."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor
     examples: list[int] | None = None
+    draws: torch.Tensor | None = None
+    logged: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, examples: list[Example], pad_id: int, indices: list[int] | None = None) -> Batch:
@@ -50,7 +56,7 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         return replace(self, input_ids=self.input_ids.to(device), attention_mask=self.attention_mask.to(device),
-                       labels=self.labels.to(device))
+                       labels=self.labels.to(device), draws=None if self.draws is None else self.draws.to(device))
 
     def targets(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(targets, valid) of the shifted positions: see `shifted_targets`."""

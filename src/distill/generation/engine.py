@@ -53,6 +53,7 @@ class GenResult:
     prompt_tokens: int
     completion_tokens: int  # tokens produced, the stop token included
     logprobs: list[TokenLogprob] | None
+    stop_token_id: int | None = None  # the stop token that ended it (finish "stop" by a token), else None
 
 
 class _Row:
@@ -66,6 +67,7 @@ class _Row:
         self.text = ""
         self.emitted = 0  # characters of `text` already handed to on_token
         self.finish: str | None = None
+        self.stop_token: int | None = None
         self.produced = 0
         self.cut = False  # the text was cut at a stop string (else it is decoded from `ids` at the end)
 
@@ -171,7 +173,7 @@ class Engine:
         for b, (row, token) in enumerate(zip(live, chosen.tolist(), strict=True)):
             row.produced += 1
             if token in self.stop_ids:
-                row.finish = "stop"
+                row.finish, row.stop_token = "stop", token
             else:
                 row.ids.append(token)
                 if row.logprobs is not None:
@@ -213,7 +215,7 @@ class Engine:
         text = row.text if row.cut else self.tokenizer.decode(row.ids, skip_special_tokens=True)
         return GenResult(token_ids=row.ids, text=text, finish_reason=row.finish or "length",
                          prompt_tokens=len(row.request.prompt_ids), completion_tokens=row.produced,
-                         logprobs=row.logprobs)
+                         logprobs=row.logprobs, stop_token_id=row.stop_token)
 
     # ------------------------------------------------------------------------------------------------ scoring
     def score(self, prompts: Sequence[list[int]], top_logprobs_k: int = 0,

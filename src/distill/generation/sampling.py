@@ -19,6 +19,11 @@ from dataclasses import dataclass
 
 import torch
 
+from distill.losses.choice import CANDIDATES, choose_tokens, choose_tokens_reference
+
+__all__ = ["CANDIDATES", "SamplingParams", "choose_tokens", "choose_tokens_reference", "draw_uniforms", "row_generator",
+           "top_logprobs"]
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -44,74 +49,6 @@ def row_generator(key: tuple[int, ...]) -> torch.Generator:
 def draw_uniforms(generators: list[torch.Generator]) -> torch.Tensor:
     """One uniform in [0, 1) per row, each from its own stream: shape [rows], float64."""
     return torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators])
-
-
-CANDIDATES = 256  # tokens sorted per row on the fast path; rows whose draw falls beyond them take the slow path
-
-
-def choose_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
-                  uniforms: torch.Tensor) -> torch.Tensor:
-    """`choose_tokens_reference`, without sorting the whole vocabulary: only each row's `CANDIDATES` most likely
-    tokens are sorted (probability descending, ties by id), and a row takes the full sort only when its nucleus, or
-    its draw, reaches past them (a draw lands there with the candidates' missing mass, usually well under 1%). Which
-    path a row takes depends on its own numbers alone, so batch invariance holds. Sorting 49k tokens × 32 rows in
-    float64 cost ~0.4 s a decoding step on a CPU core, more than the model's forward pass."""
-    greedy = logits.argmax(-1)
-    warm = temperature > 0
-    if not bool(warm.any()):
-        return greedy
-    scaled = logits.float() / temperature.clamp_min(1e-6).float().unsqueeze(-1)
-    k = min(CANDIDATES, scaled.shape[-1])
-    values, ids = scaled.topk(k, dim=-1)
-    # a canonical order within the candidates: by id, then stably by value descending (topk leaves ties unordered)
-    by_id = ids.argsort(-1)
-    ids, values = ids.gather(-1, by_id), values.gather(-1, by_id)
-    by_value = torch.sort(-values, dim=-1, stable=True).indices
-    ids, values = ids.gather(-1, by_value), values.gather(-1, by_value)
-    log_total = torch.logsumexp(scaled.double(), dim=-1, keepdim=True)
-    probs = torch.exp(values.double() - log_total)
-    cumulative = probs.cumsum(-1)
-    covered = cumulative[:, -1]
-    keep = (cumulative - probs) < top_p.double().unsqueeze(-1)
-    nucleus_inside = covered >= top_p.double()
-    mass = torch.where(nucleus_inside, (probs * keep).sum(-1), torch.ones_like(covered))
-    target = uniforms.double() * mass
-    fast = warm & (nucleus_inside | ((top_p >= 1) & (target < covered)))
-    kept_cumulative = (probs * keep).cumsum(-1)
-    position = torch.searchsorted(kept_cumulative, target.unsqueeze(-1), right=True).squeeze(-1)
-    position = torch.minimum(position, keep.sum(-1) - 1)
-    chosen = torch.where(warm, ids.gather(-1, position.unsqueeze(-1)).squeeze(-1), greedy)
-    slow = warm & ~fast
-    if bool(slow.any()):
-        rows = slow.nonzero().squeeze(-1)
-        chosen[rows] = choose_tokens_reference(logits[rows], temperature[rows], top_p[rows], uniforms[rows])
-    return chosen
-
-
-def choose_tokens_reference(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
-                  uniforms: torch.Tensor) -> torch.Tensor:
-    """The slow twin of `choose_tokens`: the whole vocabulary sorted, in float64. The token of each row: argmax where
-    its temperature is 0, else the inverse CDF of softmax(logits / T), restricted to the top-p nucleus, at the row's
-    uniform. logits [rows, V]; the rest [rows]."""
-    greedy = logits.argmax(-1)
-    warm = temperature > 0
-    if not bool(warm.any()):
-        return greedy
-    scaled = logits.double() / temperature.clamp_min(1e-6).double().unsqueeze(-1)
-    probs = torch.softmax(scaled, dim=-1)
-    # descending probability, ties by ascending id: a stable sort of the negated values
-    order = torch.sort(-probs, dim=-1, stable=True).indices
-    sorted_probs = probs.gather(-1, order)
-    cumulative = sorted_probs.cumsum(-1)
-    # the nucleus: keep a token while the mass *before* it is below top_p (so the first token is always kept)
-    keep = (cumulative - sorted_probs) < top_p.double().unsqueeze(-1)
-    kept_mass = (sorted_probs * keep).sum(-1)
-    cumulative = (sorted_probs * keep).cumsum(-1)
-    target = (uniforms.to(cumulative.dtype) * kept_mass).unsqueeze(-1)
-    position = torch.searchsorted(cumulative, target, right=True).squeeze(-1)
-    position = torch.minimum(position, keep.sum(-1) - 1)  # u·mass can round onto the last boundary
-    sampled = order.gather(-1, position.unsqueeze(-1)).squeeze(-1)
-    return torch.where(warm, sampled, greedy)
 
 
 def top_logprobs(logprobs: torch.Tensor, chosen: torch.Tensor, k: int) -> tuple[list[float], list[list[tuple[int,

@@ -15,6 +15,7 @@ top-k signal.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -46,7 +47,7 @@ class LossSettings:
     closed_form: bool = True  # forward KL: gradient in closed form (see _forward_kl_chunk), dense or top-k teacher
 
 
-def _teacher_rows(teacher: Teacher, start: int, end: int, vocab: int) -> torch.Tensor | TopKSignal | None:
+def teacher_rows(teacher: Teacher, start: int, end: int, vocab: int) -> torch.Tensor | TopKSignal | None:
     if teacher is None:
         return None
     if isinstance(teacher, TeacherHidden):
@@ -152,23 +153,29 @@ def _chunk(raw: torch.Tensor, head: LMHead, targets: torch.Tensor, rows: torch.T
     return ce.detach(), kd.detach(), grad
 
 
-class _FusedLinearLoss(torch.autograd.Function):
+# one chunk's loss: (start, end, raw projections (chunk, V_model)) -> (Σ total, Σ of each term (m,), ∂total/∂raw)
+ChunkLoss = Callable[[int, int, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+class _ChunkedHeadLoss(torch.autograd.Function):
+    """Σ over N tokens of a loss on their logits, one chunk of tokens at a time: each chunk's projections go to
+    `chunk_loss`, which returns the chunk's sums and the gradient for its projections, turned at once into gradients
+    for the hidden states (g @ W) and the head (gᵀ @ h). Every chunked loss of the library runs through here."""
+
     @staticmethod
-    def forward(ctx, hidden, weight, bias, head: LMHead, targets, teacher: Teacher, settings: LossSettings,
-                chunk_size: int):
+    def forward(ctx, hidden, weight, bias, head: LMHead, chunk_loss: ChunkLoss, n_terms: int, chunk_size: int):
         n = hidden.shape[0]
         grad_hidden = torch.zeros_like(hidden) if hidden.requires_grad else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None
         grad_bias = torch.zeros_like(bias, dtype=torch.float32) if bias is not None and bias.requires_grad else None
-        ce_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        kd_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        terms = torch.zeros(n_terms, dtype=torch.float32, device=hidden.device)
         for start in range(0, n, chunk_size):
             end = min(start + chunk_size, n)
             h = hidden[start:end]
-            rows = _teacher_rows(teacher, start, end, settings.vocab_size)
-            ce, kd, g = _chunk(head.project(h), head, targets[start:end], rows, settings)
-            ce_sum += ce
-            kd_sum += kd
+            chunk_total, chunk_terms, g = chunk_loss(start, end, head.project(h))
+            total += chunk_total
+            terms += chunk_terms
             g = g.to(weight.dtype)
             if grad_hidden is not None:
                 grad_hidden[start:end] = g @ weight
@@ -178,20 +185,28 @@ class _FusedLinearLoss(torch.autograd.Function):
                 grad_bias += g.float().sum(0)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
-        ctx.mark_non_differentiable(ce_sum, kd_sum)
-        total = settings.weights.ce * ce_sum + settings.weights.kd * kd_sum
-        return total, ce_sum, kd_sum
+        ctx.mark_non_differentiable(terms)
+        return total, terms
 
     @staticmethod
-    def backward(ctx, grad_total, _grad_ce, _grad_kd):
+    def backward(ctx, grad_total, _grad_terms):
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         weight_dtype, bias_dtype = ctx.dtypes
         return (
             None if grad_hidden is None else grad_hidden * grad_total.to(grad_hidden.dtype),
             None if grad_weight is None else (grad_weight * grad_total).to(weight_dtype),
             None if grad_bias is None else (grad_bias * grad_total).to(bias_dtype),
-            None, None, None, None, None,
+            None, None, None, None,
         )
+
+
+def chunked_head_loss(hidden: torch.Tensor, head: LMHead, chunk_loss: ChunkLoss, n_terms: int, chunk_size: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(total, terms (n_terms,)) of `chunk_loss` summed over chunks of `hidden` (N, H); only `total` carries
+    gradients (to `hidden`, `head.weight`, `head.bias`)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    return _ChunkedHeadLoss.apply(hidden, head.weight, head.bias, head, chunk_loss, n_terms, chunk_size)
 
 
 def auto_chunk_size(vocab_size: int, elements: int = 1 << 24) -> int:
@@ -206,18 +221,23 @@ def fused_linear_loss(hidden: torch.Tensor, head: LMHead, targets: torch.Tensor,
     """(total, Σ CE, Σ divergence) over N tokens: hidden (N, H) of valid positions, targets (N,), teacher rows
     aligned with them. Only `total` carries gradients (to `hidden`, `head.weight`, `head.bias`). `chunk_size`
     None: `auto_chunk_size` of the vocabulary."""
-    if chunk_size is None:
-        chunk_size = auto_chunk_size(settings.vocab_size)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    return _FusedLinearLoss.apply(hidden, head.weight, head.bias, head, targets, teacher, settings, chunk_size)
+    w = settings.weights
+
+    def chunk_loss(start: int, end: int, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rows = teacher_rows(teacher, start, end, settings.vocab_size)
+        ce, kd, grad = _chunk(raw, head, targets[start:end], rows, settings)
+        return w.ce * ce + w.kd * kd, torch.stack([ce, kd]), grad
+
+    total, terms = chunked_head_loss(hidden, head, chunk_loss, 2,
+                                     chunk_size if chunk_size is not None else auto_chunk_size(settings.vocab_size))
+    return total, terms[0], terms[1]
 
 
 def reference_linear_loss(hidden: torch.Tensor, head: LMHead, targets: torch.Tensor, teacher: Teacher,
                           settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The plain twin of `fused_linear_loss`: full logits, ordinary autograd."""
     logits = head.logits(hidden)[:, : settings.vocab_size]
-    return weighted_loss(logits, targets, _teacher_rows(teacher, 0, hidden.shape[0], settings.vocab_size), settings)
+    return weighted_loss(logits, targets, teacher_rows(teacher, 0, hidden.shape[0], settings.vocab_size), settings)
 
 
 def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_rows: torch.Tensor | TopKSignal | None,

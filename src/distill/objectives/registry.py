@@ -13,13 +13,27 @@ from transformers import PreTrainedModel
 
 from distill.errors import DataError
 from distill.objectives.offpolicy import OffPolicyObjective
+from distill.objectives.reweighted import ReweightedObjective
 from distill.recipe import OffPolicyConfig
-from distill.recipe.objective import SeqKDConfig
+from distill.recipe.objective import GKDConfig, HPDConfig, OnPolicyConfig, SeqKDConfig
 
 # (student, objective section, tokenizer size, whether a teacher signal will come) -> the objective module
 ObjectiveFactory = Callable[[PreTrainedModel, object, int, bool], nn.Module]
-# seqkd is the off-policy loss on teacher-written completions: the data, not the math, differs
-OBJECTIVES: dict[type, ObjectiveFactory] = {OffPolicyConfig: OffPolicyObjective, SeqKDConfig: OffPolicyObjective}
+
+
+def _onpolicy(student: PreTrainedModel, cfg: OnPolicyConfig, vocab_size: int, with_teacher: bool) -> nn.Module:
+    """`estimator: full` is the divergence at every position (the off-policy loss on the student's own text);
+    `sampled` the log-ratio at the sampled token."""
+    if cfg.estimator == "full":
+        return OffPolicyObjective(student, cfg, vocab_size, with_teacher)
+    return ReweightedObjective(student, cfg, vocab_size, with_teacher)
+
+
+# seqkd and gkd are the off-policy loss on other tokens (teacher-written; a λ-mix with the student's): the batch
+# source, not the math, differs
+OBJECTIVES: dict[type, ObjectiveFactory] = {OffPolicyConfig: OffPolicyObjective, SeqKDConfig: OffPolicyObjective,
+                                            GKDConfig: OffPolicyObjective, OnPolicyConfig: _onpolicy,
+                                            HPDConfig: ReweightedObjective}
 
 
 def check_data_for(cfg: object, data_format: str) -> None:

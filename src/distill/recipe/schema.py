@@ -9,7 +9,7 @@ from distill.errors import RecipeError
 from distill.recipe.base import FieldProblem, Section
 from distill.recipe.data import DataConfig
 from distill.recipe.generate import GenerateConfig
-from distill.recipe.objective import DEFAULT_OBJECTIVE, OBJECTIVE_SECTION
+from distill.recipe.objective import DEFAULT_OBJECTIVE, OBJECTIVE_SECTION, OnPolicySection
 from distill.recipe.student import StudentConfig
 from distill.recipe.teacher import TeacherConfig
 from distill.recipe.training import TrainingConfig
@@ -48,10 +48,28 @@ class Recipe(Section):
                                f"report log-probs at (it is {self.capture_temperature:g}{given}); set "
                                "teacher.capture_temperature: 1, and train with objective.temperature: 1 or "
                                "objective.topk_mode: renormalize")
+        problem = self._onpolicy_teacher_problem()
+        if problem:
+            raise FieldProblem("teacher", problem)
         if self.tokenizer_source is None:
             raise FieldProblem("tokenizer", "required when the student is built from `config` and there is no "
                                "teacher.model")
         return self
+
+    def _onpolicy_teacher_problem(self) -> str | None:
+        """An on-policy kind needs the teacher's signal on tokens the student writes during training, which a cache
+        (built before training, on the data's tokens) cannot hold; `hpd` and the sampled estimator need it at tokens
+        the student draws, which only a whole distribution holds."""
+        o, t = self.objective, self.teacher
+        if not isinstance(o, OnPolicySection) or t is None or (t.cache is None and t.api is None) or o.alpha >= 1:
+            return None
+        dense = o.draws_per_position or getattr(o, "estimator", "full") == "sampled"
+        if o.lmbda > 0 or dense:
+            why = ("the teacher's whole distribution at tokens the student draws" if dense
+                   else "the teacher's signal on the student's own completions, written during training")
+            return (f"objective.kind: {o.kind} needs {why}; a cache or an API harvest holds top-k log-probs of the "
+                    "data's tokens only. Use a live teacher.model" + ("" if dense else " (or lmbda: 0)"))
+        return None
 
     def tokenizer_options(self) -> tuple[str, str | None, bool]:
         """(source, revision, trust_remote_code) of the shared tokenizer: the model it comes from decides the

@@ -2,12 +2,14 @@
 
     micro_batches(step) -> list[Batch]        this process's micro-batches of optimizer step `step`
     state_dict() / load_state_dict(state)     what a checkpoint must hold to continue exactly
+    logged: tuple[str, ...]                   names of the sums each batch reports in `Batch.logged` for the logs
 
 The loop counts the valid targets of the batches a source actually formed and sums that count over processes (one
 all-reduce), so a source that makes sequences at run time — student samples, teacher generations — is normalised
 exactly like the fixed data set: one division by the global count, whatever the lengths turned out to be.
 
-Today's source is the seeded data-set plan. A checkpoint keeps the main process's `state_dict`, so it must be the
+The sources: the seeded data-set plan (here) and the on-policy source that has the student complete a share of its
+rows (`training/student_samples.py`). A checkpoint keeps the main process's `state_dict`, so it must be the
 same on every process; what differs per process (the random state a sampling source draws from) lives in the
 process RNG, which every checkpoint saves per process.
 """
@@ -22,6 +24,8 @@ from distill.errors import CheckpointError
 
 
 class BatchSource(Protocol):
+    logged: tuple[str, ...]
+
     def micro_batches(self, step: int) -> list[Batch]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
@@ -35,6 +39,7 @@ class DatasetBatches:
     indices (a teacher cache is keyed by them)."""
 
     kind = "dataset_plan"
+    logged: tuple[str, ...] = ()
 
     def __init__(self, data: TokenizedData, plan: BatchPlan, process_index: int, pad_id: int):
         self.data, self.plan, self.rank, self.pad_id = data, plan, process_index, pad_id

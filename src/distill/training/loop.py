@@ -153,7 +153,8 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
                 extra = signal_sums(signal)
                 assert not (set(pieces.terms) | set(extra)) & RESERVED and not set(pieces.terms) & set(extra), \
                     f"term names {sorted(pieces.terms)} + {sorted(extra)} collide with each other or with {RESERVED}"
-                for name, value in {"loss": pieces.total.detach(), **pieces.terms, **extra,
+                reported = {n: torch.tensor(batch.logged.get(n, 0.0), device=device) for n in batches.logged}
+                for name, value in {"loss": pieces.total.detach(), **pieces.terms, **extra, **reported,
                                     TOKENS: torch.tensor(batch.n_tokens(), device=device)}.items():
                     sums[name] = sums.get(name, 0.0) + value.double()
             names = list(sums)

@@ -14,6 +14,8 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distill.data.dataset import BatchPlan, TokenizedData, tokenize_data
+from distill.generation.engine import Engine
+from distill.generation.sampling import SamplingParams
 from distill.losses.lm_head import check_head
 from distill.models import (
     build_student,
@@ -26,11 +28,13 @@ from distill.models import (
 )
 from distill.objectives.registry import check_data_for
 from distill.recipe import Recipe
+from distill.recipe.objective import OnPolicySection
 from distill.teachers.cache.for_recipe import check_cache_for
 from distill.teachers.cache.source import CachedTeacher
 from distill.teachers.cache.store import TeacherCache
 from distill.teachers.source import LiveTeacher, TeacherSource
 from distill.training.batches import DatasetBatches
+from distill.training.student_samples import StudentSamples
 
 
 @dataclass
@@ -39,7 +43,7 @@ class RunParts:
     data: TokenizedData
     student: PreTrainedModel
     teacher: TeacherSource | None  # None: cross-entropy only (alpha = 1)
-    batches: DatasetBatches
+    batches: DatasetBatches  # or StudentSamples, the on-policy kinds' source
 
     @property
     def vocab_size(self) -> int:
@@ -58,9 +62,13 @@ def build_parts(recipe: Recipe, accelerator: Accelerator) -> RunParts:
         student = build_student(recipe, tokenizer, teacher)
         data = tokenize_data(recipe.data, tokenizer)
     check_data_for(recipe.objective, data.format)
+    objective = recipe.objective
+    # an on-policy row is its prompt (≤ max_length) and up to max_new_tokens the student writes
+    longest = recipe.data.max_length + (objective.rollout.max_new_tokens if isinstance(objective, OnPolicySection)
+                                        else 0)
     for field, model in (("student", student), ("teacher.model", teacher)):
         if model is not None:
-            check_context_length(field, model.config, recipe.data.max_length)
+            check_context_length(field, model.config, longest)
     cache = None
     if from_cache:  # refused unless built for this tokenizer, data, k, temperature and teacher
         cache = TeacherCache.open(t.cache)
@@ -92,5 +100,18 @@ def build_parts(recipe: Recipe, accelerator: Accelerator) -> RunParts:
         source = CachedTeacher(cache, accelerator.device, name=t.cache)
     elif teacher is not None:
         source = LiveTeacher.for_implementation(teacher, vocab_size, recipe.objective.implementation)
-    batches = DatasetBatches(data, plan, accelerator.process_index, tokenizer.pad_token_id)
+    batches = _batch_source(recipe, data, plan, accelerator.process_index, tokenizer, student)
     return RunParts(tokenizer, data, student, source, batches)
+
+
+def _batch_source(recipe: Recipe, data: TokenizedData, plan: BatchPlan, rank: int, tokenizer, student
+                  ) -> DatasetBatches:
+    """The data-set plan, or for an on-policy kind the plan with λ of its rows completed by the student."""
+    cfg = recipe.objective
+    if not isinstance(cfg, OnPolicySection):
+        return DatasetBatches(data, plan, rank, tokenizer.pad_token_id)
+    r = cfg.rollout
+    params = SamplingParams(temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens)
+    engine = Engine(student, tokenizer, max_batch_size=recipe.training.micro_batch_size)
+    return StudentSamples(data, plan, rank, tokenizer.pad_token_id, engine=engine, lmbda=cfg.lmbda, params=params,
+                          seed=recipe.seed, with_draws=cfg.draws_per_position)
