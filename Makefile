@@ -63,6 +63,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/cache.py
 	$(BIN)/python bench/generate.py --threads 1
 	$(BIN)/python bench/serve.py --threads 1
+	$(BIN)/python bench/onpolicy.py --threads 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

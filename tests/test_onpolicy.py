@@ -354,16 +354,16 @@ def test_gkd_at_lambda_zero_trains_exactly_like_offpolicy(tmp_path, pc_data, tin
 def test_kill_9_in_an_on_policy_run_then_resume_gives_bitwise_the_same_student(tmp_path, pc_data,
                                                                                tiny_teacher_dir):
     recipe = _recipe(pc_data, tmp_path / "killed", {"kind": "gkd", "lmbda": 0.5, "rollout": {"max_new_tokens": 10}},
-                     max_steps=40, save_every=10, log_every=1)
+                     max_steps=24, save_every=8, log_every=1)
     path = write_recipe(tmp_path / "r.yaml", recipe)
     straight = run_cli("train", str(path), "--set", f"training.output_dir={tmp_path / 'straight'}")
     assert straight.returncode == 0, straight.stderr
 
     metrics = tmp_path / "killed" / "metrics.jsonl"
 
-    def past_a_checkpoint() -> bool:  # past the checkpoint at 10 or 20, before the end
+    def past_a_checkpoint() -> bool:  # past the checkpoint at 8 or 16, before the next one
         lines = metrics.read_text().splitlines() if metrics.exists() else []
-        return bool(lines) and json.loads(lines[-1])["step"] in (13, 14, 15, 16, 23, 24, 25, 26)
+        return bool(lines) and json.loads(lines[-1])["step"] in (10, 11, 12, 13, 18, 19, 20, 21)
 
     kill_9_when(past_a_checkpoint, "train", str(path))
     assert not (tmp_path / "killed" / "student").exists()
