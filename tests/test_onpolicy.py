@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from conftest import accelerate_launch, base_recipe, kill_9_when, run_cli, write_recipe
-from distill.data.batch import Batch
 from distill.data.formatting import IGNORE_INDEX, Example
 from distill.generation.engine import Engine
 from distill.generation.sampling import SamplingParams
@@ -231,7 +230,7 @@ def _source(teacher, tokenizer, lmbda: float, *, rank: int = 0, world: int = 1, 
 def test_the_student_writes_an_evenly_spread_share_lambda_of_the_rows(teacher, tiny_tokenizer):
     for lmbda, share in [(0.0, 0), (0.5, 3), (1 / 3, 2), (1.0, 6)]:
         assert sum(is_student_row(g, Fraction(lmbda).limit_denominator(1 << 20)) for g in range(6)) == share
-    source, student = _source(teacher, tiny_tokenizer, 0.5)
+    source, _ = _source(teacher, tiny_tokenizer, 0.5)
     batches = source.micro_batches(0)
     data_rows = source.plan.step_indices(0)
     rows = [(b, r) for b in range(2) for r in range(3)]
@@ -423,3 +422,37 @@ def test_on_policy_kinds_refuse_text_data(tmp_path, text_data, tiny_teacher_dir)
     recipe["objective"].pop("alpha")
     result = run_cli("train", str(write_recipe(tmp_path / "t.yaml", recipe)))
     assert result.returncode == 2 and "gkd" in result.stderr and "text" in result.stderr
+
+
+# ------------------------------------------------------------------------------------ an API teacher, scored live
+def test_an_api_teacher_scores_the_students_completions_live(tmp_path, pc_data, teacher, tiny_tokenizer,
+                                                              tiny_teacher_dir):
+    """The live API source gives, row by row, the top-k of the teacher's own logits on the student's text; and a
+    whole gkd run (λ = 1) trains from it, the server asked once per sequence."""
+    from distill.recipe.api import ApiConfig
+    from distill.teachers.api.live import ApiTeacher
+    from harvest_server import MODEL, ScoringServer
+
+    server = ScoringServer(tiny_teacher_dir)
+    source, _ = _source(teacher, tiny_tokenizer, 1.0)
+    batch = source.micro_batches(0)[0]
+    _, mask = batch.targets()
+    logits = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1][mask]
+    expected = TopKSignal.from_logits(logits[:, :len(tiny_tokenizer)], 6)  # padded embedding rows are no tokens
+    with server.running() as url:
+        api = ApiTeacher(ApiConfig(base_url=url, model=MODEL), tiny_tokenizer, 6)
+        got = api.signal(batch)
+        api.close()
+        assert torch.equal(got.ids, expected.ids)
+        assert torch.allclose(got.logprobs, expected.logprobs, atol=1e-4)
+
+        recipe = _recipe(pc_data, tmp_path / "api", {"kind": "gkd", "lmbda": 1.0, "rollout": {"max_new_tokens": 6}},
+                         max_steps=2, save_every=2)
+        recipe["teacher"] = {"api": {"base_url": url, "model": MODEL}, "top_k": 6}
+        recipe["student"] = {"model": str(tiny_teacher_dir)}
+        scored_before = sum(server.prompts.values())
+        result = run_cli("train", str(write_recipe(tmp_path / "api.yaml", recipe)))
+    assert result.returncode == 0, result.stderr
+    rows = read_metrics(tmp_path / "api")
+    assert [m["student_share"] for m in rows] == [1.0, 1.0] and all(m["teacher_mass"] < 1 for m in rows)
+    assert sum(server.prompts.values()) - scored_before == 2 * 4  # steps × batch_size sequences, each once

@@ -57,19 +57,32 @@ class Recipe(Section):
         return self
 
     def _onpolicy_teacher_problem(self) -> str | None:
-        """An on-policy kind needs the teacher's signal on tokens the student writes during training, which a cache
-        (built before training, on the data's tokens) cannot hold; `hpd` and the sampled estimator need it at tokens
-        the student draws, which only a whole distribution holds."""
+        """An on-policy kind needs the teacher's signal on tokens the student writes during training: a cache (built
+        before training, on the data's tokens) cannot hold it, an API teacher scores them live. `hpd` and the
+        sampled estimator need the teacher's probability of tokens the student draws, which only a whole
+        distribution (a live teacher.model) holds."""
         o, t = self.objective, self.teacher
         if not isinstance(o, OnPolicySection) or t is None or (t.cache is None and t.api is None) or o.alpha >= 1:
             return None
-        dense = o.draws_per_position or getattr(o, "estimator", "full") == "sampled"
-        if o.lmbda > 0 or dense:
-            why = ("the teacher's whole distribution at tokens the student draws" if dense
-                   else "the teacher's signal on the student's own completions, written during training")
-            return (f"objective.kind: {o.kind} needs {why}; a cache or an API harvest holds top-k log-probs of the "
-                    "data's tokens only. Use a live teacher.model" + ("" if dense else " (or lmbda: 0)"))
+        if o.draws_per_position or getattr(o, "estimator", "full") == "sampled":
+            return (f"objective.kind: {o.kind} needs the teacher's whole distribution at tokens the student draws; a "
+                    "cache or an API gives top-k log-probs only. Use a live teacher.model")
+        if o.lmbda > 0 and t.cache is not None:
+            return (f"objective.kind: {o.kind} with lmbda > 0 needs the teacher's signal on the student's own "
+                    "completions, written during training; a cache holds the data's tokens only. Use a live "
+                    "teacher.model, or teacher.api without a cache (scored live), or lmbda: 0")
+        if o.lmbda > 0 and o.topk_mode == "tail" and o.temperature != 1.0:
+            return (f"objective.temperature is {o.temperature:g}, but an API teacher's log-probs are at temperature 1 "
+                    "and the tail bucket cannot be re-tempered; use objective.temperature: 1 or topk_mode: "
+                    "renormalize")
         return None
+
+    @property
+    def scores_api_live(self) -> bool:
+        """Training asks the API teacher to score each batch: an on-policy kind whose student writes (λ > 0)."""
+        t, o = self.teacher, self.objective
+        return (t is not None and t.api is not None and t.cache is None and isinstance(o, OnPolicySection)
+                and o.lmbda > 0 and o.alpha < 1.0)
 
     def tokenizer_options(self) -> tuple[str, str | None, bool]:
         """(source, revision, trust_remote_code) of the shared tokenizer: the model it comes from decides the
@@ -86,12 +99,14 @@ class Recipe(Section):
     def teacher_cache(self) -> str | None:
         """The cache training reads the teacher's signal from: teacher.cache, unless alpha = 1 needs no teacher.
 
-        Training never calls an API teacher (a request per micro-batch, its failures mid-step, a signal that cannot
-        be reproduced on resume): it reads what `distill cache` harvested. So an API teacher without a cache raises
-        `RecipeError` here, where training asks where its signal comes from, before any work — not in the validator,
-        since `distill cache RECIPE --out DIR` harvests from that same recipe."""
+        Off-policy training never calls an API teacher (a request per micro-batch, its failures mid-step, a signal
+        that cannot be reproduced on resume): it reads what `distill cache` harvested. Only on-policy kinds, whose
+        student writes text no cache can hold, have it score each batch live (`scores_api_live`). Otherwise an API
+        teacher without a cache raises `RecipeError` here, where training asks where its signal comes from, before
+        any work — not in the validator, since `distill cache RECIPE --out DIR` harvests from that same recipe."""
         t = self.teacher
-        if t is not None and t.api is not None and t.cache is None and self.objective.alpha < 1.0:
+        if t is not None and t.api is not None and t.cache is None and self.objective.alpha < 1.0 \
+                and not self.scores_api_live:
             raise RecipeError("teacher.cache: training reads an API teacher's signal from a cache, never the API; "
                               "harvest it first with `distill cache RECIPE --out DIR`, then set teacher.cache: DIR")
         return t.cache if t is not None and t.cache is not None and self.objective.alpha < 1.0 else None

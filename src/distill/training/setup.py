@@ -29,6 +29,7 @@ from distill.models import (
 from distill.objectives.registry import check_data_for
 from distill.recipe import Recipe
 from distill.recipe.objective import OnPolicySection
+from distill.teachers.api.live import ApiTeacher
 from distill.teachers.cache.for_recipe import check_cache_for
 from distill.teachers.cache.source import CachedTeacher
 from distill.teachers.cache.store import TeacherCache
@@ -100,6 +101,8 @@ def build_parts(recipe: Recipe, accelerator: Accelerator) -> RunParts:
         source = CachedTeacher(cache, accelerator.device, name=t.cache)
     elif teacher is not None:
         source = LiveTeacher.for_implementation(teacher, vocab_size, recipe.objective.implementation)
+    elif recipe.scores_api_live:  # the student's completions exist only now: the API scores each batch
+        source = ApiTeacher(t.api, tokenizer, t.top_k)
     batches = _batch_source(recipe, data, plan, accelerator.process_index, tokenizer, student)
     return RunParts(tokenizer, data, student, source, batches)
 
