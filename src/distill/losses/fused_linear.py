@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from distill.losses.cross_entropy import cross_entropy_sum
-from distill.losses.divergences import LOG_FLOOR, DivergenceSpec, kl, on_support
+from distill.losses.divergences import LOG_FLOOR, DivergenceSpec, kl, log_mixture, on_support
 from distill.losses.lm_head import LMHead
 from distill.losses.signals import TeacherHidden, TeacherSignal, TopKSignal
 from distill.losses.support import TopKMode, support, topk_teacher_logp
@@ -44,7 +44,7 @@ class LossSettings:
     weights: LossWeights
     vocab_size: int  # logits are cut to the tokenizer's size (padded embedding rows are not tokens)
     topk_mode: TopKMode = "tail"
-    closed_form: bool = True  # forward KL: gradient in closed form (see _forward_kl_chunk), dense or top-k teacher
+    closed_form: bool = True  # gradient in closed form where one exists (see _has_closed_form), else autograd
 
 
 def teacher_rows(teacher: Teacher, start: int, end: int, vocab: int) -> torch.Tensor | TopKSignal | None:
@@ -68,9 +68,10 @@ def loss_from_logits(logits: torch.Tensor, targets: torch.Tensor, teacher_rows: 
     return ce, on_support(log_p, log_q, settings.spec).sum()
 
 
-def _forward_kl_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher: torch.Tensor | TopKSignal | None,
+def _closed_form_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher: torch.Tensor | TopKSignal | None,
                       settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(Σ CE, Σ KL(P_T ‖ Q_T), ∂total/∂logits) for forward KL, in closed form and in place:
+    """(Σ CE, Σ D(P_T ‖ Q_T), ∂total/∂logits) in closed form and in place, for forward KL (below), and for reverse
+    KL and JSD(β) with a dense teacher (`_dense_closed_form`):
 
         ∂/∂z [w_ce · CE] = w_ce · (softmax(z) − onehot(target))
         ∂/∂z [w_kd · KL(P_T ‖ softmax(z / T))] = (w_kd / T) · (softmax(z / T) − P_T)
@@ -95,11 +96,37 @@ def _forward_kl_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher: torc
             return ce, kd, grad
         log_p = teacher.float() / temperature
         log_p -= torch.logsumexp(log_p, dim=-1, keepdim=True)
+        if not _is_forward_kl(settings.spec):
+            kd, grad_kd = _dense_closed_form(log_p, log_q, settings.spec)
+            grad.add_(grad_kd, alpha=w.kd / temperature)
+            return ce, kd, grad
         p = log_p.exp()
         # the same floor as divergences.kl: tokens the teacher rules out (−inf logits) contribute 0, not NaN
         kd = (p * (log_p.clamp_(min=LOG_FLOOR) - log_q.clamp(min=LOG_FLOOR))).sum()
         grad.add_(log_q.exp_().sub_(p), alpha=w.kd / temperature)
     return ce, kd, grad
+
+
+def _dense_closed_form(log_p: torch.Tensor, log_q: torch.Tensor, spec: DivergenceSpec
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ D, ∂D/∂s) for a dense teacher, s = z / T, for the on-policy divergences (`CLOSED_FORM` kinds):
+
+        reverse KL:  ∂/∂s_v KL(Q ‖ P) = q_v · (log q_v − log p_v − KL(Q ‖ P))
+        JSD(β), M = βP + (1 − β)Q:  ∂/∂s_v = (1 − β) · q_v · (log q_v − log m_v − KL(Q ‖ M))   (÷ β(1 − β) when
+        normalized)
+
+    (∂JSD/∂q_v = (1 − β)(log q_v − log m_v): the terms through M cancel.) The value is the library's own
+    (`on_support`); log p is floored as there, so a token the teacher rules out costs q_v·|LOG_FLOOR|, finite."""
+    kd = on_support(log_p, log_q, spec).sum()
+    q = log_q.exp()
+    if spec.kind == "reverse_kl" or (spec.kind == "jsd" and spec.beta == 1.0):
+        ratio = log_q - log_p.clamp(min=LOG_FLOOR)
+        scale = 1.0
+    else:  # jsd with β < 1 (β = 0 is forward KL, routed before)
+        ratio = log_q - log_mixture(log_p, log_q, spec.beta)
+        scale = (1.0 - spec.beta) / (spec.beta * (1.0 - spec.beta) if spec.normalized else 1.0)
+    centred = ratio - (q * ratio).sum(-1, keepdim=True)
+    return kd, centred.mul_(q).mul_(scale)
 
 
 def _topk_forward_kl(log_q: torch.Tensor, teacher: TopKSignal, settings: LossSettings
@@ -129,13 +156,24 @@ def _topk_forward_kl(log_q: torch.Tensor, teacher: TopKSignal, settings: LossSet
     return kd, grad.scatter_(-1, ids, q_top.exp() - p[:, :-1])
 
 
+def _is_forward_kl(spec: DivergenceSpec) -> bool:
+    return spec.kind == "forward_kl" or (spec.kind == "jsd" and spec.beta == 0.0)
+
+
+def _has_closed_form(spec: DivergenceSpec, rows: torch.Tensor | TopKSignal | None) -> bool:
+    """Forward KL for any teacher; reverse KL and JSD(β) for a dense one (the on-policy divergences)."""
+    if _is_forward_kl(spec):
+        return True
+    return spec.kind in ("reverse_kl", "jsd") and not isinstance(rows, TopKSignal)
+
+
 def _chunk(raw: torch.Tensor, head: LMHead, targets: torch.Tensor, rows: torch.Tensor | TopKSignal | None,
            settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Σ CE, Σ divergence, ∂total/∂raw) for one chunk of raw projections (chunk, V_model)."""
     vocab = settings.vocab_size
-    closed = settings.closed_form and settings.spec.kind == "forward_kl"
+    closed = settings.closed_form and _has_closed_form(settings.spec, rows)
     if closed and head.scale == 1.0 and head.softcap is None and raw.dtype == torch.float32:
-        ce, kd, grad_logits = _forward_kl_chunk(raw[:, :vocab], targets, rows, settings)
+        ce, kd, grad_logits = _closed_form_chunk(raw[:, :vocab], targets, rows, settings)
         if vocab == raw.shape[1]:
             return ce, kd, grad_logits
         grad = torch.zeros_like(raw)
@@ -145,7 +183,7 @@ def _chunk(raw: torch.Tensor, head: LMHead, targets: torch.Tensor, rows: torch.T
     with torch.enable_grad():
         logits = head.finish(raw)[:, :vocab]
         if closed:  # a closed-form gradient for the logits, then back through scale / soft-cap
-            ce, kd, grad_logits = _forward_kl_chunk(logits.detach(), targets, rows, settings)
+            ce, kd, grad_logits = _closed_form_chunk(logits.detach(), targets, rows, settings)
             (grad,) = torch.autograd.grad(logits, raw, grad_logits)
             return ce, kd, grad
         ce, kd = loss_from_logits(logits, targets, rows, settings)
