@@ -162,14 +162,25 @@ def test_streamed_pieces_add_up_to_the_text(model_and_tokenizer):
     assert max(sum(1 for p in row if p) for row in pieces.values()) > 3
 
 
-def test_the_fast_sampler_chooses_what_the_full_sort_chooses():
-    """`choose_tokens` sorts only each row's most likely tokens; `choose_tokens_reference` sorts all of them. Peaked
-    rows stay on the fast path, flat ones (and draws past the candidates) take the slow one: the same tokens."""
-    from distill.generation.sampling import CANDIDATES, choose_tokens_reference
+def test_the_fast_sampler_chooses_what_the_full_sort_chooses(monkeypatch):
+    """`choose_tokens` sorts only each row's most likely tokens, tier by tier; `choose_tokens_reference` sorts all of
+    them. Peaked rows settle in the first tier, flatter ones in the second, the flattest (and draws past the
+    candidates) take the full sort: the same tokens, and every path taken."""
+    from distill.losses import choice
 
+    settled_at: list[int] = []
+    among = choice._among_candidates
+
+    def counting(scaled, log_total, top_p, uniforms, k):
+        picked, settled = among(scaled, log_total, top_p, uniforms, k)
+        settled_at.extend([k] * int(settled.sum()))
+        return picked, settled
+
+    monkeypatch.setattr(choice, "_among_candidates", counting)
     generator = torch.Generator().manual_seed(0)
-    rows, vocab = 64, 4 * CANDIDATES + 37
-    for scale in (0.3, 2.0, 8.0):
+    rows, vocab = 64, 2 * choice.CANDIDATE_TIERS[-1] + 37
+    full_sorts = 0
+    for scale in (0.05, 0.3, 2.0, 8.0):
         logits = torch.randn(rows, vocab, generator=generator) * scale
         uniforms = torch.rand(rows, dtype=torch.float64, generator=generator)
         uniforms[:4] = torch.tensor([0.0, 1 - 1e-12, 0.999, 0.5], dtype=torch.float64)
@@ -177,5 +188,8 @@ def test_the_fast_sampler_chooses_what_the_full_sort_chooses():
         temperature[::7] = 0
         top_p = torch.where(torch.rand(rows, generator=generator) < 0.5, torch.ones(rows),
                             torch.rand(rows, generator=generator))
-        assert torch.equal(choose_tokens(logits, temperature, top_p, uniforms),
-                           choose_tokens_reference(logits, temperature, top_p, uniforms))
+        before = len(settled_at)
+        assert torch.equal(choice.choose_tokens(logits, temperature, top_p, uniforms),
+                           choice.choose_tokens_reference(logits, temperature, top_p, uniforms))
+        full_sorts += int((temperature > 0).sum()) - (len(settled_at) - before)
+    assert set(settled_at) == set(choice.CANDIDATE_TIERS) and full_sorts > 0
