@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install demo demo-reasoning test test-slow bench lint clean browser
+.PHONY: help install demo demo-reasoning test test-slow bench exposure lint clean browser
 
 help:
 	@echo "make demo       install into .venv and distil SmolLM2-135M-Instruct offline; report in runs/demo/"
@@ -19,6 +19,7 @@ help:
 	@echo "make test       install into .venv and run the test suite (slow tests excluded)"
 	@echo "make test-slow  run the slow tests too"
 	@echo "make bench      install the offline SmolLM2 teacher and run the benchmarks (JSON lines; slow)"
+	@echo "make exposure   the exposure-bias experiment (~30 min): table in runs/exposure/exposure.md"
 	@echo "make lint       ruff"
 
 $(BIN)/python:
@@ -64,6 +65,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/generate.py --threads 1
 	$(BIN)/python bench/serve.py --threads 1
 	$(BIN)/python bench/onpolicy.py --threads 1
+
+# off-policy forward KL, GKD, on-policy reverse KL, HPD and SFT at equal steps and equal wall time, 3 seeds
+exposure: $(STAMP)
+	$(BIN)/python bench/exposure.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
