@@ -113,3 +113,16 @@ def accelerate_launch(n: int, *args: str, port: int = 29531) -> subprocess.Compl
          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "distill", *args],
         capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, "MASTER_PORT": str(port)},
     )
+
+
+def max_weight_difference(run_a: Path, run_b: Path) -> float:
+    """The largest absolute difference between two runs' final students (0.0: bitwise the same weights); the two
+    must hold the same tensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    a = load_file(run_a / "student" / "model.safetensors")
+    b = load_file(run_b / "student" / "model.safetensors")
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    return max(float((a[k].double() - b[k].double()).abs().max()) if not torch.equal(a[k], b[k]) else 0.0
+               for k in a)

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from conftest import accelerate_launch, base_recipe, kill_9_when, run_cli, write_recipe
+from conftest import accelerate_launch, base_recipe, kill_9_when, max_weight_difference, run_cli, write_recipe
 from distill.data.formatting import IGNORE_INDEX, Example
 from distill.generation.engine import Engine
 from distill.generation.sampling import SamplingParams
@@ -345,9 +344,7 @@ def test_gkd_at_lambda_zero_trains_exactly_like_offpolicy(tmp_path, pc_data, tin
         assert result.returncode == 0, result.stderr
     losses = [[(m["loss"], m["kd"]) for m in read_metrics(tmp_path / name)] for name in ("off", "gkd")]
     assert losses[0] == losses[1]
-    a = load_file(tmp_path / "off" / "student" / "model.safetensors")
-    b = load_file(tmp_path / "gkd" / "student" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert max_weight_difference(tmp_path / "off", tmp_path / "gkd") == 0.0
 
 
 def test_kill_9_in_an_on_policy_run_then_resume_gives_bitwise_the_same_student(tmp_path, pc_data,
@@ -369,9 +366,7 @@ def test_kill_9_in_an_on_policy_run_then_resume_gives_bitwise_the_same_student(t
     resumed = run_cli("train", str(path), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stdout
-    a = load_file(tmp_path / "straight" / "student" / "model.safetensors")
-    b = load_file(tmp_path / "killed" / "student" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed on-policy run differs from the uninterrupted one"
+    assert max_weight_difference(tmp_path / "straight", tmp_path / "killed") == 0.0, "resumed ≠ uninterrupted"
     assert [m["loss"] for m in read_metrics(tmp_path / "killed")] == [m["loss"] for m in
                                                                       read_metrics(tmp_path / "straight")]
     assert read_metrics(tmp_path / "killed")[-1]["student_share"] > 0
@@ -387,9 +382,7 @@ def test_two_processes_follow_the_one_process_on_policy_trajectory(tmp_path, pc_
     rows_one, rows_two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     assert [m["targets"] for m in rows_one] == [m["targets"] for m in rows_two]  # the same sampled lengths
     assert [m["loss"] for m in rows_two] == pytest.approx([m["loss"] for m in rows_one], rel=1e-5, abs=1e-6)
-    a = load_file(tmp_path / "one" / "student" / "model.safetensors")
-    b = load_file(tmp_path / "two" / "student" / "model.safetensors")
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert max_weight_difference(tmp_path / "one", tmp_path / "two") < 1e-5
 
 
 # ------------------------------------------------------------------------------------------------ recipe checks
