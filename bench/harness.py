@@ -62,6 +62,15 @@ def emit(record: dict[str, Any]) -> None:
     print(json.dumps(record), flush=True)
 
 
+def emit_summary(summary: dict[str, Any], results: dict[str, list[dict[str, Any]]]) -> None:
+    """Print the summary line last, with the distill source digests every run saw (one digest: no run measured other
+    code) and the provenance."""
+    digests = sorted({r["src_digest"] for rs in results.values() for r in rs})
+    summary["src_digests"], summary["same_src_in_all_runs"] = digests, len(digests) == 1
+    summary["provenance"] = provenance()
+    emit(summary)
+
+
 def run_worker(script: Path, contender: str, args: Sequence[str], timeout: float = 3600) -> dict[str, Any]:
     """Run `script --worker CONTENDER ARGS` in a fresh process; its last stdout line is its JSON result."""
     proc = subprocess.run([sys.executable, str(script), "--worker", contender, *args], capture_output=True,

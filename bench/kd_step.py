@@ -288,10 +288,7 @@ def main() -> None:
     summary["goals"] = {text: {"value": summary[name], "target": target,
                                "met": summary[name] >= target if name == "tps_vs_trl" else summary[name] <= target}
                         for text, (name, target) in goals.items() if name in summary}
-    digests = sorted({r["src_digest"] for rs in results.values() for r in rs})
-    summary["src_digests"], summary["same_src_in_all_runs"] = digests, len(digests) == 1
-    summary["provenance"] = harness.provenance()
-    harness.emit(summary)
+    harness.emit_summary(summary, results)
 
 
 if __name__ == "__main__":

@@ -435,10 +435,7 @@ def main() -> None:
                                                   "loss_trl_generalized_jsd", "abs_diff_chunked_vs_trl",
                                                   "loss_trl_on_tokenizer_vocab",
                                                   "grad_cosine_chunked_vs_trl", "grad_rel_diff_chunked_vs_trl")}
-    digests = sorted({r["src_digest"] for rs in results.values() for r in rs})
-    summary["src_digests"], summary["same_src_in_all_runs"] = digests, len(digests) == 1
-    summary["provenance"] = harness.provenance()
-    harness.emit(summary)
+    harness.emit_summary(summary, results)
 
 
 if __name__ == "__main__":
