@@ -61,7 +61,7 @@ class StudentSamples(DatasetBatches):
         super().__init__(data, plan, process_index, pad_id)
         self.engine, self.params, self.seed, self.with_draws = engine, params, seed, with_draws
         self.lmbda = Fraction(lmbda).limit_denominator(1 << 20)
-        self.sampling_seconds = 0.0  # time spent writing the student's completions, for the run's summary
+        self.sampling_seconds = 0.0  # time spent writing the student's completions (bench/onpolicy.py reads it)
         self.sampled_tokens = 0
 
     def micro_batches(self, step: int) -> list[Batch]:
