@@ -2,20 +2,28 @@
 what exposure bias hurts, at equal steps and at equal training wall time, over several seeds.
 
     .venv/bin/python bench/exposure.py                 # the full experiment (~30 min on a quiet 2-core CPU)
-    .venv/bin/python bench/exposure.py --quick         # smoke test on the tiny built-in teacher (~1-2 min)
+    .venv/bin/python bench/exposure.py --quick         # smoke test on the tiny built-in teacher (< 1 min)
     .venv/bin/python bench/exposure.py --seeds 0,1 --steps 12 --methods sft,forward_kl,onpolicy
+
+Sizes, measured at 1 torch thread on this 2-core CPU: the fixed part (teacher data ~1.3 min, warm start ~1.5 min,
+the three reference evaluations ~2 min) is ~5 min; one seed of the five methods is ~8 min (training loop per step:
+sft ~3.2 s, forward_kl / hpd ~5.5 s, gkd ~8.4 s, onpolicy ~9.5 s; each evaluation ~25 s; four extensions to
+on-policy's wall time). So 3 seeds × 5 methods × 6 steps, 24 held-out prompts: ~30 min. Larger budgets (more steps,
+prompts, a larger student) tighten the intervals in proportion to the time they cost.
 
 Output: JSON lines on stdout (one per training run, one per evaluation, one summary line with the whole table),
 progress on stderr, and `exposure.md` (the table, the paired differences and the claims checked) plus
 `exposure.json` (the summary line) in --out (default runs/exposure/). Rerunning skips every finished stage (data,
-runs, evaluations); a killed run resumes from its last checkpoint.
+runs, evaluations); a killed run resumes from its last checkpoint. Each run's checkpoint (~0.65 GB) is deleted once
+both of its budgets are evaluated (`--keep-checkpoints` keeps it).
 
 Design (the numbers are the defaults; see `Options`):
   task      reasoning-gym `basic_arithmetic` as in the reasoning demo (2 terms, 1-2 digits, + and -), chat prompts
             with the demo's system prompt. Training prompts: task seed 1,000; held-out: seed 5,000,000 (reasoning-
             gym draws item i from seed + i, so the ranges cannot meet), questions that also occur in training
             skipped.
-  data      the teacher's own completions of the training prompts, one per prompt, T 0.7, written once by
+  data      the teacher's own completions of the 128 training prompts, one per prompt, T 0.7, ≤ 64 new tokens
+            (SmolLM2 answers in ~54 tokens), written once by
             `distill generate` (no verifier: every row is kept, so the data are samples of the teacher and forward
             KL on them is the teacher's own distribution; a verifier would keep ~1/4 of the rows and make SFT's data
             better than the teacher, which is another experiment). Held-out: the teacher's completions of the held-out
@@ -24,24 +32,28 @@ Design (the numbers are the defaults; see `Options`):
             embedding). Every cut this small writes gibberish at first (teacher-forced NLL 9.7 nats/token on
             teacher text, against the teacher's 0.72), and on-policy methods cannot start from gibberish (the
             papers start from a fine-tuned student), so every method starts from one shared warm start: the copy
-            after `warm_steps` of SFT on the same data (seed 0). `--warm-steps 0` starts from the raw copy.
+            after 32 steps of SFT on the same data (batch 8, lr 5e-4; seed 0). `--warm-steps 0` starts from the raw
+            copy. Every cut was measured (8, 12, 16, 20 layers: NLL 9.7-3.7 at copy); the first and last layers
+            kept is the least broken pattern at each size, and the student's share of each step's cost is small
+            next to the teacher's forward pass, so the size is set by what 15 runs and 27 evaluations allow.
   methods   sft (seqkd, alpha 1: cross-entropy on the teacher's tokens, no teacher at training time), forward_kl
             (offpolicy, alpha 0), gkd (λ 0.5, JSD β 0.5, alpha 0), onpolicy (λ 1, sampled-token reverse KL), hpd
             (λ 0, one student-sampled token per position); optionally onpolicy_full (λ 1, full-vocabulary reverse
-            KL). Same data, batch, AdamW, and a constant learning rate (warmup 0, min_lr_ratio 1) so that a resume
+            KL). Same data, batch 8, AdamW, and a constant learning rate 1e-4 (warmup 0, min_lr_ratio 1), so a resume
             to a larger max_steps is exactly a longer run. Rollouts: T 1, top_p 1, max_new_tokens as the data.
-  budgets   equal steps: every method `steps` steps. Equal wall time: each method's training-loop time (the
+  budgets   equal steps: every method 6 steps. Equal wall time: each method's training-loop time (the
             per-step times in its metrics.jsonl, model loading excluded; mean over seeds) is measured, and every
             cheaper method is extended by `--resume` to round(steps × T_max / T_method) steps, T_max the mean of
             the most expensive method; the achieved loop times are reported.
-  metrics   on the held-out prompts, per model: (1) the student's own samples (T 1, `eval_samples` per prompt):
+  metrics   on 24 held-out prompts, per model: (1) the student's own samples (T 1, `eval_samples` = 1 per prompt):
             the teacher's mean per-token log-likelihood of them, the reverse-KL estimate mean(log q − log p) over
             their tokens (q student, p teacher; unbiased for the per-token KL(q‖p) along the student's own
             trajectories), the mean per-token entropy of q along them, distinct-1/2 (unique word n-grams / word
-            n-grams of the prompt's samples pooled) and their length; (2) greedy answers: accuracy with the
-            demo's verifier (`final_number`), and the teacher's log-likelihood of them; (3) held-out NLL: the
-            student's per-token NLL of the teacher's held-out completions. Token metrics are ratios of sums over
-            tokens (stop token included), not means of per-prompt means.
+            n-grams of the prompt's samples pooled: with one sample, repetition within it) and their length;
+            (2) greedy answers: accuracy with the demo's verifier (`final_number`), and the teacher's
+            log-likelihood of them; (3) held-out NLL: the student's per-token NLL of the teacher's held-out
+            completions (a truncated one without the end-of-turn the chat template adds). Token metrics are
+            ratios of sums over tokens (stop token included), not means of per-prompt means.
   intervals 95% percentile intervals of a hierarchical paired bootstrap: each replicate resamples the prompts
             (with replacement) and the seeds (with replacement), the same draws for every method; a method's value
             is the mean over its seeds of the per-seed metric. Differences vs forward_kl use the same draws, so
@@ -57,6 +69,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -106,14 +119,14 @@ class Options:
     layers: tuple[int, ...] = (0, 1, 2, 3, 26, 27, 28, 29)
     train_seed: int = 1_000
     eval_seed: int = 5_000_000
-    train_prompts: int = 160
-    eval_prompts: int = 32
+    train_prompts: int = 128
+    eval_prompts: int = 24
     gen_temperature: float = 0.7
     max_new_tokens: int = 64  # the teacher's data, the rollouts and the evaluation's generations
     max_length: int = 192
     warm_steps: int = 32
     warm_lr: float = 5e-4
-    steps: int = 8
+    steps: int = 6
     batch_size: int = 8
     lr: float = 1e-4
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -125,13 +138,14 @@ class Options:
     score_batch_size: int = 8
     bootstrap: int = 4000
     threads: int = 1
+    keep_checkpoints: bool = False
     quick: bool = False
 
     def fingerprint(self) -> dict[str, Any]:
         """What decides every finished stage (methods, seeds and the bootstrap may change between reruns)."""
         out = asdict(self)
         for key in ("out", "seeds", "methods", "equal_time", "bootstrap", "threads", "gen_batch_size",
-                    "eval_batch_size", "score_batch_size"):
+                    "eval_batch_size", "score_batch_size", "keep_checkpoints"):
             out.pop(key)
         out["layers"] = list(self.layers)
         return out
@@ -660,6 +674,9 @@ def run(options: Options) -> dict[str, Any]:
                             log(f"extend {name}: already at {done} steps, more than the plan's {want}; kept")
                             want = done
                         elif done < want:
+                            if not (run_dir / "checkpoints").exists():
+                                raise SystemExit(f"bench exposure: {name} must be extended to {want} steps but its "
+                                                 "checkpoints were pruned; delete the run to redo it")
                             log(f"extend {name}: {options.steps} -> {want} steps")
                             raw = base_recipe(options, data["train"], run_dir, seed=seed, steps=want, lr=options.lr,
                                               objective=method_objective(options, method), student=student)
@@ -669,6 +686,8 @@ def run(options: Options) -> dict[str, Any]:
                         write_json(out / "records" / f"{name}.json", record)
                         (evals / f"{name}@time.json").unlink(missing_ok=True)
                     ev = evaluator.evaluate(run_dir / "student", f"{name}@time", evals / f"{name}@time.json")
+                if not options.keep_checkpoints:  # ~0.65 GB a run (weights + AdamW state); both budgets are done
+                    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
                 records[(method, seed)] = record
                 results["time"][(method, seed)] = ev
                 emit({"kind": "train", "run": name, "stage": "time", **record})
@@ -781,10 +800,12 @@ CLAIMS = [
     ("Logit KD beats plain SFT on the teacher's samples (Hinton et al. 2015; Kim & Rush 2016)", BASELINE, "sft",
      "heldout_nll", -1),
     ("", BASELINE, "sft", "teacher_ll_sample", +1),
-    ("HPD is at least as good as forward KL and on-policy RKL where each is strong (Zhu et al. 2026)", "hpd",
-     BASELINE, "teacher_ll_sample", +1),
-    ("", "hpd", BASELINE, "accuracy", +1),
+    ("HPD beats forward KL on the student's own samples and on-policy RKL on the teacher's text, and is at least "
+     "as good as either where that one is strong (Zhu et al. 2026)", "hpd", BASELINE, "teacher_ll_sample", +1),
     ("", "hpd", "onpolicy", "heldout_nll", -1),
+    ("", "hpd", BASELINE, "heldout_nll", -1),
+    ("", "hpd", "onpolicy", "teacher_ll_sample", +1),
+    ("", "hpd", BASELINE, "accuracy", +1),
 ]
 
 
@@ -792,6 +813,7 @@ def claims(summary: dict[str, Any], methods: tuple[str, ...]) -> list[dict[str, 
     out, current = [], ""
     for text, a, b, metric, sign in CLAIMS:
         current = text or current
+        first = bool(text)
         if a not in methods or b not in methods:
             continue
         verdicts = {}
@@ -802,7 +824,8 @@ def claims(summary: dict[str, Any], methods: tuple[str, ...]) -> list[dict[str, 
             side = _excludes(diff, sign)
             verdicts[stage] = {"difference": diff, "verdict": {True: "reproduced", False: "contradicted",
                                                                None: "not separated"}[side]}
-        out.append({"claim": current, "a": a, "b": b, "metric": metric, "expected_sign": sign, **verdicts})
+        out.append({"claim": current, "first": first, "a": a, "b": b, "metric": metric, "expected_sign": sign,
+                    **verdicts})
     return out
 
 
@@ -851,6 +874,7 @@ def markdown(summary: dict[str, Any]) -> str:
             lines.append(f"- {SHORT[metric]}: **{w['best']}** (not separated from: {tied})")
     lines += ["", "## Claims from the papers", "", "| claim | comparison | equal steps | equal wall time |",
               "|---|---|---|---|"]
+    shown: list[str] = []
     for c in summary["claims"]:
         cells = []
         for stage in ("steps", "time"):
@@ -859,7 +883,9 @@ def markdown(summary: dict[str, Any]) -> str:
             else:
                 cells.append("–")
         sign = "> 0" if c["expected_sign"] > 0 else "< 0"
-        lines.append(f"| {c['claim']} | {c['a']} − {c['b']}, {SHORT[c['metric']]} {sign} | {cells[0]} | {cells[1]} |")
+        claim = c["claim"] if c["first"] or not shown or shown[-1] != c["claim"] else "〃"
+        shown.append(c["claim"])
+        lines.append(f"| {claim} | {c['a']} − {c['b']}, {SHORT[c['metric']]} {sign} | {cells[0]} | {cells[1]} |")
     lines += ["", "Metrics: " + "; ".join(f"{SHORT[m]} = {lbl}" for m, (lbl, _) in METRICS.items()) + ".", ""]
     return "\n".join(lines)
 
@@ -883,6 +909,8 @@ def parse(argv: list[str] | None = None) -> Options:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--layers", help="comma-separated teacher layers to copy")
     parser.add_argument("--no-equal-time", action="store_true", help="skip the equal-wall-time extension")
+    parser.add_argument("--keep-checkpoints", action="store_true", help="keep each run's last checkpoint (~0.65 GB "
+                        "each) after both budgets are evaluated, e.g. to extend the runs later")
     parser.add_argument("--threads", type=int, help="torch threads (default 1; 0 = 1 on a busy machine, else all "
                         "CPUs; 2 is ~1.7x faster on an idle 2-core machine and many times slower on a busy one)")
     args = parser.parse_args(argv)
@@ -892,7 +920,7 @@ def parse(argv: list[str] | None = None) -> Options:
     if args.quick:
         options = quick_options(options)
     updates: dict[str, Any] = {"out": args.out or (Path("runs/exposure-quick") if args.quick else options.out),
-                               "equal_time": not args.no_equal_time,
+                               "equal_time": not args.no_equal_time, "keep_checkpoints": args.keep_checkpoints,
                                "threads": options.threads if args.threads is None else args.threads}
     for key in ("steps", "warm_steps", "train_prompts", "eval_prompts", "eval_samples", "max_new_tokens",
                 "batch_size", "lr"):
