@@ -162,8 +162,32 @@ def log(message: str) -> None:
     print(f"[exposure {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+class Invocations:
+    """The wall time of every invocation on this output folder (a resumed experiment's total is their sum): each one's
+    start and its last sign of progress, rewritten at every progress line, so a killed one still counts."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.runs: list[dict[str, Any]] = read_json(path) or []
+        now = time.time()
+        self.runs.append({"start": now, "last": now})
+        self.touch()
+
+    def touch(self) -> None:
+        self.runs[-1]["last"] = time.time()
+        write_json(self.path, self.runs)
+
+    def total_seconds(self) -> float:
+        return sum(r["last"] - r["start"] for r in self.runs)
+
+
+_INVOCATIONS: Invocations | None = None
+
+
 def emit(record: dict[str, Any]) -> None:
     print(json.dumps(record, sort_keys=False), flush=True)
+    if _INVOCATIONS is not None:
+        _INVOCATIONS.touch()
 
 
 @contextlib.contextmanager
@@ -363,6 +387,8 @@ def warm_start(options: Options, data: Path) -> Path | None:
     log(f"warm start: SFT of the copied student, {options.warm_steps} steps")
     seconds = train_to(raw, "bench exposure warm start")
     log(f"warm start: done in {seconds:.0f} s")
+    if not options.keep_checkpoints:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return run_dir / "student"
 
 
@@ -584,6 +610,7 @@ def fmt(value: dict[str, float], signed: bool = False) -> str:
 
 # --------------------------------------------------------------------------------------------------- pipeline
 def run(options: Options) -> dict[str, Any]:
+    global _INVOCATIONS
     began = time.perf_counter()
     threads = set_threads(options.threads)
     out = options.out
@@ -599,6 +626,7 @@ def run(options: Options) -> dict[str, Any]:
         raise SystemExit(f"bench exposure: {out} was made with other settings ({', '.join(changed)}); use another "
                          "--out, or delete it")
     write_json(config_path, options.fingerprint())
+    _INVOCATIONS = Invocations(out / "invocations.json")
     log(f"out {out}; {threads} torch thread(s); methods {', '.join(options.methods)}; seeds "
         f"{', '.join(map(str, options.seeds))}; {options.steps} steps × batch {options.batch_size}")
 
@@ -695,7 +723,10 @@ def run(options: Options) -> dict[str, Any]:
                       **{m: _plain(ev, m) for m in METRICS}})
 
     summary = summarize(options, references, results, records, time_plan, data["info"])
-    summary["wall_seconds"] = round(time.perf_counter() - began, 1)
+    summary["wall_seconds_this_invocation"] = round(time.perf_counter() - began, 1)
+    _INVOCATIONS.touch()
+    summary["wall_seconds"] = round(_INVOCATIONS.total_seconds(), 1)
+    summary["invocations"] = len(_INVOCATIONS.runs)
     summary["provenance"] = provenance(threads)
     summary["options"] = {**options.fingerprint(), "seeds": list(options.seeds), "methods": list(options.methods)}
     write_json(out / "exposure.json", summary)
@@ -838,8 +869,9 @@ def markdown(summary: dict[str, Any]) -> str:
                 else "") + f"; {summary['data']['train_rows']} training rows (the teacher's samples, T "
              f"{opts['gen_temperature']}); {summary['heldout_prompts']} held-out prompts × {opts['eval_samples']} "
              f"samples (T 1) + greedy; seeds {summary['seeds']}; batch {opts['batch_size']}, constant lr "
-             f"{opts['lr']:g}. Wall time {summary['wall_seconds'] / 60:.1f} min "
-             f"({summary['provenance']['torch_threads']} torch thread(s), load average at start "
+             f"{opts['lr']:g}. Wall time {summary['wall_seconds'] / 60:.1f} min over {summary['invocations']} "
+             f"invocation(s) (this one {summary['wall_seconds_this_invocation'] / 60:.1f} min; "
+             f"{summary['provenance']['torch_threads']} torch thread(s), load average at its start "
              f"{summary['provenance']['loadavg_at_start'][0]}).", "",
              "95% intervals: hierarchical paired bootstrap (prompts and seeds resampled, the same draws for every "
              "method); a method's value is the mean over seeds. ↑ higher is better, ↓ lower is better.", ""]
