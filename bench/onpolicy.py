@@ -193,7 +193,7 @@ def distill_parts(args: argparse.Namespace, s: SimpleNamespace, implementation: 
 
 def count_full_sorts() -> dict[str, float]:
     """Count the rows the sampler sends to its slow path (the whole vocabulary sorted in float64: the draw fell
-    beyond its top CANDIDATES tokens), and their time; a flat, untrained student lands there often."""
+    beyond its last tier of candidates), and their time; a flat, untrained student lands there often."""
     import distill.losses.choice as choice
 
     stats, slow = {"rows": 0, "seconds": 0.0}, choice.choose_tokens_reference

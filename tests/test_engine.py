@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from distill.generation.engine import Engine, GenRequest
-from distill.generation.sampling import SamplingParams, choose_tokens, row_generator
+from distill.generation.sampling import SamplingParams, row_generator
+from distill.losses.choice import choose_tokens
 
 PROMPTS = ["Once upon a time", "The cat sat on the", "A", "In a small village there lived a girl named", "Tom and",
            "The sky was", "yesterday ivo saw", "the old owl"]

@@ -25,7 +25,8 @@ import torch
 
 from distill.errors import ModelError
 from distill.eval.generation import stop_token_ids
-from distill.generation.sampling import SamplingParams, choose_tokens, draw_uniforms, row_generator, top_logprobs
+from distill.generation.sampling import SamplingParams, draw_uniforms, row_generator, top_logprobs
+from distill.losses.choice import choose_tokens
 
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OnToken = Callable[[int, int, str], None]  # (request index, token id, new text piece)

@@ -2,7 +2,8 @@
 
 Each row carries its own `torch.Generator`, seeded from a hash of its key (for `distill generate`: the recipe's seed,
 the prompt's id and the sample's index) and advanced by exactly one uniform draw per generated token. The token is
-then read off the inverse CDF of the row's distribution, its tokens sorted by probability (ties by id). Neither the
+then read off the inverse CDF of the row's distribution, its tokens sorted by probability (ties by id:
+`losses/choice.py`, shared with HPD's per-position draw). Neither the
 batch size, nor which other rows share the batch, nor a resume touches the stream or the order, so the same key gives
 the same text. What remains is arithmetic: a batched forward pass can differ from a lone one in the last bits of
 fp32, which moves a token only when the uniform lands within that rounding of a boundary between two tokens'
@@ -18,11 +19,6 @@ import hashlib
 from dataclasses import dataclass
 
 import torch
-
-from distill.losses.choice import CANDIDATES, choose_tokens, choose_tokens_reference
-
-__all__ = ["CANDIDATES", "SamplingParams", "choose_tokens", "choose_tokens_reference", "draw_uniforms", "row_generator",
-           "top_logprobs"]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ import torch
 # tries the next; past the last it takes the full sort. An untrained student's flat rows send ~10% of its draws past
 # the first tier (bench/onpolicy.py), which a full float64 sort of 49k tokens made ~0.35 s of a 64-token rollout.
 CANDIDATE_TIERS = (256, 4096)
-CANDIDATES = CANDIDATE_TIERS[0]
 
 
 def choose_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,

@@ -29,6 +29,7 @@ from collections.abc import Callable
 import torch
 
 from distill.losses.choice import choose_tokens
+from distill.losses.cross_entropy import cross_entropy_sum
 from distill.losses.fused_linear import Teacher, auto_chunk_size, chunked_head_loss, teacher_rows
 from distill.losses.lm_head import LMHead
 from distill.losses.signals import TopKSignal
@@ -89,7 +90,7 @@ def _rule_loss(logits: torch.Tensor, rows, targets: torch.Tensor, draws: torch.T
     log_p = _teacher_logp(rows, logits.shape[-1], temperature)
     ids, weights, terms = rule(log_q.detach(), log_p, targets, draws)
     policy = -(weights.detach() * log_q.gather(-1, ids)).sum()
-    ce = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+    ce = cross_entropy_sum(logits, targets)
     total = ce_weight * ce + rule_weight * policy
     return total, torch.cat([torch.stack([ce.detach(), policy.detach()]), terms.detach().float()])
 

@@ -17,8 +17,9 @@ from transformers import PreTrainedModel
 from distill.data.batch import Batch
 from distill.errors import RecipeError
 from distill.losses import reweighted
+from distill.losses.fused_linear import teacher_rows
 from distill.losses.lm_head import LMHead, last_hidden_states
-from distill.losses.signals import TeacherHidden, TeacherSignal, TopKSignal
+from distill.losses.signals import TeacherSignal, TopKSignal
 from distill.objectives.pieces import LossPieces
 from distill.recipe.objective import HPDConfig, OnPolicyConfig
 
@@ -49,7 +50,7 @@ class ReweightedObjective(nn.Module):
         if cfg.implementation == "reference":
             logits = self.student(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                   use_cache=False).logits[:, :-1, :self.vocab_size][mask]
-            rows = signal.head.logits(signal.hidden) if isinstance(signal, TeacherHidden) else signal
+            rows = teacher_rows(signal, 0, len(logits), self.vocab_size)  # dense logits, from either form
             total, terms = reweighted.reweighted_loss_reference(logits, targets[mask], rows, draws, self.rule,
                                                                 **weights)
         else:
