@@ -1,0 +1,163 @@
+"""The distillation game, measured: what each serve-time defense costs the teacher's own users against what it takes
+from a thief who distils the teacher's outputs (issue 14; docs/defenses.md has the threat model).
+
+    .venv/bin/python bench/defense_game.py                # the full table (~45 min on a quiet 2-core CPU)
+    .venv/bin/python bench/defense_game.py --quick        # a smoke run on the tiny built-in teacher (~2 min)
+    .venv/bin/python bench/defense_game.py --configs base,watermark_d4 --seeds 0
+
+Design (defaults in `Options`):
+  task      the reasoning recipe's: reasoning-gym basic_arithmetic (2 terms, 1-2 digits, + and -), chat prompts with
+            its system prompt, the `final_number` verifier; teacher SmolLM2-135M-Instruct (builtin, offline).
+  per seed  32 training problems (task seed 1,000 + 1,000·seed) the thief sends to the defended teacher, one sample
+            each; 16 held-out problems (seed 3,000,000 + 1,000·seed) whose *undefended* teacher traces are the
+            thief's held-out set (the adaptive thief's gradient) and the defender's (antidistillation's gradient),
+            as in the Distillation Game's code; 40 evaluation problems (seed 5,000,000, questions seen in training
+            skipped), the same for every seed.
+  teacher   utility = the share of its defended answers to the training problems the verifier accepts: what the
+            defense costs the people the API serves, on exactly the traffic the thief saw.
+  thieves   the reasoning recipe's student (the teacher without layers 26-27), fine-tuned with seqkd for `steps`
+            steps of `batch_size` rows, lr `lr`, on 32 rows chosen by each thief (distill.attacks.students):
+            passive (all), adaptive (value-resampled, β 1) and verifier (accepted only). Gain = the student's greedy
+            accuracy on the evaluation problems minus the untrained student's.
+  defenses  base (T 0.8), temperature 1.3, PoE γ, antidistillation λ, watermark δ 2 and 4 (γ 0.25, h 1), and
+            log-prob truncation (k = 0): the proxy of PoE and antidistillation is the untrained student itself (the
+            defender knows the thief's architecture: the best case for the defender). Truncation changes only the
+            returned log-probs; these thieves read text, so its row re-uses the base samples by construction and
+            says so (`same_samples_as`).
+  audit     for the watermark rows, the open-mode radioactivity test (distill.forensics) of each thief's student on
+            the teacher's watermarked answers, with de-duplication: the p-value and the scored pairs.
+  intervals teacher utility: Wilson over all (seed, problem) answers; gains: a paired bootstrap over (seed,
+            evaluation problem) of student-correct − init-correct, resampling seeds and problems.
+
+Output: JSON lines on stdout (one per cell, the last a summary with the table), progress on stderr, and in --out
+(default runs/defense_game/) game.json (the summary), game.md (the table) and game.png (utility vs gain). Every cell
+is stored as it finishes; a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_name, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import game_support as support  # noqa: E402
+
+SCHEMA = "distill.bench.defense_game/1"
+
+
+@dataclass
+class Options:
+    out: Path = Path("runs/defense_game")
+    teacher: str = "builtin:smollm2-135m-instruct"
+    layers: tuple[int, ...] = tuple(i for i in range(30) if i not in (26, 27))
+    seeds: tuple[int, ...] = (0, 1, 2)
+    train_problems: int = 32
+    holdout_problems: int = 16
+    eval_problems: int = 40
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 80
+    eval_max_new_tokens: int = 64
+    steps: int = 4
+    batch_size: int = 8
+    lr: float = 2e-4
+    beta: float = 1.0
+    fd_eps: float = 1e-3
+    configs: tuple[str, ...] = ("base", "temperature_1.3", "poe_0.5", "antidistillation", "watermark_d2",
+                                "watermark_d4", "truncation_k0")
+    thieves: tuple[str, ...] = ("passive", "adaptive", "verifier")
+    ad_lambda: float = 0.05
+    gen_batch_size: int = 32
+    eval_batch_size: int = 40
+    threads: int = 1
+    task_config: dict[str, Any] = field(default_factory=lambda: dict(support.TASK_CONFIG))
+
+
+def quick_options(options: Options) -> Options:
+    return replace(options, teacher="builtin:tiny-teacher", layers=(0, 1, 2), seeds=(0,), train_problems=6,
+                   holdout_problems=4, eval_problems=6, max_new_tokens=16, eval_max_new_tokens=16, steps=1,
+                   batch_size=4, configs=("base", "poe_0.5", "antidistillation", "watermark_d4", "truncation_k0"),
+                   out=options.out if options.out != Options.out else Path("runs/defense_game_quick"))
+
+
+def parse(argv: list[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path)
+    p.add_argument("--quick", action="store_true", help="the tiny teacher, one seed, a minute or two")
+    p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
+    p.add_argument("--configs", help=f"comma-separated, from {', '.join(Options.configs)}")
+    p.add_argument("--thieves", help="comma-separated: passive, adaptive, verifier")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--train-problems", type=int)
+    p.add_argument("--eval-problems", type=int)
+    p.add_argument("--ad-lambda", type=float)
+    p.add_argument("--threads", type=int)
+    args = p.parse_args(argv)
+    options = Options()
+    if args.quick:
+        options = quick_options(options)
+    updates: dict[str, Any] = {}
+    if args.out:
+        updates["out"] = args.out
+    for name in ("seeds",):
+        if getattr(args, name):
+            updates[name] = tuple(int(s) for s in getattr(args, name).split(","))
+    for name in ("configs", "thieves"):
+        if getattr(args, name):
+            updates[name] = tuple(getattr(args, name).split(","))
+    for name in ("steps", "train_problems", "eval_problems", "ad_lambda", "threads"):
+        if getattr(args, name) is not None:
+            updates[name] = getattr(args, name)
+    options = replace(options, **updates)
+    unknown = [c for c in options.configs if c not in support.CONFIGS]
+    if unknown:
+        p.error(f"unknown configs {unknown}; known: {', '.join(support.CONFIGS)}")
+    return options
+
+
+def run(options: Options) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(options.threads)
+    began = time.perf_counter()
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    game = support.Game(options)
+    cells: list[dict[str, Any]] = []
+    init_eval = game.evaluate_once("init", game.init_dir())
+    support.emit({"kind": "eval", "model": "init", "accuracy": init_eval["accuracy"]})
+    for seed in options.seeds:
+        holdout = game.holdout_traces(seed)
+        for config in options.configs:
+            teacher_rows = game.teacher_rows(seed, config, holdout)
+            for thief in options.thieves:
+                cell = game.cell(seed, config, thief, teacher_rows, holdout)
+                cells.append(cell)
+                support.emit({"kind": "cell", **{k: v for k, v in cell.items() if k != "eval_rows"}})
+            game.drop_checkpoints(seed, config)
+    summary = support.summarize(options, init_eval, cells)
+    summary.update({"schema": SCHEMA, "options": {**asdict(options), "out": str(options.out)},
+                    "wall_s_this_invocation": round(time.perf_counter() - began, 1),
+                    "provenance": support.provenance(options.threads)})
+    support.write_outputs(out, summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(argv)
+    summary = run(options)
+    support.emit({k: v for k, v in summary.items() if k != "options"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

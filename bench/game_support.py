@@ -1,0 +1,386 @@
+"""The machinery of bench/defense_game.py: the defended teacher's answers, the thieves' training runs, their
+evaluation, the audit of the watermark rows, and the table. Every stage writes its result under the run folder and
+is skipped when that result exists, so a killed run resumes where it stopped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.atomic import read_jsonl, write_jsonl
+from distill.demo.reasoning_plan import SYSTEM, TASK, TASK_CONFIG, VERIFIER  # noqa: F401  (TASK_CONFIG re-used)
+
+EVAL_SEED = 5_000_000
+# name → (defense family, strength shown, sampling temperature, key-file sections beyond the watermark secret)
+CONFIGS: dict[str, dict[str, Any]] = {
+    "base": {"defense": "temperature", "strength": 0.8, "temperature": 0.8},
+    "temperature_1.3": {"defense": "temperature", "strength": 1.3, "temperature": 1.3},
+    "poe_0.5": {"defense": "poe", "strength": 0.5, "temperature": 0.8},
+    "poe_0.8": {"defense": "poe", "strength": 0.8, "temperature": 0.8},
+    "antidistillation": {"defense": "antidistillation", "strength": None, "temperature": 0.8},
+    "watermark_d2": {"defense": "watermark", "strength": 2.0, "temperature": 0.8},
+    "watermark_d4": {"defense": "watermark", "strength": 4.0, "temperature": 0.8},
+    "truncation_k0": {"defense": "truncation", "strength": 0, "temperature": 0.8, "same_samples_as": "base"},
+}
+
+
+def log(message: str) -> None:
+    print(f"[game {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record, default=str), flush=True)
+
+
+def provenance(threads: int) -> dict[str, Any]:
+    from harness import provenance as base
+
+    return {**base(), "torch_threads": threads}
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _write(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.replace(path)
+
+
+class Game:
+    """One game's folders and stages (see defense_game.py's docstring for the design)."""
+
+    def __init__(self, options: Any):
+        from distill.generation.verifiers import build_verifier
+        from distill.models import load_tokenizer
+
+        self.o = options
+        self.out = Path(options.out)
+        self.tokenizer = load_tokenizer("teacher.model", options.teacher)
+        self.verify = build_verifier(VERIFIER)
+        self._gradients: dict[int, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------------------------------------ problems
+    def _reasoning_options(self, **updates: Any) -> Any:
+        from distill.demo.reasoning_plan import ReasoningOptions
+
+        o = self.o
+        settings = dict(out=self.out, teacher=o.teacher, layers=o.layers, task_config=dict(o.task_config), samples=1,
+                        max_accepted=1, top_p=o.top_p, max_new_tokens=o.max_new_tokens,
+                        eval_max_new_tokens=o.eval_max_new_tokens, gen_batch_size=o.gen_batch_size,
+                        eval_batch_size=o.eval_batch_size, steps=o.steps, batch_size=o.batch_size, lr=o.lr,
+                        threads=o.threads)
+        return ReasoningOptions(**{**settings, **updates})
+
+    def _generation_recipe(self, *, seed: int, task_seed: int, size: int, temperature: float, folder: Path,
+                           defenses: Path | None) -> Any:
+        from distill.demo.reasoning_plan import generation_recipe
+
+        recipe = generation_recipe(self._reasoning_options(out=folder, prompts=size, train_seed=task_seed,
+                                                           temperature=temperature, seed=seed))
+        generate = recipe.generate.model_copy(update={"output": str(folder)})
+        if defenses is not None:
+            generate = generate.model_copy(update={"defenses": str(defenses)})
+        return recipe.model_copy(update={"generate": generate})
+
+    def _train_seed(self, seed: int) -> int:
+        return 1_000 + 1_000 * seed
+
+    def eval_prompts(self) -> list[Any]:
+        from distill.generation.prompts import load_prompts
+
+        seen: set[str] = set()
+        for seed in self.o.seeds:
+            recipe = self._generation_recipe(seed=seed, task_seed=self._train_seed(seed), size=self.o.train_problems,
+                                             temperature=self.o.temperature, folder=self.out, defenses=None)
+            seen |= {p.record["prompt"] for p in load_prompts(recipe.generate)}
+        recipe = self._generation_recipe(seed=0, task_seed=EVAL_SEED, size=4 * self.o.eval_problems + len(seen),
+                                         temperature=0.0, folder=self.out, defenses=None)
+        fresh = [p for p in load_prompts(recipe.generate) if p.record["prompt"] not in seen]
+        return fresh[: self.o.eval_problems]
+
+    # ------------------------------------------------------------------------------------------------ models
+    def init_dir(self) -> Path:
+        from distill.demo.pipeline import copied_student
+
+        return copied_student(self._train_recipe(self.out / "init-recipe", self.out / "none.jsonl", seed=0),
+                              self.out / "init")
+
+    def _train_recipe(self, output: Path, data: Path, *, seed: int) -> Any:
+        from distill.recipe import validate_recipe
+
+        o = self.o
+        raw = {"seed": seed, "teacher": {"model": o.teacher}, "student": {"from_teacher": {"layers": list(o.layers)}},
+               "data": {"train": str(data), "format": "messages", "max_length": 192},
+               "objective": {"kind": "seqkd", "alpha": 1.0},
+               "training": {"output_dir": str(output), "max_steps": o.steps, "batch_size": o.batch_size,
+                            "micro_batch_size": o.batch_size, "lr": o.lr, "warmup_steps": 0,
+                            "save_every": o.steps, "log_every": 1}}
+        return validate_recipe(raw, source="defense game thief recipe")
+
+    def evaluate_once(self, name: str, model_dir: Path) -> dict[str, Any]:
+        """Greedy answers to the evaluation problems, judged; stored in eval/<name>.json."""
+        path = self.out / "eval" / f"{name}.json"
+        if path.exists():
+            return _read(path)
+        from distill.demo.reasoning_eval import answer_all
+
+        prompts = self.eval_prompts()
+        started = time.perf_counter()
+        rows, _ = answer_all(model_dir, self.tokenizer, prompts, self.verify,
+                             self._reasoning_options(seed=0))
+        correct = [bool(r["correct"]) for r in rows]
+        result = {"accuracy": sum(correct) / len(rows), "correct": correct,
+                  "ids": [r["id"] for r in rows], "seconds": round(time.perf_counter() - started, 1)}
+        _write(path, result)
+        log(f"eval {name}: {sum(result['correct'])}/{len(rows)} ({result['seconds']} s)")
+        return result
+
+    # ------------------------------------------------------------------------------------------------ teacher
+    def holdout_traces(self, seed: int) -> Path:
+        """The undefended teacher's answers to the held-out problems: the thief's and the defender's held-out set."""
+        folder = self.out / f"seed{seed}" / "holdout"
+        recipe = self._generation_recipe(seed=seed, task_seed=3_000_000 + 1_000 * seed, size=self.o.holdout_problems,
+                                         temperature=self.o.temperature, folder=folder, defenses=None)
+        return self._generate(recipe, folder)
+
+    def _generate(self, recipe: Any, folder: Path) -> Path:
+        from distill.generation.run import SAMPLES, run_generation
+
+        if not (folder / SAMPLES).exists():
+            started = time.perf_counter()
+            run_generation(recipe, overwrite=True, progress=False)
+            log(f"generate {folder.relative_to(self.out)}: {time.perf_counter() - started:.0f} s")
+        return folder / SAMPLES
+
+    def keyfile(self, seed: int, config: str, holdout: Path) -> Path | None:
+        """The defense key file of a config (the watermark's secret is fixed per seed: a bench key, not a secret)."""
+        spec = CONFIGS[config]
+        family = spec["defense"]
+        if family in ("temperature",):
+            return None
+        path = self.out / f"seed{seed}" / config / "keys.yaml"
+        secret = hashlib.sha256(f"defense-game-bench-seed-{seed}".encode()).hexdigest()
+        keys: dict[str, Any] = {"version": 1}
+        if family == "watermark":
+            keys["watermark"] = {"secret": secret, "context_width": 1, "gamma": 0.25, "delta": spec["strength"]}
+        elif family == "poe":
+            keys["poe"] = {"proxy": str(self.init_dir()), "gamma": spec["strength"]}
+        elif family == "antidistillation":
+            gradient = self._ad_gradient(seed, holdout)
+            keys["antidistillation"] = {"proxy": str(self.init_dir()), "gradient": str(gradient),
+                                        "lam": self.o.ad_lambda, "eps": 1e-4, "tau": 1.0}
+        elif family == "truncation":
+            keys["exposure"] = {"max_top_logprobs": spec["strength"]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(keys, indent=1))
+        return path
+
+    def _ad_gradient(self, seed: int, holdout: Path) -> Path:
+        """`distill defenses gradient` on the proxy (the untrained student) over the held-out traces."""
+        from distill.defenses.gradient import write_gradient
+
+        path = self.out / f"seed{seed}" / "ad-gradient.safetensors"
+        if not path.exists():
+            write_gradient(str(self.init_dir()), str(holdout), path, device="cpu")
+        return path
+
+    def teacher_rows(self, seed: int, config: str, holdout: Path) -> dict[str, Any]:
+        spec = CONFIGS[config]
+        source = spec.get("same_samples_as")
+        folder = self.out / f"seed{seed}" / (source or config) / "teacher"
+        if source:  # the key file is still written: what the defense would serve with
+            self.keyfile(seed, config, holdout)
+            keys = None
+        else:
+            keys = self.keyfile(seed, config, holdout)
+        recipe = self._generation_recipe(seed=seed, task_seed=self._train_seed(seed), size=self.o.train_problems,
+                                         temperature=spec["temperature"], folder=folder, defenses=keys)
+        samples = self._generate(recipe, folder)
+        rows = read_jsonl(samples)
+        return {"path": samples, "rows": rows, "keys": self.out / f"seed{seed}" / config / "keys.yaml",
+                "utility": [bool(r["accepted"]) for r in rows], "same_samples_as": source}
+
+    # ------------------------------------------------------------------------------------------------ thieves
+    def _values(self, seed: int, rows: list[dict[str, Any]], holdout: Path) -> list[float]:
+        import torch
+
+        from distill.attacks.value import mean_gradient, trace_values
+        from distill.data.formatting import encode_messages
+        from distill.models import load_causal_lm
+
+        if seed not in self._gradients:
+            model = load_causal_lm("defense game student", str(self.init_dir()), None, False, torch.float32)
+            held = [encode_messages(r, self.tokenizer, f"holdout {i}") for i, r in enumerate(read_jsonl(holdout))]
+            self._gradients = {seed: {"model": model, "g": mean_gradient(model, held, self.tokenizer.eos_token_id)}}
+        state = self._gradients[seed]
+        examples = [encode_messages(r, self.tokenizer, f"row {i}") for i, r in enumerate(rows)]
+        return trace_values(state["model"], examples, state["g"], self.tokenizer.eos_token_id, eps=self.o.fd_eps)
+
+    def cell(self, seed: int, config: str, thief: str, teacher: dict[str, Any], holdout: Path) -> dict[str, Any]:
+        from distill.attacks.students import thief_rows
+
+        path = self.out / "cells" / f"seed{seed}-{config}-{thief}.json"
+        if path.exists():
+            return _read(path)
+        started = time.perf_counter()
+        rows = teacher["rows"]
+        values = self._values(seed, rows, holdout) if thief == "adaptive" else None
+        chosen = thief_rows(thief, rows, seed=seed, values=values, beta=self.o.beta)
+        run_dir = self.out / f"seed{seed}" / config / thief
+        cell: dict[str, Any] = {"seed": seed, "config": config, **{k: CONFIGS[config][k] for k in
+                                                                  ("defense", "strength")},
+                                "thief": thief, "teacher_utility": sum(teacher["utility"]) / len(teacher["utility"]),
+                                "teacher_correct": teacher["utility"], "rows": len(chosen),
+                                "rows_accepted": sum(bool(r["accepted"]) for r in chosen),
+                                "same_samples_as": teacher["same_samples_as"]}
+        if not chosen:
+            cell.update({"accuracy": None, "correct": None, "note": "no rows to train on"})
+        else:
+            data = run_dir / "train.jsonl"
+            write_jsonl(data, [{"messages": r["messages"]} for r in chosen])
+            from distill.training.loop import train
+
+            train(self._train_recipe(run_dir / "run", data, seed=seed), overwrite=True)
+            evaluation = self.evaluate_once(f"seed{seed}-{config}-{thief}", run_dir / "run" / "student")
+            cell.update({"accuracy": evaluation["accuracy"], "correct": evaluation["correct"]})
+            if CONFIGS[config]["defense"] == "watermark":
+                cell["audit"] = self._audit(run_dir / "run" / "student", teacher)
+        cell["seconds"] = round(time.perf_counter() - started, 1)
+        _write(path, cell)
+        return cell
+
+    def _audit(self, student: Path, teacher: dict[str, Any]) -> dict[str, Any]:
+        """`distill audit STUDENT --against KEYS --watermarked SAMPLES` (open mode, de-duplicated)."""
+        from distill.forensics.run import AuditOptions, run_audit
+
+        result = run_audit(AuditOptions(suspect=str(student), keyfile=teacher["keys"], watermarked=str(teacher["path"]),
+                                        canaries=False), echo=lambda _m: None).to_json()
+        (test,) = [t for t in result["watermark"] if t["mode"] == "open"]
+        return {"p_value": test["pvalue"]["p_value"], "log10_p_value": test["pvalue"].get("log10_p_value"),
+                "pairs": test["pairs_scored"], "green": test.get("green")}
+
+    def drop_checkpoints(self, seed: int, config: str) -> None:
+        """The thieves' students are evaluated; their checkpoints (~0.5 GB each) go."""
+        for thief in self.o.thieves:
+            for folder in (self.out / f"seed{seed}" / config / thief / "run").glob("checkpoints"):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------- summary
+def wilson(correct: int, n: int) -> dict[str, float]:
+    z = 1.959963984540054
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return {"mean": p, "ci_low": max(0.0, centre - half), "ci_high": min(1.0, centre + half)}
+
+
+def gain_interval(per_seed: dict[int, list[bool]], init: list[bool], reps: int = 4000, seed: int = 0
+                  ) -> dict[str, float]:
+    """Mean over seeds and problems of student-correct − init-correct, with a 95% percentile interval from a
+    bootstrap that resamples seeds and problems (the same problems for every seed: the evaluation set is shared)."""
+    seeds = sorted(per_seed)
+    diff = np.array([[float(a) - float(b) for a, b in zip(per_seed[s], init, strict=True)] for s in seeds])
+    rng = np.random.default_rng(seed)
+    s_idx = rng.integers(0, len(seeds), size=(reps, len(seeds)))
+    p_idx = rng.integers(0, diff.shape[1], size=(reps, diff.shape[1]))
+    boot = np.array([diff[np.ix_(s_idx[r], p_idx[r])].mean() for r in range(reps)])
+    return {"mean": float(diff.mean()), "ci_low": float(np.quantile(boot, 0.025)),
+            "ci_high": float(np.quantile(boot, 0.975))}
+
+
+def summarize(options: Any, init_eval: dict[str, Any], cells: list[dict[str, Any]]) -> dict[str, Any]:
+    table = []
+    for config in options.configs:
+        mine = [c for c in cells if c["config"] == config]
+        if not mine:
+            continue
+        by_seed = {c["seed"]: c["teacher_correct"] for c in mine}
+        answers = [x for s in sorted(by_seed) for x in by_seed[s]]
+        row: dict[str, Any] = {"config": config, "defense": mine[0]["defense"], "strength": mine[0]["strength"],
+                               "teacher_utility": wilson(sum(answers), len(answers)),
+                               "same_samples_as": mine[0].get("same_samples_as"), "thieves": {}}
+        for thief in options.thieves:
+            these = [c for c in mine if c["thief"] == thief and c.get("correct") is not None]
+            if not these:
+                continue
+            entry: dict[str, Any] = {"accuracy": float(np.mean([c["accuracy"] for c in these])),
+                                     "gain": gain_interval({c["seed"]: c["correct"] for c in these},
+                                                           init_eval["correct"]),
+                                     "seeds": len(these)}
+            audits = [c["audit"] for c in these if c.get("audit")]
+            if audits:
+                entry["audit_p"] = [a["p_value"] for a in audits]
+                entry["audit_pairs"] = [a["pairs"] for a in audits]
+            row["thieves"][thief] = entry
+        table.append(row)
+    return {"init_accuracy": init_eval["accuracy"], "eval_problems": len(init_eval["correct"]), "table": table}
+
+
+def write_outputs(out: Path, summary: dict[str, Any]) -> None:
+    _write(out / "game.json", summary)
+    (out / "game.md").write_text(markdown(summary))
+    plot(summary, out / "game.png")
+    log(f"wrote {out / 'game.md'}, {out / 'game.json'}, {out / 'game.png'}")
+
+
+def _fmt(v: dict[str, float], pct: bool = True, signed: bool = False) -> str:
+    k = 100 if pct else 1
+    sign = "+" if signed else ""
+    return f"{v['mean'] * k:{sign}.1f} [{v['ci_low'] * k:{sign}.1f}, {v['ci_high'] * k:{sign}.1f}]"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    thieves = [t for t in ("passive", "adaptive", "verifier") if any(t in r["thieves"] for r in summary["table"])]
+    head = ["config", "defense", "strength", "teacher utility % [95% CI]"] + \
+        [f"{t} gain, points [95% CI]" for t in thieves] + ["watermark audit p (passive, per seed)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in summary["table"]:
+        cells = [row["config"], row["defense"], str(row["strength"]), _fmt(row["teacher_utility"])]
+        cells += [_fmt(row["thieves"][t]["gain"], signed=True) if t in row["thieves"] else "—" for t in thieves]
+        audit = row["thieves"].get("passive", {}).get("audit_p")
+        cells.append(", ".join(f"{p:.2g}" for p in audit) if audit else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return (f"Untrained student: {summary['init_accuracy'] * 100:.1f}% on {summary['eval_problems']} problems.\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    base = next((r for r in summary["table"] if r["config"] == "base"), None)
+    families: dict[str, list[dict[str, Any]]] = {}
+    for row in summary["table"]:
+        families.setdefault(row["defense"], []).append(row)
+    for i, (family, rows) in enumerate(families.items()):
+        if family != "temperature" and base is not None:
+            rows = [base, *rows]
+        for thief, style in (("passive", "-o"), ("adaptive", "--s")):
+            pts = [(r["teacher_utility"]["mean"] * 100, r["thieves"][thief]["gain"]["mean"] * 100)
+                   for r in rows if thief in r["thieves"]]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, style, color=f"C{i}", label=f"{family} ({thief})", alpha=0.9)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("teacher utility: its own accuracy on the thief's problems (%)")
+    ax.set_ylabel("student gain over the untrained student (points)")
+    ax.set_title("The distillation game: each defense's cost vs the thief's gain")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
