@@ -194,3 +194,46 @@ def test_the_fast_sampler_chooses_what_the_full_sort_chooses(monkeypatch):
                            choice.choose_tokens_reference(logits, temperature, top_p, uniforms))
         full_sorts += int((temperature > 0).sum()) - (len(settled_at) - before)
     assert set(settled_at) == set(choice.CANDIDATE_TIERS) and full_sorts > 0
+
+
+class _Recorder:
+    """A stateful processor that remembers each row's prompt at `start`, follows `select`, and checks at every step
+    that the row it is given is still the one it remembers; `score` marks that scoring used it."""
+
+    def __init__(self) -> None:
+        self.starts, self.selects, self.scored = 0, 0, 0
+        self.prompts: list[list[int]] = []
+        self.width = 0
+
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        self.starts += 1
+        self.width = input_ids.shape[-1]
+        self.prompts = [[t for t, m in zip(r, k, strict=True) if m] for r, k in
+                        zip(input_ids.tolist(), attention_mask.tolist(), strict=True)]
+
+    def select(self, index: torch.Tensor) -> None:
+        self.selects += 1
+        self.prompts = [self.prompts[i] for i in index.tolist()]
+
+    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        assert len(self.prompts) == input_ids.shape[0]
+        for row, prompt in zip(input_ids.tolist(), self.prompts, strict=True):
+            assert row[self.width - len(prompt):self.width] == prompt
+        return logits
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        self.scored += 1
+        return logits
+
+
+def test_stateful_processors_get_start_select_and_score(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    recorder = _Recorder()
+    engine = Engine(model, tokenizer, max_batch_size=4, logits_processors=[recorder])
+    requests = [GenRequest(p, SamplingParams(temperature=1.0, max_new_tokens=n), (6, i))
+                for i, (p, n) in enumerate(zip(_ids(tokenizer)[:6], (2, 9, 4, 12, 3, 6), strict=True))]
+    plain = Engine(model, tokenizer, max_batch_size=4).generate(requests)
+    assert [r.token_ids for r in engine.generate(requests)] == [r.token_ids for r in plain]
+    assert recorder.starts == 2 and recorder.selects >= 2  # two batches; rows left each of them
+    engine.score([_ids(tokenizer)[0]])
+    assert recorder.scored == 1

@@ -140,7 +140,9 @@ class GreenList:
 class WatermarkProcessor:
     """Adds δ to the green tokens' logits at every step (the paper's soft watermark). A row's window is its own last
     `context_width` tokens (prompt, then what it wrote), so the text does not depend on the batch; a row shorter
-    than the window is left unmarked at that step."""
+    than the window is left unmarked at that step. In the engine's left-padded batches, `start` / `select` (the
+    engine's hooks) tell it each row's own length, so a short row's window never reaches into the padding; `score`
+    marks every position of echo-scored rows as generation did."""
 
     name = "watermark"
 
@@ -148,13 +150,37 @@ class WatermarkProcessor:
         if delta < 0:
             raise ValueError("delta must be ≥ 0")
         self.green, self.delta = green, delta
+        self._lengths: torch.Tensor | None = None  # each live row's prompt length (real tokens), from `start`
+        self._width = 0
+
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        self._lengths, self._width = attention_mask.sum(-1), input_ids.shape[-1]
+
+    def select(self, index: torch.Tensor) -> None:
+        if self._lengths is not None:
+            self._lengths = self._lengths[index]
 
     def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         h = self.green.context_width
         if input_ids.shape[-1] < h:
             return logits
         mask = self.green.mask(input_ids[:, -h:], logits.shape[-1])
+        if self._lengths is not None and self._lengths.shape[0] == input_ids.shape[0]:
+            real = self._lengths + (input_ids.shape[-1] - self._width)  # each row's own tokens so far
+            mask &= (real >= h).unsqueeze(-1)
         return logits + self.delta * mask.to(logits.dtype)
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Right-padded rows [rows, T], logits at every position [rows, T, V]: position t (predicting t + 1) is
+        marked by the window ending at t, once t + 1 ≥ h."""
+        h, (rows, width) = self.green.context_width, input_ids.shape
+        if width < h:
+            return logits
+        windows = input_ids.unfold(1, h, 1).reshape(-1, h)  # the window ending at t, for t = h − 1 … T − 1
+        mask = self.green.mask(windows, logits.shape[-1]).view(rows, width - h + 1, -1)
+        out = logits.clone()
+        out[:, h - 1:] += self.delta * mask.to(logits.dtype)
+        return out
 
     def describe(self) -> dict[str, object]:
         return {"kind": "watermark", "scheme": "kirchenbauer-2023 (keyed pair hash)",

@@ -6,10 +6,14 @@ dropped — so long and short rows do not pay for each other. Each row samples f
 (`sampling.py`), which is what makes a row's text independent of the batch it ran in.
 
 `logits_processors` are applied to every step's logits before log-probs and sampling: the seam where serve-time
-defenses (watermarks, output perturbation) plug in. Each is `f(input_ids [rows, T], logits [rows, V]) -> logits`,
-where `input_ids` holds each row's prompt and generated tokens, left-padded with the pad id to the batch's width: a
-processor that looks back over a context must stop at the row's own tokens to stay batch-invariant.
-Log-probs reported are the log-softmax of those logits at temperature 1 (as vLLM reports by default).
+defenses (`distill.defenses`: watermarks, product of experts, antidistillation, canaries) plug in. Each is
+`f(input_ids [rows, T], logits [rows, V]) -> logits`, where `input_ids` holds each row's prompt and generated tokens,
+left-padded with the pad id to the batch's width: a processor that looks back over a context must stop at the row's
+own tokens to stay batch-invariant. A stateful processor (one that runs a model of its own with a KV cache, or
+remembers each row's prompt) may also have the hooks of `StatefulProcessor`: `start` when a batch starts, `select`
+when finished rows leave it, and `score` for echo scoring — without `score`, scoring applies `f` at each position to
+the row's own prefix, which is what generation gave it there. Log-probs reported are the log-softmax of the processed
+logits at temperature 1 (as vLLM reports by default).
 
 The slow twin: at temperature 0 the engine must agree with `transformers`' own `generate` (greedy); tested.
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -29,6 +33,24 @@ from distill.generation.sampling import SamplingParams, draw_uniforms, row_gener
 from distill.losses.choice import choose_tokens
 
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@runtime_checkable
+class StatefulProcessor(Protocol):
+    """The optional hooks of a logits processor that keeps per-row state across the steps of a batch."""
+
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        """A batch starts: its prompts, left-padded [rows, W], and their mask (1 on real tokens). The first call
+        after it gets these rows' logits for the prompts' last position."""
+
+    def select(self, index: torch.Tensor) -> None:
+        """Finished rows left the batch: keep rows `index` (a long tensor on the engine's device), in that order."""
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Echo scoring: right-padded rows [rows, T] and the logits at every position [rows, T, V] → the logits
+        this processor would have given there in generation (position t predicts token t + 1)."""
+
+
 OnToken = Callable[[int, int, str], None]  # (request index, token id, new text piece)
 
 
@@ -130,6 +152,10 @@ class Engine:
         keep = [b for b, r in enumerate(rows) if r.finish is None]
         ids, mask = ids[keep].to(self.device), mask[keep].to(self.device)
         history = ids  # prompt + generated so far, for logits processors
+        if live:
+            for process in self.logits_processors:
+                if hasattr(process, "start"):
+                    process.start(ids, mask)
         cache = DynamicCache()
         step_ids, positions = ids, (mask.cumsum(-1) - 1).clamp_min(0)
         while live:
@@ -152,6 +178,9 @@ class Engine:
                     break
                 index = torch.tensor(stay, device=self.device)
                 cache.batch_select_indices(index)
+                for process in self.logits_processors:
+                    if hasattr(process, "select"):
+                        process.select(index)
                 live = [live[b] for b in stay]
                 step_ids, positions, mask, history = step_ids[index], positions[index], mask[index], history[index]
 
@@ -250,13 +279,25 @@ class Engine:
         logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
         if logits.shape[-1] > self.n_tokens:
             logits[..., self.n_tokens:] = float("-inf")
+        for process in self.logits_processors:
+            logits = _score_positions(process, ids, mask, logits, [len(p) for p in prompts])
         for b, p in enumerate(prompts):
             into[b].append(None)
             if len(p) < 2:
                 continue
-            row = logits[b, : len(p) - 1]
-            for process in self.logits_processors:
-                row = torch.stack([process(ids[b: b + 1, : t + 1], row[t: t + 1])[0] for t in range(len(row))])
-            logprobs = torch.log_softmax(row, dim=-1)
+            logprobs = torch.log_softmax(logits[b, : len(p) - 1], dim=-1)
             picked, tops = top_logprobs(logprobs, torch.tensor(p[1:], device=logprobs.device), k)
             into[b].extend(TokenLogprob(t, v, top) for t, v, top in zip(p[1:], picked, tops, strict=True))
+
+
+def _score_positions(process: LogitsProcessor, ids: torch.Tensor, mask: torch.Tensor, logits: torch.Tensor,
+                     lengths: list[int]) -> torch.Tensor:
+    """One processor over every scored position: its own `score` when it has one, else the plain call at each
+    position with the row's own prefix (what generation gave it there). Padding positions are left as they were."""
+    if hasattr(process, "score"):
+        return process.score(ids, mask, logits)
+    out = logits.clone()
+    for b, n in enumerate(lengths):
+        for t in range(n - 1):
+            out[b, t] = process(ids[b: b + 1, : t + 1], logits[b, t: t + 1])[0]
+    return out

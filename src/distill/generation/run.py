@@ -5,6 +5,11 @@ set-up (prompts, teacher, fingerprint) → the journal says what is done → the
 judged and journalled as it finishes, under a progress bar → selection over the whole journal → `samples.jsonl`,
 `train.jsonl` and `manifest.json`, each written atomically. Killed at any point, the same command resumes; the
 outputs are rewritten from the journal, so a finished generation run again only rewrites them.
+
+With `generate.defenses` (a key file) the local teacher writes through the defenses' logits processors, at the
+exposure's forced temperature if it sets one (generate records text only, so log-prob caps and noise have nothing to
+act on). The fingerprint and the manifest record the defenses' public view and a hash of the key file — a changed
+key is another run, which a resume refuses — and never a secret.
 """
 
 from __future__ import annotations
@@ -39,19 +44,28 @@ def run_generation(recipe: Recipe | GenerationRecipe, *, overwrite: bool = False
         _prepare(out, overwrite)
         prompts = load_prompts(config)
         verify = build_verifier(config.verifier) if config.verifier is not None else None
-        backend, teacher, rendering, close = _backend(recipe)
+        keys = _keyfile(recipe)
+        if keys is not None and keys.exposure is not None and keys.exposure.temperature is not None:
+            # the forced temperature is what the samples were drawn at: rows and fingerprint record it
+            forced = config.sampling.model_copy(update={"temperature": keys.exposure.temperature})
+            config = config.model_copy(update={"sampling": forced})
+        backend, teacher, rendering, close = _backend(recipe, keys)
         try:
-            # what decides the samples; selection (max_accepted, dedup) is redone from the journal every run
-            settings = config.model_dump(mode="json", exclude={"output", "batch_size", "max_accepted", "dedup"})
+            # what decides the samples; selection (max_accepted, dedup) is redone from the journal every run; the
+            # key file by its content, not its path
+            settings = config.model_dump(mode="json", exclude={"output", "batch_size", "max_accepted", "dedup",
+                                                               "defenses"})
             fingerprint = {"generate": settings, "teacher": {k: v for k, v in teacher.items() if k != "api"},
                            "rendering": rendering, "prompts": _prompts_digest(prompts)}
+            if keys is not None:
+                fingerprint["defenses"] = _defenses_record(keys)
             with Journal(out, fingerprint) as journal:
                 todo = [(p, s) for p in prompts for s in range(config.n) if (p.id, s) not in journal]
                 seconds = _generate(backend, todo, journal, verify, teacher, config, len(prompts), progress)
                 rows = [journal.rows[(p.id, s)] for p in prompts for s in range(config.n)]
         finally:
             close()
-        return _finish(out, rows, prompts, config, teacher, seconds)
+        return _finish(out, rows, prompts, config, teacher, seconds, keys)
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
@@ -66,7 +80,28 @@ def _prepare(out: Path, overwrite: bool) -> None:
         "deletes only a generation's own files: choose an empty or new folder"))
 
 
-def _backend(recipe: Recipe | GenerationRecipe) -> tuple[Any, dict[str, Any], Any, Any]:
+def _keyfile(recipe: Recipe | GenerationRecipe) -> Any:
+    """The recipe's defense key file, read and checked (one line when malformed), or None."""
+    config = recipe.generate
+    assert config is not None
+    if config.defenses is None:
+        return None
+    if recipe.teacher is not None and getattr(recipe.teacher, "api", None) is not None:
+        raise RecipeError("generate.defenses: an API teacher serves its own defenses (`distill serve --defenses`); "
+                          "the key file applies to a local teacher.model only")
+    from distill.defenses.keys import load_keyfile
+
+    return load_keyfile(config.defenses)
+
+
+def _defenses_record(keys: Any) -> dict[str, Any]:
+    """What provenance says of the defenses: the public view and a one-way hash of the key file."""
+    from distill.defenses.build import keyfile_sha256
+
+    return {"public": keys.public_view(), "keyfile_sha256": keyfile_sha256(keys)}
+
+
+def _backend(recipe: Recipe | GenerationRecipe, keys: Any = None) -> tuple[Any, dict[str, Any], Any, Any]:
     """The backend, the teacher's identity for provenance, what decides how prompts become tokens (the tokenizer
     for a local teacher; the server's own for an API), and what closes the backend. An API's address is provenance,
     not identity: a server that moves to another port or host is the same teacher, so a resume still works."""
@@ -95,9 +130,16 @@ def _backend(recipe: Recipe | GenerationRecipe) -> tuple[Any, dict[str, Any], An
                 "weights_sha256": weights_sha256(model)}
     if torch.cuda.is_available():  # a row's text is the same on either; only the speed differs
         model.to("cuda")
-    engine = Engine(model, tokenizer, max_batch_size=config.batch_size)
+    sampling, processors = config.sampling, []
+    if keys is not None:
+        from distill.defenses.build import build_defenses
+
+        defenses = build_defenses(keys, model, tokenizer)
+        processors = defenses.processors
+        sampling = sampling.model_copy(update={"temperature": defenses.exposure.temperature(sampling.temperature)})
+    engine = Engine(model, tokenizer, max_batch_size=config.batch_size, logits_processors=processors)
     rendering = tokenizer_identity(tokenizer)["sha256"]
-    return LocalBackend(engine, config.sampling, config.batch_size), identity, rendering, lambda: None
+    return LocalBackend(engine, sampling, config.batch_size), identity, rendering, lambda: None
 
 
 def _generate(backend: Any, todo: list[tuple[Prompt, int]], journal: Journal, verify: Any, teacher: dict[str, Any],
@@ -145,7 +187,7 @@ def _prompts_digest(prompts: list[Prompt]) -> str:
 
 
 def _finish(out: Path, rows: list[dict[str, Any]], prompts: list[Prompt], config: Any, teacher: dict[str, Any],
-            seconds: float) -> dict[str, Any]:
+            seconds: float, keys: Any = None) -> dict[str, Any]:
     kept, counts = select(rows, config)
     write_jsonl(out / SAMPLES, rows)
     write_jsonl(out / TRAIN, kept)
@@ -163,5 +205,7 @@ def _finish(out: Path, rows: list[dict[str, Any]], prompts: list[Prompt], config
         "seconds_this_run": seconds, "teacher": teacher, "generate": config.model_dump(mode="json"),
         "provenance": provenance(),
     }
+    if keys is not None:
+        manifest["defenses"] = _defenses_record(keys)
     write_json(out / MANIFEST, manifest)
     return manifest

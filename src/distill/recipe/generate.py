@@ -3,7 +3,8 @@ where the kept ones go (docs/generate.md).
 
 Prompts come from a data source (`prompts`, records with `prompt` or chat `messages`) or from a reasoning-gym task
 (`task`); exactly one of the two. The sampling settings are their own sub-section, so "temperature" here is the
-generation temperature and never the loss's or the cache's.
+generation temperature and never the loss's or the cache's. `defenses` names a key file whose serve-time defenses
+the local teacher writes through (docs/defenses.md), so the training data carries a watermark or canaries.
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ class GenerateConfig(Section):
     batch_size: int = Field(default=16, ge=1, description="Rows per batch of the local backend; concurrent "
                             "requests of an API teacher are `teacher.api.max_concurrency`.")
     encoding: str = Field(default="utf-8", description="Text encoding of a .jsonl `prompts` file.")
+    defenses: str | None = Field(default=None, description="A defense key file (`distill defenses keygen`; "
+                                 "docs/defenses.md): the local teacher writes through its processors (watermark, "
+                                 "canaries, product of experts, antidistillation) and its forced temperature. The "
+                                 "run's fingerprint records the file's public view and a hash of it (a changed key "
+                                 "is another run), never a secret. An API teacher applies its own (`distill serve "
+                                 "--defenses`), so it is refused there.")
 
     @field_validator("verifier", mode="before")
     @classmethod

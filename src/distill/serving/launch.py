@@ -1,14 +1,18 @@
-"""Start a server: check the address and the key (config.py), bind, load the model, and run uvicorn until
-interrupted. The socket is bound before the model loads and before uvicorn starts, so a port in use is one line
-within a second, not a traceback after the load."""
+"""Start a server: check the address and the key (config.py), read the defense key file, bind, load the model (and
+the defenses' proxies), and run uvicorn until interrupted. The socket is bound before the model loads and before
+uvicorn starts, so a port in use is one line within a second, not a traceback after the load. What the banner says
+of the defenses is their public view: knobs and key ids, never a secret."""
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+from distill.defenses.build import Defenses
 from distill.errors import ModelError
 from distill.generation.engine import Engine, LogitsProcessor
 from distill.models import DTYPES, load_causal_lm, load_tokenizer
@@ -36,11 +40,12 @@ def load_model(name: str, dtype: str = "float32", device: str = "auto") -> tuple
 
 
 def build_service(model: Any, tokenizer: Any, config: ServeConfig,
-                  logits_processors: Sequence[LogitsProcessor] = ()) -> Service:
-    """The engine and its worker for `model`; `logits_processors` (defenses) are applied to every step and listed
-    in /v1/models."""
-    engine = Engine(model, tokenizer, max_batch_size=config.max_batch_size, logits_processors=logits_processors)
-    return Service(engine, config)
+                  logits_processors: Sequence[LogitsProcessor] = (), defenses: Defenses | None = None) -> Service:
+    """The engine and its worker for `model`; the defenses' processors, then `logits_processors`, are applied to
+    every step and listed in /v1/models (with the defenses' public view); the exposure controls shape every answer."""
+    processors = [*(defenses.processors if defenses is not None else []), *logits_processors]
+    engine = Engine(model, tokenizer, max_batch_size=config.max_batch_size, logits_processors=processors)
+    return Service(engine, config, defenses)
 
 
 @dataclass
@@ -65,10 +70,12 @@ def bind(host: str, port: int) -> Listening:
     return Listening(f"http://{shown}:{sock.getsockname()[1]}", sock)
 
 
-def banner(url: str, config: ServeConfig, key_env: str | None) -> str:
+def banner(url: str, config: ServeConfig, key_env: str | None, defenses: Defenses | None = None) -> str:
     key = f'os.environ["{key_env}"]' if key_env else '"none"'
     limits = config.limits
-    return "\n".join([
+    shown = [f"defenses: {', '.join(defenses.names()) or 'exposure only'} "
+             f"{json.dumps(defenses.public_view(), sort_keys=True)}"] if defenses is not None else []
+    return "\n".join([*shown,
         f"serving {config.model_name!r} at {url}/v1  (batch ≤ {config.max_batch_size} rows, max_tokens ≤ "
         f"{limits.max_tokens}, n ≤ {limits.max_n}; {'API key required' if key_env else 'no API key: loopback only'})",
         "point the openai client at it:",
@@ -97,18 +104,26 @@ def run(service: Service, listening: Listening, *, log_level: str = "info",
 
 def serve_model(model: str, config: ServeConfig, *, host: str, port: int, api_key_env: str | None,
                 dtype: str = "float32", device: str = "auto", log_level: str = "info",
-                echo: Callable[[str], None] = print) -> None:
+                echo: Callable[[str], None] = print, defenses: str | Path | None = None) -> None:
     """`distill serve`: key and address checked first, port bound second (both fail in a second, not after the
     model has loaded), then the model loaded and served until Ctrl-C. The CLI reads the key before it imports
     anything heavy; reading it again here keeps this function safe for other callers."""
+    from distill.defenses.keys import load_keyfile
+
     config = replace(config, api_key=read_api_key(api_key_env, host))
+    keys = load_keyfile(defenses) if defenses is not None else None  # a malformed file: one line, before the load
     listening = bind(host, port)
     try:
         echo(f"loading {model} ({dtype}) …")
         loaded, tokenizer = load_model(model, dtype, device)
-        service = build_service(loaded, tokenizer, config)
+        built = None
+        if keys is not None:
+            from distill.defenses.build import build_defenses
+
+            built = build_defenses(keys, loaded, tokenizer)
+        service = build_service(loaded, tokenizer, config, defenses=built)
     except BaseException:
         listening.sock.close()
         raise
-    echo(banner(listening.url, config, api_key_env))
+    echo(banner(listening.url, config, api_key_env, built))
     run(service, listening, log_level=log_level, echo=echo)

@@ -5,14 +5,18 @@ Limits are checked before any work is queued, each refusal naming its field (`er
 cannot be served costs the server nothing. Choice `i` of a request with prompts × n choices is prompt `i // n`,
 sample `i % n` (OpenAI's and vLLM's order); its random stream is keyed by (seed, i), so the same seed gives the same
 choices whatever else shares the batch, and without a seed a fresh one is drawn per request.
+
+Exposure controls (`defenses/exposure.py`) act here on what is asked: `logprobs` / `top_logprobs` capped (silently:
+the answer has fewer alternatives, as if fewer were asked) and the temperature forced, before the limits are checked.
 """
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from distill.defenses.exposure import Exposure
 from distill.generation.engine import GenRequest
 from distill.generation.sampling import SamplingParams
 from distill.serving.config import ServeLimits
@@ -30,6 +34,7 @@ class Served:
     n_tokens: int  # ids ≥ this are no token
     context_window: int | None
     limits: ServeLimits
+    exposure: Exposure = field(default_factory=Exposure)  # no controls unless a key file sets them
 
 
 @dataclass
@@ -51,7 +56,8 @@ def completion_work(served: Served, req: CompletionRequest) -> Work:
     check_model(served, req.model)
     prompts = req.prompts()
     _check_counts(served, req.n, len(prompts), "prompt")
-    _check_logprobs(served, req.logprobs, "logprobs")
+    logprobs = served.exposure.cap(req.logprobs)
+    _check_logprobs(served, logprobs, "logprobs")
     max_tokens = COMPLETIONS_DEFAULT_MAX_TOKENS if req.max_tokens is None else req.max_tokens
     _check_max_tokens(served, max_tokens, "max_tokens")
     ids, texts = [], []
@@ -70,14 +76,14 @@ def completion_work(served: Served, req: CompletionRequest) -> Work:
             raise ApiError(400, "The prompt is empty: it encodes to no tokens.", param="prompt", code="invalid_value")
         _check_length(served, len(encoded), max_tokens, "prompt", "max_tokens")
         ids.append(encoded)
-    params = _params(req.temperature, req.top_p, max_tokens, req.stop_strings(), req.logprobs)
-    return Work(ids, texts, req.n, _rows(ids, req.n, params, req.seed), req.logprobs)
+    params = _params(served, req.temperature, req.top_p, max_tokens, req.stop_strings(), logprobs)
+    return Work(ids, texts, req.n, _rows(ids, req.n, params, req.seed), logprobs)
 
 
 def chat_work(served: Served, req: ChatRequest) -> Work:
     check_model(served, req.model)
     _check_counts(served, req.n, 1, "messages")
-    logprobs = (req.top_logprobs or 0) if req.logprobs else None
+    logprobs = served.exposure.cap((req.top_logprobs or 0) if req.logprobs else None)
     _check_logprobs(served, logprobs, "top_logprobs")
     asked, field = req.max_new_tokens(), req.max_tokens_field()
     if asked is not None:
@@ -88,7 +94,7 @@ def chat_work(served: Served, req: ChatRequest) -> Work:
         room = served.context_window - len(ids) if served.context_window else served.limits.max_tokens
         asked = max(1, min(served.limits.max_tokens, room))
     _check_length(served, len(ids), asked, "messages", field)
-    params = _params(req.temperature, req.top_p, asked, req.stop_strings(), logprobs)
+    params = _params(served, req.temperature, req.top_p, asked, req.stop_strings(), logprobs)
     return Work([ids], [text], req.n, _rows([ids], req.n, params, req.seed), logprobs)
 
 
@@ -143,9 +149,9 @@ def _check_length(served: Served, prompt_tokens: int, max_tokens: int, prompt_fi
                        param=prompt_field if too_long else tokens_field, code="context_length_exceeded")
 
 
-def _params(temperature: float | None, top_p: float | None, max_tokens: int, stop: tuple[str, ...],
+def _params(served: Served, temperature: float | None, top_p: float | None, max_tokens: int, stop: tuple[str, ...],
             logprobs: int | None) -> SamplingParams:
-    return SamplingParams(temperature=1.0 if temperature is None else temperature,
+    return SamplingParams(temperature=served.exposure.temperature(1.0 if temperature is None else temperature),
                           top_p=1.0 if top_p is None else top_p, max_new_tokens=max_tokens, stop=stop,
                           logprobs=logprobs)
 

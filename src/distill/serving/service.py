@@ -5,6 +5,9 @@ pieces travel from the worker thread into the request's own asyncio queue (`call
 the text as it is written and, in each choice's last chunk, its log-probs (all of them, with the finish reason):
 the engine reports log-probs per row when the row ends. A client that adds up the chunks' `logprobs.content` (or
 `tokens`) gets exactly the non-streamed answer's.
+
+With defenses (`--defenses KEYFILE`), their processors run in the engine, their public view (knobs and key ids, never
+a secret) is listed in /v1/models, and every log-prob goes through the exposure controls before it is rendered.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
+from distill.defenses.build import Defenses
+from distill.defenses.exposure import Exposure
 from distill.generation.engine import Engine, GenResult, LogitsProcessor, TokenLogprob
 from distill.models import context_length
 from distill.serving import render
@@ -34,10 +40,12 @@ def processor_name(process: LogitsProcessor) -> str:
 
 
 class Service:
-    def __init__(self, engine: Engine, config: ServeConfig):
-        self.engine, self.config = engine, config
+    def __init__(self, engine: Engine, config: ServeConfig, defenses: Defenses | None = None):
+        self.engine, self.config, self.defenses = engine, config, defenses
         window = context_length(engine.model.config)
-        self.served = Served(config.model_name, engine.tokenizer, engine.n_tokens, window, config.limits)
+        self.exposure = defenses.exposure if defenses is not None else Exposure()
+        self.served = Served(config.model_name, engine.tokenizer, engine.n_tokens, window, config.limits,
+                             self.exposure)
         self.tokens = render.TokenText(engine.tokenizer)
         self.worker = BatchWorker(engine, max_batch_size=config.max_batch_size, window_s=config.batch_window_s)
         self.created = render.now()
@@ -49,6 +57,8 @@ class Service:
         entry = {"id": self.config.model_name, "object": "model", "created": self.created, "owned_by": "distill",
                  "max_model_len": self.served.context_window,
                  "logits_processors": [processor_name(p) for p in self.engine.logits_processors]}
+        if self.defenses is not None:
+            entry["defenses"] = self.defenses.public_view()
         return {"object": "list", "data": [entry]}
 
     def healthy(self) -> bool:
@@ -60,7 +70,7 @@ class Service:
         work = await asyncio.to_thread(completion_work, self.served, req)
         generating = any(row.params.max_new_tokens > 0 for row in work.rows)
         scoring = req.echo and req.logprobs is not None
-        job = Job(work.rows if generating else [], work.prompts if scoring else [], req.logprobs or 0)
+        job = Job(work.rows if generating else [], work.prompts if scoring else [], work.logprobs or 0)
 
         def choices(done: JobResult) -> list[dict[str, Any]]:
             out = []
@@ -70,8 +80,9 @@ class Service:
                 text = (work.texts[p] if req.echo else "") + result.text
                 logprobs = None
                 if req.logprobs is not None:
-                    positions: list[TokenLogprob | None] = [*(done.scores[p] if scoring else []),
-                                                            *(result.logprobs or [])]
+                    echoed = self.exposure.report([], echo_ids, done.scores[p]) if scoring else []
+                    generated = self.exposure.report(work.prompts[p], result.token_ids, result.logprobs or [])
+                    positions: list[TokenLogprob | None] = [*echoed, *generated]
                     logprobs = render.legacy_logprobs(self.tokens, [*echo_ids, *result.token_ids], positions)
                 out.append(render.completion_choice(i, text, result.finish_reason, logprobs))
             return out
@@ -98,12 +109,13 @@ class Service:
         if not req.stream:
             done = await self._run(job)
             return render.envelope("chat.completion", render.new_id("chatcmpl"), render.now(), req.model,
-                                   [render.chat_choice(self.tokens, i, r) for i, r in enumerate(done.results)],
-                                   _usage(done, work))
+                                   [render.chat_choice(self.tokens, i, self._exposed(work, r))
+                                    for i, r in enumerate(done.results)], _usage(done, work))
 
         def closing(done: JobResult, sent: dict[int, str]) -> list[dict[str, Any]]:
             out = []
             for i, result in enumerate(done.results):
+                result = self._exposed(work, result)
                 logprobs = render.chat_logprobs(self.tokens, result.logprobs) if result.logprobs is not None else None
                 out.append({"index": i, "delta": {}, "logprobs": logprobs, "finish_reason": result.finish_reason})
             return _with_rest(out, done, work, sent, "delta")
@@ -115,6 +127,13 @@ class Service:
                                                 "finish_reason": None},
                             closing=closing,
                             include_usage=bool(req.stream_options and req.stream_options.include_usage))
+
+    def _exposed(self, work: Work, result: GenResult) -> GenResult:
+        """The result with its log-probs as the exposure controls let them out (a chat has one prompt)."""
+        if result.logprobs is None or not self.exposure.active:
+            return result
+        shown = self.exposure.report(work.prompts[0], result.token_ids, result.logprobs)
+        return replace(result, logprobs=[p for p in shown if p is not None])
 
     # ------------------------------------------------------------------------------------------------ running
     async def _run(self, job: Job) -> JobResult:
