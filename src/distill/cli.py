@@ -271,6 +271,79 @@ def report(
 
 
 @app.command()
+def audit(
+    suspect: Annotated[str, typer.Argument(help="The suspect model: a folder, NAME=FOLDER, a training run or "
+                                           "builtin:NAME.", show_default=False)],
+    against: Annotated[Path, typer.Option("--against", help="The defense key file the teacher served with.",
+                                          show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the result JSON.")] = Path("audit.json"),
+    prompts: Annotated[str | None, typer.Option("--prompts", help="Closed mode: prompts (JSONL: messages, prompt "
+                                                "or text) the suspect answers; its output is scored.")] = None,
+    watermarked: Annotated[str | None, typer.Option(
+        "--watermarked", help="Open mode: the teacher's watermarked texts (JSONL of text, or a `distill generate` "
+        "samples/train file); the suspect's top-1 predictions on them are scored.")] = None,
+    teacher: Annotated[str | None, typer.Option("--teacher", help="Fingerprint: the teacher model.")] = None,
+    reference: Annotated[list[str] | None, typer.Option(
+        "--reference", help="Fingerprint: a model the suspect was not distilled from (repeatable).")] = None,
+    documents: Annotated[str | None, typer.Option("--documents", help="Fingerprint: documents (JSONL).")] = None,
+    formatting: Annotated[str, typer.Option("--format", help="How prompts and canary triggers were served: chat "
+                                            "(the tokenizer's template) or plain.")] = "chat",
+    system: Annotated[str | None, typer.Option("--system", help="System prompt the teacher served with.")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Closed mode: generations per prompt.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Closed mode: tokens per generation.")
+                              ] = 128,
+    temperature: Annotated[float, typer.Option("--temperature", help="Closed mode: sampling temperature.")] = 0.8,
+    filter_top: Annotated[int | None, typer.Option(
+        "--filter-top", help="Score only windows among the N most frequent in the watermarked text.")] = None,
+    no_dedup_control: Annotated[bool, typer.Option(
+        "--no-dedup-control", help="Also score without de-duplication (a negative control, marked invalid).")
+                                ] = False,
+    canaries: Annotated[bool, typer.Option("--canaries/--no-canaries", help="Test the key file's canaries.")] = True,
+    max_candidates: Annotated[int, typer.Option(
+        "--max-candidates", help="Exact canary rank up to this many candidates, else a sample of this size.")
+                              ] = 2_000,
+    permutations: Annotated[int, typer.Option("--permutations", help="Fingerprint: sign-flip permutations.")
+                            ] = 10_000,
+    max_texts: Annotated[int | None, typer.Option("--max-texts", help="Read at most N records of each file.")
+                         ] = None,
+    max_length: Annotated[int, typer.Option("--max-length", help="Tokens per document (longer are cut).")] = 256,
+    calibration: Annotated[Path | None, typer.Option(
+        "--calibration", help="Null calibration from bench/audit_null.py, shown with its QQ plot.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling, candidate samples and permutations.")] = 0,
+    debug: DebugOpt = False,
+) -> None:
+    """Test a suspect model for signs that it learned from the teacher: watermark radioactivity, canary exposure,
+    output fingerprint. Writes audit.json; `distill report` renders it. See docs/audit.md.
+
+    Example: distill audit runs/thief/student --against keys.yaml --watermarked gen/train.jsonl --out audit.json
+    """
+    with _reported(debug):
+        from distill.errors import DataError
+        from distill.eval.cli_support import check_output_path
+
+        if formatting not in ("chat", "plain"):
+            raise DataError(f"--format {formatting!r}: use chat or plain")
+        from distill.forensics.run import AuditOptions, check_inputs
+
+        options = AuditOptions(
+            suspect=suspect, keyfile=against, prompts=prompts, watermarked=watermarked, teacher=teacher,
+            references=reference or [], documents=documents, formatting=formatting,  # type: ignore[arg-type]
+            system=system, samples=samples, max_new_tokens=max_new_tokens, temperature=temperature,
+            filter_top=filter_top, no_dedup_control=no_dedup_control, canaries=canaries,
+            max_candidates=max_candidates, n_permutations=permutations, max_texts=max_texts, max_length=max_length,
+            seed=seed, calibration=calibration)
+        check_inputs(options)  # the key file and options, before any model is loaded
+        check_output_path(out)
+        _quiet_libraries()
+        from distill.forensics.run import run_audit
+        from distill.results.audit import write_audit
+
+        result = run_audit(options, echo=typer.echo)
+        write_audit(out, result)
+        typer.echo(f"audit: {out}")
+
+
+@app.command()
 def check(recipe: RecipeArg, set_: SetOpt = None, num_processes: Annotated[int, typer.Option(
     "--num-processes", min=1, help="Processes the run will use (`accelerate launch --num_processes`): the batch must "
     "split into micro-batches over all of them.")] = 1, debug: DebugOpt = False) -> None:
@@ -322,6 +395,9 @@ def serve(
         "--request-timeout", min=0.001, help="Seconds a request may wait and run before it is answered 504.")] = 600.0,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's: warning, info (access log), debug.")
                          ] = "info",
+    defenses: Annotated[Path | None, typer.Option(
+        "--defenses", help="A defense key file (`distill defenses keygen`): watermark, canaries, product of experts, "
+        "antidistillation, exposure controls. See docs/defenses.md.", show_default=False)] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Serve a causal LM over an OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models), with
@@ -342,7 +418,62 @@ def serve(
         config = ServeConfig(model_name=model_name or model, limits=limits, max_batch_size=max_batch_size,
                              batch_window_s=batch_window_ms / 1000)
         serve_model(model, config, host=host, port=port, api_key_env=api_key_env, dtype=dtype, device=device,
-                    log_level=log_level, echo=typer.echo)
+                    log_level=log_level, echo=typer.echo, defenses=defenses)
+
+
+defenses_app = typer.Typer(help="Serve-time defenses against distillation: key files and the antidistillation "
+                            "gradient (docs/defenses.md).", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(defenses_app, name="defenses")
+
+
+@defenses_app.command("keygen")
+def defenses_keygen(
+    out: Annotated[Path, typer.Argument(help="Key file to write (.yaml/.yml, else JSON); owner-only permissions.",
+                                        show_default=False)],
+    canaries: Annotated[int, typer.Option("--canaries", min=0, help="Canary trigger/secret pairs (0: none).")] = 8,
+    gamma: Annotated[float, typer.Option("--gamma", help="Watermark green share γ (0 < γ < 1).")] = 0.25,
+    delta: Annotated[float, typer.Option("--delta", help="Watermark logit bias δ (≥ 0).")] = 2.0,
+    context_width: Annotated[int, typer.Option("--context-width", min=1, max=8, help="Watermark window h (tokens).")
+                             ] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write a fresh key file with random secrets (a watermark key and canaries). Keep it private: it is what an
+    audit needs and what a thief must not have. Add poe/antidistillation/exposure sections by hand."""
+    with _reported(debug):
+        from pydantic import ValidationError
+
+        from distill.defenses.keys import KeyFileError, new_keyfile, write_keyfile
+
+        if out.exists() and not overwrite:
+            raise KeyFileError(f"{out} exists; choose another path or pass --overwrite")
+        try:
+            keys = new_keyfile(canaries=canaries, gamma=gamma, delta=delta, context_width=context_width)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise KeyFileError(f"--{'-'.join(str(err['loc'][-1]).split('_'))}: {err['msg']}") from None
+        write_keyfile(keys, out)
+        typer.echo(f"key file: {out} — {', '.join(k for k in keys.public_view() if k != 'version')}")
+
+
+@defenses_app.command("gradient")
+def defenses_gradient(
+    proxy: Annotated[str, typer.Option("--proxy", help="The proxy student: a folder, hub id or builtin:NAME.",
+                                       show_default=False)],
+    data: Annotated[Path, typer.Option("--data", help="Held-out teacher traces: JSONL prompt/completion or chat "
+                                       "messages rows (e.g. a `distill generate` train.jsonl).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="The gradient file to write (safetensors).", show_default=False)],
+    device: Annotated[str, typer.Option("--device", help="auto (cuda when there is one), cpu, cuda …")] = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Compute antidistillation's g: the gradient of the proxy's mean completion NLL on held-out teacher traces,
+    stored with the proxy's weights hash and the data's hash (key file: antidistillation.gradient)."""
+    with _reported(debug):
+        _quiet_libraries()
+        from distill.defenses.gradient import write_gradient
+
+        meta = write_gradient(proxy, str(data), out, device=device, progress=sys.stderr.isatty())
+        typer.echo(f"gradient: {out} — proxy {proxy}, {meta['rows']} rows, {meta['targets']} target tokens")
 
 
 @app.command()

@@ -209,3 +209,30 @@ def slice_dots(field: str, values: Sequence[str], series: Sequence[tuple[str, st
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _png(fig)
+
+
+def qq_uniform(series: Sequence[tuple[str, str, Sequence[float]]], alphas: Sequence[float] = (0.01, 0.001)) -> bytes:
+    """QQ plot of null p-values against Uniform(0, 1) on log-log axes (series: label, colour, p-values): a valid
+    test lies on the diagonal; points above the diagonal at small p are false positives beyond α. The α levels
+    are marked, because the left tail is what a detection threshold sees."""
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(4.6, 4.2), layout="constrained")
+        ax = fig.subplots()
+        smallest_x = smallest_y = 1.0
+        for label, color, values in series:
+            ps = sorted(max(float(p), 1e-300) for p in values)
+            if not ps:
+                continue
+            expected = [(i + 1) / (len(ps) + 1) for i in range(len(ps))]
+            smallest_x, smallest_y = min(smallest_x, expected[0]), min(smallest_y, ps[0])
+            ax.plot(expected, ps, "o", markersize=2.8, color=color, label=f"{label} ({len(ps)} keys)", alpha=0.8)
+        low_x, low_y = smallest_x / 2, max(min(smallest_y, smallest_x) / 2, 1e-300)
+        ax.plot([low_x, 1], [low_x, 1], linestyle="--", color="#9aa0a6", linewidth=1, label="uniform")
+        for alpha in alphas:
+            ax.axhline(alpha, color="#e0a800", linewidth=0.8, linestyle=":")
+            ax.annotate(f"α = {alpha:g}", (1, alpha), xytext=(-4, 3), textcoords="offset points", ha="right",
+                        fontsize=8, color="#8a6d00")
+        ax.set(xscale="log", yscale="log", xlim=(low_x, 1.05), ylim=(low_y, 1.05), title="null p-values vs uniform",
+               xlabel="expected quantile (uniform)", ylabel="observed p-value")
+        ax.legend(loc="lower right")
+        return _png(fig)

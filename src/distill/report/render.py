@@ -5,18 +5,24 @@ plain `distill eval`, its eval.json, the same format without the training facts 
 training run it names. `view.build_view` turns them into one view that both templates (`report.html.j2`,
 `report.md.j2`, next to this file) render, so the two reports cannot disagree. A malformed result file is a
 DataError naming the file and the field, raised while it is loaded.
+
+An `audit.json` (`distill audit`) next to the result file adds the audit section (report/audit.py); a folder holding
+only an audit.json, or the audit.json itself, gives a report of the audit alone.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
+from distill.report.audit import build_audit_view
 from distill.report.cells import human_count
 from distill.report.view import build_view
+from distill.results.audit import AUDIT, AuditResult, is_audit_file, load_audit
 from distill.results.io import load_result, result_file
-from distill.results.layout import REPORT_HTML, REPORT_MD
+from distill.results.layout import REPORT_HTML, REPORT_MD, RESULT_FILES
 
 __all__ = ["build_view", "result_file", "write_report"]
 
@@ -34,8 +40,13 @@ def write_report(run_dir: Path, *, out_dir: Path | None = None) -> tuple[Path, P
     """Write report.html and report.md for the summary.json or eval.json in `run_dir` (or for `run_dir` itself, a
     result file) into `out_dir`, default the result file's folder; return their paths. Raises DataError when there
     is no result file, it is of another schema version, or a field has the wrong shape."""
-    path = result_file(Path(run_dir))
-    view = build_view(load_result(path), path.parent)
+    path = _source(Path(run_dir))
+    if is_audit_file(path):
+        view = audit_only_view(load_audit(path), path.parent)
+    else:
+        view = build_view(load_result(path), path.parent)
+        audit = path.parent / AUDIT
+        view["audit"] = build_audit_view(load_audit(audit)) if audit.is_file() else None
     out_dir = Path(out_dir) if out_dir is not None else path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     env = _environment()
@@ -43,3 +54,23 @@ def write_report(run_dir: Path, *, out_dir: Path | None = None) -> tuple[Path, P
     html.write_text(env.get_template("report.html.j2").render(**view), encoding="utf-8")
     md.write_text(env.get_template("report.md.j2").render(**view), encoding="utf-8")
     return html, md
+
+
+def _source(run_dir: Path) -> Path:
+    """The file to render: `run_dir` itself when it is a file; else its summary.json or eval.json; else its
+    audit.json; else `result_file`'s one-line error."""
+    if run_dir.is_dir() and not any((run_dir / name).is_file() for name in RESULT_FILES) \
+            and (run_dir / AUDIT).is_file():
+        return run_dir / AUDIT
+    return result_file(run_dir)
+
+
+def audit_only_view(result: AuditResult, folder: Path) -> dict[str, Any]:
+    """The report's view with no evaluation: every evaluation section empty, the audit section filled."""
+    audit = build_audit_view(result)
+    verdicts = [block["verdict"] for key in ("watermark", "canaries") if (block := audit[key])]
+    return {"kind": result.kind, "run_dir": str(folder), "run_name": folder.resolve().name, "models": [], "sets": [],
+            "main": None, "roles": {}, "training": {}, "tasks": [], "stages": [],
+            "figures": {"quality": None, "reliability": None, "reliability_set": None, "left_out": []},
+            "headline": " ".join(verdicts) or f"Audit of {result.suspect}.", "provenance": audit["provenance"],
+            "created": audit["created"], "audit": audit}
