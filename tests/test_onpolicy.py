@@ -336,6 +336,7 @@ def _recipe(pc_data: Path, out: Path, objective: dict, **training) -> dict:
     return recipe
 
 
+@pytest.mark.slow  # two whole runs; the objective-level equivalence above is in the default suite
 def test_gkd_at_lambda_zero_trains_exactly_like_offpolicy(tmp_path, pc_data, tiny_teacher_dir):
     off = _recipe(pc_data, tmp_path / "off", {"kind": "offpolicy", "divergence": "jsd", "alpha": 0.0})
     gkd = _recipe(pc_data, tmp_path / "gkd", {"kind": "gkd", "lmbda": 0.0})
@@ -372,6 +373,7 @@ def test_kill_9_in_an_on_policy_run_then_resume_gives_bitwise_the_same_student(t
     assert read_metrics(tmp_path / "killed")[-1]["student_share"] > 0
 
 
+@pytest.mark.slow  # a 2-process launch (~1 min); rows' text across processes stays in the default suite
 def test_two_processes_follow_the_one_process_on_policy_trajectory(tmp_path, pc_data, tiny_teacher_dir):
     recipe = _recipe(pc_data, tmp_path / "one", {"kind": "hpd", "lmbda": 0.5, "rollout": {"max_new_tokens": 8}})
     path = write_recipe(tmp_path / "r.yaml", recipe)
