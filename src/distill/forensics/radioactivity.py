@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from distill.data.batch import collate
+from distill.data.formatting import Example
 from distill.defenses.watermark import GreenList
 from distill.forensics.detector import Pair, Stream, Window
 
@@ -56,13 +58,9 @@ def top1_predictions(model: torch.nn.Module, documents: Sequence[Sequence[int]],
     with torch.inference_mode():
         for start in range(0, len(documents), batch_size):
             batch = documents[start:start + batch_size]
-            width = max(len(d) for d in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, doc in enumerate(batch):
-                ids[row, :len(doc)] = torch.tensor(list(doc))
-                mask[row, :len(doc)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+            padded = collate([Example(list(d), list(d)) for d in batch], pad_id)
+            logits = model(input_ids=padded["input_ids"].to(device), attention_mask=padded["attention_mask"].to(device),
+                           use_cache=False).logits
             top = logits[..., :n_tokens].argmax(-1).cpu()
             out.extend(top[row, :len(doc) - 1].tolist() for row, doc in enumerate(batch))
     return out

@@ -19,7 +19,7 @@ from pydantic import Field, SerializerFunctionWrapHandler, ValidationError, fiel
 
 from distill.atomic import write_json
 from distill.errors import DataError
-from distill.results.io import first_problem
+from distill.results.io import first_problem, read_json_object
 from distill.results.schema import Block, Provenance
 
 AUDIT = "audit.json"  # `distill audit --out`'s default name; `distill report DIR` renders it when present
@@ -183,14 +183,7 @@ def is_audit_file(path: Path) -> bool:
 def load_audit(path: Path) -> AuditResult:
     """Read and validate an audit.json; every problem is a one-line DataError naming the file and the field."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); {REGENERATE}") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
-    if not isinstance(data, dict):
-        raise DataError(f"{path} should hold a JSON object, not {type(data).__name__}; {REGENERATE}")
+    data = read_json_object(path, REGENERATE)
     if data.get("schema_version") != AUDIT_SCHEMA_VERSION:
         raise DataError(f"{path} has schema_version {data.get('schema_version')!r} but this distill reads audit "
                         f"version {AUDIT_SCHEMA_VERSION}; {REGENERATE}")

@@ -44,18 +44,25 @@ def result_file(folder: Path) -> Path:
     return found
 
 
+def read_json_object(path: Path, regenerate: str) -> dict[str, Any]:
+    """A result file's JSON object; unreadable, not JSON or not an object is a one-line DataError that ends with
+    how to `regenerate` it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); {regenerate}") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{path} should hold a JSON object, not {type(data).__name__}; {regenerate}")
+    return data
+
+
 def load_result(path: Path) -> EvalResult:
     """Read and validate an eval.json (an `EvalResult`) or a demo's summary.json (a `DemoSummary`, kind
     distill.demo); every problem is a one-line DataError."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); {REGENERATE}") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
-    if not isinstance(data, dict):
-        raise DataError(f"{path} should hold a JSON object, not {type(data).__name__}; {REGENERATE}")
+    data = read_json_object(path, REGENERATE)
     if data.get("schema_version") != SCHEMA_VERSION:
         raise DataError(f"{path} has schema_version {data.get('schema_version')!r} but this distill reads version "
                         f"{SCHEMA_VERSION}; regenerate it with this version's `distill eval`")
