@@ -72,20 +72,21 @@ class Options:
     lr: float = 2e-4
     beta: float = 1.0
     fd_eps: float = 1e-3
-    configs: tuple[str, ...] = ("base", "temperature_1.3", "poe_0.5", "antidistillation", "watermark_d2",
-                                "watermark_d4", "truncation_k0")
+    configs: tuple[str, ...] = ("base", "temperature_1.3", "poe_0.5", "antidistillation_0.003",
+                                "antidistillation_0.01", "watermark_d2", "watermark_d4", "truncation_k0")
     thieves: tuple[str, ...] = ("passive", "adaptive", "verifier")
-    ad_lambda: float = 0.05
     gen_batch_size: int = 32
     eval_batch_size: int = 40
     threads: int = 1
+    shard: tuple[int, int] | None = None  # (k, n): this process runs every n-th (seed, config), from the k-th
+    prepare: bool = False
     task_config: dict[str, Any] = field(default_factory=lambda: dict(support.TASK_CONFIG))
 
 
 def quick_options(options: Options) -> Options:
     return replace(options, teacher="builtin:tiny-teacher", layers=(0, 1, 2), seeds=(0,), train_problems=6,
                    holdout_problems=4, eval_problems=6, max_new_tokens=16, eval_max_new_tokens=16, steps=1,
-                   batch_size=4, configs=("base", "poe_0.5", "antidistillation", "watermark_d4", "truncation_k0"),
+                   batch_size=4, configs=("base", "poe_0.5", "antidistillation_0.01", "watermark_d4", "truncation_k0"),
                    out=options.out if options.out != Options.out else Path("runs/defense_game_quick"))
 
 
@@ -99,8 +100,11 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--steps", type=int)
     p.add_argument("--train-problems", type=int)
     p.add_argument("--eval-problems", type=int)
-    p.add_argument("--ad-lambda", type=float)
     p.add_argument("--threads", type=int)
+    p.add_argument("--shard", help="K/N: run only the K-th of N interleaved (seed, config) shares (run --prepare "
+                   "first, then N processes, then once more without --shard for the table)")
+    p.add_argument("--prepare", action="store_true", help="only the shared stages: the untrained student's "
+                   "evaluation, the held-out traces and antidistillation's gradients")
     args = p.parse_args(argv)
     options = Options()
     if args.quick:
@@ -114,9 +118,15 @@ def parse(argv: list[str] | None = None) -> Options:
     for name in ("configs", "thieves"):
         if getattr(args, name):
             updates[name] = tuple(getattr(args, name).split(","))
-    for name in ("steps", "train_problems", "eval_problems", "ad_lambda", "threads"):
+    for name in ("steps", "train_problems", "eval_problems", "threads"):
         if getattr(args, name) is not None:
             updates[name] = getattr(args, name)
+    if args.shard:
+        k, n = (int(x) for x in args.shard.split("/"))
+        if not 0 <= k < n:
+            p.error("--shard K/N needs 0 <= K < N")
+        updates["shard"] = (k, n)
+    updates["prepare"] = args.prepare
     options = replace(options, **updates)
     unknown = [c for c in options.configs if c not in support.CONFIGS]
     if unknown:
@@ -135,15 +145,28 @@ def run(options: Options) -> dict[str, Any]:
     cells: list[dict[str, Any]] = []
     init_eval = game.evaluate_once("init", game.init_dir())
     support.emit({"kind": "eval", "model": "init", "accuracy": init_eval["accuracy"]})
-    for seed in options.seeds:
-        holdout = game.holdout_traces(seed)
-        for config in options.configs:
-            teacher_rows = game.teacher_rows(seed, config, holdout)
-            for thief in options.thieves:
-                cell = game.cell(seed, config, thief, teacher_rows, holdout)
-                cells.append(cell)
-                support.emit({"kind": "cell", **{k: v for k, v in cell.items() if k != "eval_rows"}})
-            game.drop_checkpoints(seed, config)
+    holdouts = {seed: game.holdout_traces(seed) for seed in options.seeds}
+    if options.prepare:
+        for seed in options.seeds:
+            for config in options.configs:
+                if support.CONFIGS[config]["defense"] == "antidistillation":
+                    game.keyfile(seed, config, holdouts[seed])
+        return {"prepared": True}
+    # sharded, each process takes every n-th (seed, config); a config that re-uses another's samples (truncation)
+    # is left to the final unsharded pass, which reads its source's finished cells
+    pairs = [(seed, config) for seed in options.seeds for config in options.configs
+             if not (options.shard and support.CONFIGS[config].get("same_samples_as"))]
+    for i, (seed, config) in enumerate(pairs):
+        if options.shard and i % options.shard[1] != options.shard[0]:
+            continue
+        teacher_rows = game.teacher_rows(seed, config, holdouts[seed])
+        for thief in options.thieves:
+            cell = game.cell(seed, config, thief, teacher_rows, holdouts[seed])
+            cells.append(cell)
+            support.emit({"kind": "cell", **{k: v for k, v in cell.items() if k != "eval_rows"}})
+        game.drop_checkpoints(seed, config)
+    if options.shard:
+        return {"shard": list(options.shard), "cells": len(cells)}
     summary = support.summarize(options, init_eval, cells)
     summary.update({"schema": SCHEMA, "options": {**asdict(options), "out": str(options.out)},
                     "wall_s_this_invocation": round(time.perf_counter() - began, 1),
