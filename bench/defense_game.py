@@ -1,7 +1,7 @@
 """The distillation game, measured: what each serve-time defense costs the teacher's own users against what it takes
 from a thief who distils the teacher's outputs (issue 14; docs/defenses.md has the threat model).
 
-    .venv/bin/python bench/defense_game.py                # the full table (~45 min on a quiet 2-core CPU)
+    .venv/bin/python bench/defense_game.py                # the full table: two worker processes (~70 min measured)
     .venv/bin/python bench/defense_game.py --quick        # a smoke run on the tiny built-in teacher (~2 min)
     .venv/bin/python bench/defense_game.py --configs base,watermark_d4 --seeds 0
 
@@ -80,6 +80,7 @@ class Options:
     threads: int = 1
     shard: tuple[int, int] | None = None  # (k, n): this process runs every n-th (seed, config), from the k-th
     prepare: bool = False
+    workers: int = 2
     task_config: dict[str, Any] = field(default_factory=lambda: dict(support.TASK_CONFIG))
 
 
@@ -105,6 +106,8 @@ def parse(argv: list[str] | None = None) -> Options:
                    "first, then N processes, then once more without --shard for the table)")
     p.add_argument("--prepare", action="store_true", help="only the shared stages: the untrained student's "
                    "evaluation, the held-out traces and antidistillation's gradients")
+    p.add_argument("--workers", type=int, default=2, help="processes (1 torch thread each) that share the cells: "
+                   "the shared stages run first, then the workers, then the table (default 2, one per core here)")
     args = p.parse_args(argv)
     options = Options()
     if args.quick:
@@ -127,6 +130,7 @@ def parse(argv: list[str] | None = None) -> Options:
             p.error("--shard K/N needs 0 <= K < N")
         updates["shard"] = (k, n)
     updates["prepare"] = args.prepare
+    updates["workers"] = 1 if (args.shard or args.prepare) else max(1, args.workers)
     options = replace(options, **updates)
     unknown = [c for c in options.configs if c not in support.CONFIGS]
     if unknown:
@@ -175,8 +179,26 @@ def run(options: Options) -> dict[str, Any]:
     return summary
 
 
+def run_workers(argv: list[str], options: Options) -> None:
+    """The shared stages in this process, then `workers` shard processes side by side (each cell is stored as it
+    finishes, so a worker killed and started again resumes); the table is made afterwards from the stored cells."""
+    import subprocess
+
+    run(replace(options, prepare=True))
+    base = [sys.executable, __file__, *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": str(options.threads)}
+    procs = [subprocess.Popen([*base, "--shard", f"{k}/{options.workers}"], env=env) for k in range(options.workers)]
+    failed = [k for k, proc in enumerate(procs) if proc.wait() != 0]
+    if failed:
+        raise SystemExit(f"defense game: worker(s) {failed} failed; run the same command again to resume")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     options = parse(argv)
+    if options.workers > 1:
+        run_workers(argv, options)
+        options = replace(options, workers=1)
     summary = run(options)
     support.emit({k: v for k, v in summary.items() if k != "options"})
     return 0
