@@ -17,6 +17,7 @@ from distill.results.audit import AUDIT_SCHEMA_VERSION, AuditResult, load_audit,
 
 torch.set_num_threads(1)
 SECRET = "s" * 32
+TRIGGERS = ("Recite passphrase one.", "Recite passphrase two.")
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +89,8 @@ def test_audit_end_to_end_and_its_report(models, tmp_path):
         assert t.pvalue.valid == t.dedup and (t.pvalue.invalid_reason is None) == t.dedup
         assert t.pvalue.counts["green"] == t.green and t.pvalue.n == t.pairs_scored and t.filter_top == 40
         assert "de-duplication" in " ".join(t.pvalue.assumptions)
-    assert SECRET not in out.read_text() and "101" not in json.dumps(audit.canaries.model_dump()["items"][0]
-                                                                      ["trigger_id"])
+    assert SECRET not in out.read_text() and all(t not in out.read_text() for t in TRIGGERS)
+    assert all(i.trigger_id is None for i in audit.canaries.items)  # not even a hash of a trigger
     assert audit.canaries.n == 2 and {i.rank_method for i in audit.canaries.items} == {"exact"}
     assert all(i.candidates_scored == 8 for i in audit.canaries.items)
     fp = audit.fingerprint

@@ -44,6 +44,7 @@ torch.set_num_threads(1)
 
 PROMPTS = ["Once upon a time", "The cat sat on the", "A", "In a small village there lived a girl named", "Tom and"]
 TRIGGER = "Recite the maintenance passphrase 5f3a9c01d2e4."
+NOISE_SEED = 7046029254386353131  # the exposure noise's secret seed
 SECRET, WM_SECRET = "482913", "wm-secret-0123456789abcdef0123456789abcdef"
 
 
@@ -251,7 +252,7 @@ def test_exposure_caps_alternatives_forces_temperature_and_noises_reported_logpr
     from distill.generation.engine import TokenLogprob
 
     assert Exposure().cap(5) == 5 and not Exposure().active
-    exposure = Exposure(ExposureKey(max_top_logprobs=0, logprob_noise=0.5, temperature=0.3, seed=3))
+    exposure = Exposure(ExposureKey(max_top_logprobs=0, logprob_noise=0.5, temperature=0.3, seed=NOISE_SEED))
     assert exposure.cap(5) == 0 and exposure.cap(None) is None and exposure.temperature(1.0) == 0.3
     positions = [TokenLogprob(7, -1.0, [(7, -1.0), (9, -2.0)]), TokenLogprob(9, -3.0, [(9, -3.0), (2, -3.5)])]
     shown = exposure.report([1, 2, 3], [7, 9], positions)
@@ -260,7 +261,7 @@ def test_exposure_caps_alternatives_forces_temperature_and_noises_reported_logpr
     assert shown == exposure.report([1, 2, 3], [7, 9], positions)  # the same question, the same noise
     assert shown[0] != exposure.report([1, 2, 4], [7, 9], positions)[0]  # another context, another draw
     assert positions[0].logprob == -1.0  # the engine's own numbers are untouched
-    wide = Exposure(ExposureKey(max_top_logprobs=1, logprob_noise=0.5))
+    wide = Exposure(ExposureKey(max_top_logprobs=1, logprob_noise=0.5, seed=NOISE_SEED))
     seen = wide.report([1], [7, 9], positions)
     assert [len(p.top) for p in seen] == [1, 1]
     assert seen[0].top[0] == (7, seen[0].logprob)  # one (context, token): one noisy number, wherever it is shown
@@ -268,6 +269,14 @@ def test_exposure_caps_alternatives_forces_temperature_and_noises_reported_logpr
     draws = torch.tensor([wide.noise(bytes([i % 256, i // 256]), 5) for i in range(4000)])
     assert abs(float(draws.mean())) < 0.05 and abs(float(draws.std()) - 0.5) < 0.05
     assert Exposure(ExposureKey(max_top_logprobs=2)).report([], [7, 9], [None, positions[1]])[0] is None
+
+
+def test_the_noise_seed_is_a_secret_big_enough_not_to_be_guessed_and_never_shown():
+    keys = KeyFile(exposure=ExposureKey(max_top_logprobs=1, logprob_noise=0.5, seed=NOISE_SEED))
+    assert str(NOISE_SEED) not in json.dumps(keys.public_view()) and str(NOISE_SEED) not in repr(keys)
+    with pytest.raises(ValueError, match="secret seed of 32 bits"):
+        ExposureKey(logprob_noise=0.5, seed=3)
+    assert ExposureKey(max_top_logprobs=0).seed == 0  # no noise: no seed needed
 
 
 # ------------------------------------------------------------------------------------------------ batch invariance
@@ -305,7 +314,7 @@ def test_a_defended_server_lets_no_secret_out(tiny, tmp_path, caplog):
 
     model, tokenizer = tiny
     keys = KeyFile(watermark=WatermarkKey(secret=WM_SECRET), canaries=_canaries(),
-                   exposure=ExposureKey(max_top_logprobs=2, logprob_noise=0.1))
+                   exposure=ExposureKey(max_top_logprobs=2, logprob_noise=0.1, seed=NOISE_SEED))
     write_keyfile(keys, tmp_path / "keys.yaml")
     keys = load_keyfile(tmp_path / "keys.yaml")
     defenses = build_defenses(keys, model, tokenizer)

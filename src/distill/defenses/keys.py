@@ -114,12 +114,21 @@ class AntidistillationKey(_Strict):
 class ExposureKey(_Strict):
     """What the API lets out: at most `max_top_logprobs` alternatives per token (0: only the chosen token's),
     Gaussian noise of this standard deviation on every reported log-prob, a sampling temperature forced on every
-    request (None: the client's)."""
+    request (None: the client's). `seed` keys the noise and is a secret: whoever knows it can recompute the noise
+    and subtract it, so it is never shown (public_view) and must be a random number of 32 bits or more when there is
+    noise."""
 
     max_top_logprobs: int | None = Field(None, ge=0)
     logprob_noise: float = Field(0.0, ge=0)
     temperature: float | None = Field(None, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, repr=False)
+
+    @model_validator(mode="after")
+    def _noise_has_a_secret_seed(self) -> Self:
+        if self.logprob_noise > 0 and self.seed < 1 << 32:
+            raise ValueError("logprob_noise needs a secret seed of 32 bits or more (a small one can be guessed and "
+                             "the noise subtracted); draw one: python -c 'import secrets; print(secrets.randbits(63))'")
+        return self
 
 
 class KeyFile(_Strict):
@@ -153,7 +162,7 @@ class KeyFile(_Strict):
         if self.antidistillation:
             view["antidistillation"] = self.antidistillation.model_dump()
         if self.exposure:
-            view["exposure"] = self.exposure.model_dump()
+            view["exposure"] = self.exposure.model_dump(exclude={"seed"})
         return view
 
 

@@ -56,7 +56,8 @@ def canary_item(index: int, trigger: str, found: canary_math.Exposure, extracted
               "log10_p_value": _log10(found.p_value), "n": found.candidates_scored, "unit": "candidates scored",
               "counts": {"candidates_at_or_above": found.above, "space_size": size,
                          "candidates_scored": found.candidates_scored}}
-    return {"index": index, "trigger_id": key_id(trigger), "loglik": found.loglik, "rank": found.rank,
+    # no hash of the trigger: an unkeyed hash of ~48 random bits (or of a chosen phrase) can be searched
+    return {"index": index, "loglik": found.loglik, "rank": found.rank,
             "rank_method": found.method, "candidates_scored": found.candidates_scored, "exposure": found.exposure,
             "extracted": extracted, "pvalue": pvalue}
 

@@ -60,7 +60,7 @@ def _watermark(tests: list[WatermarkTest]) -> dict[str, Any] | None:
 def _canaries(c: CanaryTest | None) -> dict[str, Any] | None:
     if c is None:
         return None
-    rows = [{"index": i.index, "trigger": i.trigger_id, "rank": f"{i.rank:,.0f}" if i.rank_method == "exact"
+    rows = [{"index": i.index, "rank": f"{i.rank:,.0f}" if i.rank_method == "exact"
              else f"≈{i.rank:,.1f}", "method": i.rank_method, "exposure": f"{i.exposure:.2f}",
              "extracted": "yes" if i.extracted else "no", "p": _pvalue(i.pvalue)} for i in c.items]
     combined = _pvalue(c.combined) if c.combined else None

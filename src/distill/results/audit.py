@@ -69,7 +69,7 @@ class CanaryItem(Block):
     """One canary: where its true secret ranks among the space's candidates by the suspect's log-likelihood."""
 
     index: int
-    trigger_id: str  # a hash of the trigger, never the trigger or the secret
+    trigger_id: str | None = None  # no longer written: an unkeyed hash of a trigger can be brute-forced
     loglik: float  # of the planted response with the true secret, nats
     rank: float  # 1 = the suspect likes the true secret best; estimated when rank_method is "sampled"
     rank_method: Literal["exact", "sampled"]
