@@ -240,6 +240,8 @@ def test_sign_flip_monte_carlo_is_close_to_brute_force_and_seeded():
     test = sign_flip_test(d, n_permutations=3000, seed=3)
     assert test.method == "monte_carlo"
     assert abs(test.p_value - exact) < 4 * math.sqrt(exact * (1 - exact) / 3000) + 1e-3
+    hits = test.p_value * 3001 - 1  # (1 + #≥) / (1 + B): the observed statistic counts as one permutation
+    assert hits == pytest.approx(round(hits), abs=1e-9) and hits >= 0
     assert sign_flip_test(d, n_permutations=3000, seed=3) == test
 
 
