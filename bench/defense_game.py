@@ -30,13 +30,15 @@ Design (defaults in `Options`):
             evaluation problem) of student-correct − init-correct, resampling seeds and problems.
 
 Output: JSON lines on stdout (one per cell, the last a summary with the table), progress on stderr, and in --out
-(default runs/defense_game/) game.json (the summary), game.md (the table) and game.png (utility vs gain). Every cell
-is stored as it finishes; a killed run resumes where it stopped.
+(default runs/defense_game/) game.json (distill.results.game, the table) and the report `distill report` makes of it
+(report.md, report.html: the table and the utility-vs-gain plot). Every cell is stored as it finishes; a killed run
+resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -50,8 +52,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import game_support as support  # noqa: E402
-
-SCHEMA = "distill.bench.defense_game/1"
 
 
 @dataclass
@@ -172,7 +172,7 @@ def run(options: Options) -> dict[str, Any]:
     if options.shard:
         return {"shard": list(options.shard), "cells": len(cells)}
     summary = support.summarize(options, init_eval, cells)
-    summary.update({"schema": SCHEMA, "options": {**asdict(options), "out": str(options.out)},
+    summary.update({"options": json.loads(json.dumps({**asdict(options), "out": str(options.out)})),
                     "wall_s_this_invocation": round(time.perf_counter() - began, 1),
                     "provenance": support.provenance(options.threads)})
     support.write_outputs(out, summary)

@@ -321,7 +321,7 @@ def summarize(options: Any, init_eval: dict[str, Any], cells: list[dict[str, Any
         answers = [x for s in sorted(by_seed) for x in by_seed[s]]
         row: dict[str, Any] = {"config": config, "defense": mine[0]["defense"], "strength": mine[0]["strength"],
                                "teacher_utility": wilson(sum(answers), len(answers)),
-                               "same_samples_as": mine[0].get("same_samples_as"), "thieves": {}}
+                               "same_samples_as": CONFIGS[config].get("same_samples_as"), "thieves": {}}
         for thief in options.thieves:
             these = [c for c in mine if c["thief"] == thief and c.get("correct") is not None]
             if not these:
@@ -340,59 +340,12 @@ def summarize(options: Any, init_eval: dict[str, Any], cells: list[dict[str, Any
 
 
 def write_outputs(out: Path, summary: dict[str, Any]) -> None:
-    _write(out / "game.json", summary)
-    (out / "game.md").write_text(markdown(summary))
-    plot(summary, out / "game.png")
-    log(f"wrote {out / 'game.md'}, {out / 'game.json'}, {out / 'game.png'}")
+    """game.json through its schema (distill.results.game), then `distill report`'s report.md / report.html of it
+    (the table and the utility-vs-gain plot, report/game.py)."""
+    from distill.atomic import write_json
+    from distill.report.render import write_report
+    from distill.results.game import GAME, GameResult
 
-
-def _fmt(v: dict[str, float], pct: bool = True, signed: bool = False) -> str:
-    k = 100 if pct else 1
-    sign = "+" if signed else ""
-    return f"{v['mean'] * k:{sign}.1f} [{v['ci_low'] * k:{sign}.1f}, {v['ci_high'] * k:{sign}.1f}]"
-
-
-def markdown(summary: dict[str, Any]) -> str:
-    thieves = [t for t in ("passive", "adaptive", "adaptive_literal", "verifier")
-               if any(t in r["thieves"] for r in summary["table"])]
-    head = ["config", "defense", "strength", "teacher utility % [95% CI]"] + \
-        [f"{t} gain, points [95% CI]" for t in thieves] + ["watermark audit p (passive, per seed)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in summary["table"]:
-        cells = [row["config"], row["defense"], str(row["strength"]), _fmt(row["teacher_utility"])]
-        cells += [_fmt(row["thieves"][t]["gain"], signed=True) if t in row["thieves"] else "—" for t in thieves]
-        audit = row["thieves"].get("passive", {}).get("audit_p")
-        cells.append(", ".join(f"{p:.2g}" for p in audit) if audit else "—")
-        lines.append("| " + " | ".join(cells) + " |")
-    return (f"Untrained student: {summary['init_accuracy'] * 100:.1f}% on {summary['eval_problems']} problems.\n\n"
-            + "\n".join(lines) + "\n")
-
-
-def plot(summary: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    base = next((r for r in summary["table"] if r["config"] == "base"), None)
-    families: dict[str, list[dict[str, Any]]] = {}
-    for row in summary["table"]:
-        families.setdefault(row["defense"], []).append(row)
-    for i, (family, rows) in enumerate(families.items()):
-        if family != "temperature" and base is not None:
-            rows = [base, *rows]
-        for thief, style in (("passive", "-o"), ("adaptive", "--s")):
-            pts = [(r["teacher_utility"]["mean"] * 100, r["thieves"][thief]["gain"]["mean"] * 100)
-                   for r in rows if thief in r["thieves"]]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, style, color=f"C{i}", label=f"{family} ({thief})", alpha=0.9)
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("teacher utility: its own accuracy on the thief's problems (%)")
-    ax.set_ylabel("student gain over the untrained student (points)")
-    ax.set_title("The distillation game: each defense's cost vs the thief's gain")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    write_json(out / GAME, GameResult.for_writing(summary).to_json())
+    html, md = write_report(out / GAME)
+    log(f"wrote {out / GAME}, {md}, {html}")

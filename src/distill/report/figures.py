@@ -236,3 +236,24 @@ def qq_uniform(series: Sequence[tuple[str, str, Sequence[float]]], alphas: Seque
                xlabel="expected quantile (uniform)", ylabel="observed p-value")
         ax.legend(loc="lower right")
         return _png(fig)
+
+
+def utility_vs_gain(curves: Sequence[tuple[str, str, str, Sequence[tuple[float, float, float, float]]]]) -> bytes:
+    """The distillation game: each defense's cost to its users (x: the teacher's own accuracy, %) against what a
+    thief still gains (y: points over the untrained student, with its 95% interval as a vertical bar). curves:
+    (label, colour, line style, points (x, y, y_low, y_high) in strength order, the undefended point first)."""
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(7.2, 4.6), layout="constrained")
+        ax = fig.subplots()
+        for label, color, style, points in curves:
+            if not points:
+                continue
+            xs, ys, lows, highs = zip(*points, strict=True)
+            ax.plot(xs, ys, style, color=color, label=label, alpha=0.9, markersize=4)
+            ax.vlines(xs, lows, highs, color=color, alpha=0.25, linewidth=3)
+        ax.axhline(0, color="#9aa0a6", linewidth=0.8)
+        ax.set(xlabel="teacher utility: its own accuracy on the thief's problems (%)",
+               ylabel="thief's gain over the untrained student (points)",
+               title="each defense's cost to its users vs the thief's gain")
+        ax.legend(fontsize=7, ncol=2)
+        return _png(fig)

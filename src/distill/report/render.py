@@ -19,8 +19,10 @@ import jinja2
 
 from distill.report.audit import build_audit_view
 from distill.report.cells import human_count
+from distill.report.game import build_game_view
 from distill.report.view import build_view
 from distill.results.audit import AUDIT, AuditResult, is_audit_file, load_audit
+from distill.results.game import GAME, GameResult, is_game_file, load_game
 from distill.results.io import load_result, result_file
 from distill.results.layout import REPORT_HTML, REPORT_MD, RESULT_FILES
 
@@ -41,12 +43,15 @@ def write_report(run_dir: Path, *, out_dir: Path | None = None) -> tuple[Path, P
     result file) into `out_dir`, default the result file's folder; return their paths. Raises DataError when there
     is no result file, it is of another schema version, or a field has the wrong shape."""
     path = _source(Path(run_dir))
-    if is_audit_file(path):
+    if is_game_file(path):
+        view = game_only_view(load_game(path), path.parent)
+    elif is_audit_file(path):
         view = audit_only_view(load_audit(path), path.parent)
     else:
         view = build_view(load_result(path), path.parent)
         audit = path.parent / AUDIT
         view["audit"] = build_audit_view(load_audit(audit)) if audit.is_file() else None
+        view["game"] = None
     out_dir = Path(out_dir) if out_dir is not None else path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     env = _environment()
@@ -59,9 +64,10 @@ def write_report(run_dir: Path, *, out_dir: Path | None = None) -> tuple[Path, P
 def _source(run_dir: Path) -> Path:
     """The file to render: `run_dir` itself when it is a file; else its summary.json or eval.json; else its
     audit.json; else `result_file`'s one-line error."""
-    if run_dir.is_dir() and not any((run_dir / name).is_file() for name in RESULT_FILES) \
-            and (run_dir / AUDIT).is_file():
-        return run_dir / AUDIT
+    if run_dir.is_dir() and not any((run_dir / name).is_file() for name in RESULT_FILES):
+        for name in (AUDIT, GAME):
+            if (run_dir / name).is_file():
+                return run_dir / name
     return result_file(run_dir)
 
 
@@ -73,4 +79,15 @@ def audit_only_view(result: AuditResult, folder: Path) -> dict[str, Any]:
             "main": None, "roles": {}, "training": {}, "tasks": [], "stages": [],
             "figures": {"quality": None, "reliability": None, "reliability_set": None, "left_out": []},
             "headline": " ".join(verdicts) or f"Audit of {result.suspect}.", "provenance": audit["provenance"],
-            "created": audit["created"], "audit": audit}
+            "created": audit["created"], "audit": audit, "game": None}
+
+
+def game_only_view(result: GameResult, folder: Path) -> dict[str, Any]:
+    """The report's view of the distillation game alone: every evaluation section empty, the game section filled."""
+    game = build_game_view(result)
+    return {"kind": result.kind, "run_dir": str(folder), "run_name": folder.resolve().name, "models": [], "sets": [],
+            "main": None, "roles": {}, "training": {}, "tasks": [], "stages": [],
+            "figures": {"quality": None, "reliability": None, "reliability_set": None, "left_out": []},
+            "headline": f"Each defense's cost to its users against the thieves' gain ({game['seeds']} seeds).",
+            "provenance": [(k, "—" if v is None else str(v)) for k, v in result.provenance.items()],
+            "created": None, "audit": None, "game": game}
