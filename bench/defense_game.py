@@ -17,13 +17,15 @@ Design (defaults in `Options`):
             defense costs the people the API serves, on exactly the traffic the thief saw.
   thieves   the reasoning recipe's student (the teacher without layers 26-27), fine-tuned with seqkd for `steps`
             steps of `batch_size` rows, lr `lr`, on 32 rows chosen by each thief (distill.attacks.students):
-            passive (all), adaptive (value-resampled, β 1) and verifier (accepted only). Gain = the student's greedy
-            accuracy on the evaluation problems minus the untrained student's.
+            passive (all), adaptive (value-resampled, β 1) and verifier (accepted only); on the base and truncation
+            rows also a log-prob thief (the passive rows plus logit KD, seqkd alpha 0.5, on the top-k log-probs the
+            API returns: k = 20 undefended, none at k = 0). Gain = the student's greedy accuracy on the evaluation
+            problems minus the untrained student's.
   defenses  base (T 0.8), temperature 1.3, PoE γ, antidistillation λ, watermark δ 2 and 4 (γ 0.25, h 1), and
             log-prob truncation (k = 0): the proxy of PoE and antidistillation is the untrained student itself (the
             defender knows the thief's architecture: the best case for the defender). Truncation changes only the
-            returned log-probs; these thieves read text, so its row re-uses the base samples by construction and
-            says so (`same_samples_as`).
+            returned log-probs, so its row re-uses the base samples (`same_samples_as`): its text thieves are the
+            base row's by construction, and only the log-prob thief differs.
   audit     for the watermark rows, the open-mode radioactivity test (distill.forensics) of each thief's student on
             the teacher's watermarked answers, with de-duplication: the p-value and the scored pairs.
   intervals teacher utility: Wilson over all (seed, problem) answers; gains: a paired bootstrap over (seed,
@@ -74,7 +76,7 @@ class Options:
     fd_eps: float = 1e-3
     configs: tuple[str, ...] = ("base", "temperature_1.3", "poe_0.5", "antidistillation_0.003",
                                 "antidistillation_0.01", "watermark_d2", "watermark_d4", "truncation_k0")
-    thieves: tuple[str, ...] = ("passive", "adaptive", "verifier")
+    thieves: tuple[str, ...] = ("passive", "adaptive", "verifier", "logprob")
     gen_batch_size: int = 32
     eval_batch_size: int = 40
     threads: int = 1
@@ -97,7 +99,7 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--quick", action="store_true", help="the tiny teacher, one seed, a minute or two")
     p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
     p.add_argument("--configs", help=f"comma-separated, from {', '.join(Options.configs)}")
-    p.add_argument("--thieves", help="comma-separated: passive, adaptive, verifier")
+    p.add_argument("--thieves", help="comma-separated: passive, adaptive, adaptive_literal, verifier, logprob")
     p.add_argument("--steps", type=int)
     p.add_argument("--train-problems", type=int)
     p.add_argument("--eval-problems", type=int)
@@ -165,6 +167,8 @@ def run(options: Options) -> dict[str, Any]:
             continue
         teacher_rows = game.teacher_rows(seed, config, holdouts[seed])
         for thief in options.thieves:
+            if thief == "logprob" and config not in support.LOGPROB_CONFIGS:
+                continue
             cell = game.cell(seed, config, thief, teacher_rows, holdouts[seed])
             cells.append(cell)
             support.emit({"kind": "cell", **{k: v for k, v in cell.items() if k != "eval_rows"}})

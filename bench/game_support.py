@@ -19,6 +19,7 @@ from distill.atomic import read_jsonl, write_jsonl
 from distill.demo.reasoning_plan import SYSTEM, TASK, TASK_CONFIG, VERIFIER  # noqa: F401  (TASK_CONFIG re-used)
 
 EVAL_SEED = 5_000_000
+LOGPROB_CONFIGS = ("base", "truncation_k0")  # where the log-prob thief is measured
 # name → (defense family, strength shown, sampling temperature, key-file sections beyond the watermark secret)
 CONFIGS: dict[str, dict[str, Any]] = {
     "base": {"defense": "temperature", "strength": 0.8, "temperature": 0.8},
@@ -237,6 +238,8 @@ class Game:
         if path.exists():
             return _read(path)
         source = CONFIGS[config].get("same_samples_as")
+        if thief == "logprob":
+            return self._logprob_cell(seed, config, teacher, holdout, path)
         if source:  # the same samples, the same seeded training: the source cell's student, not trained twice
             cell = {**self.cell(seed, source, thief, teacher, holdout), "config": config,
                     **{k: CONFIGS[config][k] for k in ("defense", "strength")}, "reused_from": source}
@@ -268,6 +271,50 @@ class Game:
             if CONFIGS[config]["defense"] == "watermark":
                 cell["audit"] = self._audit(run_dir / "run" / "student", teacher)
         cell["seconds"] = round(time.perf_counter() - started, 1)
+        _write(path, cell)
+        return cell
+
+    def _logprob_cell(self, seed: int, config: str, teacher: dict[str, Any], holdout: Path, path: Path
+                      ) -> dict[str, Any]:
+        """The log-prob thief: the passive thief's rows plus logit KD (seqkd, alpha 0.5) on the top-k log-probs the
+        API returns with them — what `distill cache` with `teacher.api` harvests, built here in-process from the
+        teacher at the same k. Only for the undefended teacher (k = 20, the server's default `max_logprobs`) and
+        for truncation (k = 0: no alternatives come back, so no top-k cache can be made and the thief is the
+        passive one, by construction)."""
+        spec = CONFIGS[config]
+        k = spec["strength"] if spec["defense"] == "truncation" else 20
+        if spec["defense"] not in ("temperature", "truncation") or (spec["defense"] == "temperature"
+                                                                   and config != "base"):
+            raise ValueError(f"the log-prob thief is measured on base and truncation rows only, not {config}")
+        if k == 0:
+            cell = {**self.cell(seed, config, "passive", teacher, holdout), "thief": "logprob",
+                    "note": "k = 0: no log-probs to distil; the thief falls back to the text (the passive thief)"}
+            _write(path, cell)
+            return cell
+        from distill.teachers.cache.build import build_cache
+        from distill.training.loop import train
+
+        started = time.perf_counter()
+        run_dir = self.out / f"seed{seed}" / config / "logprob"
+        data = run_dir / "train.jsonl"
+        write_jsonl(data, [{"messages": r["messages"]} for r in teacher["rows"]])
+        recipe = self._train_recipe(run_dir / "run", data, seed=seed)
+        recipe = recipe.model_copy(update={
+            "teacher": recipe.teacher.model_copy(update={"top_k": k, "capture_temperature": 1.0}),
+            "objective": recipe.objective.model_copy(update={"alpha": 0.5, "temperature": 1.0})})
+        from distill.recipe import validate_recipe
+
+        raw = recipe.model_dump(mode="json", exclude_none=True)
+        build_cache(validate_recipe(raw, source="log-prob thief"), run_dir / "cache", overwrite=True)
+        raw["teacher"]["cache"] = str(run_dir / "cache")
+        train(validate_recipe(raw, source="log-prob thief"), overwrite=True)
+        evaluation = self.evaluate_once(f"seed{seed}-{config}-logprob", run_dir / "run" / "student")
+        cell = {"seed": seed, "config": config, "defense": spec["defense"], "strength": spec["strength"],
+                "thief": "logprob", "teacher_utility": sum(teacher["utility"]) / len(teacher["utility"]),
+                "teacher_correct": teacher["utility"], "rows": len(teacher["rows"]), "top_k": k,
+                "rows_accepted": sum(bool(r["accepted"]) for r in teacher["rows"]),
+                "same_samples_as": teacher["same_samples_as"], "accuracy": evaluation["accuracy"],
+                "correct": evaluation["correct"], "seconds": round(time.perf_counter() - started, 1)}
         _write(path, cell)
         return cell
 

@@ -10,7 +10,7 @@ from distill.report import figures
 from distill.results.game import GameResult, GameRow
 from distill.results.schema import Interval
 
-THIEF_ORDER = ("passive", "adaptive", "adaptive_literal", "verifier")
+THIEF_ORDER = ("passive", "adaptive", "adaptive_literal", "verifier", "logprob")
 PLOTTED = {"passive": "-o", "adaptive": "--s"}
 
 

@@ -41,7 +41,7 @@ class GameRow(Block):
     strength: float | None = None  # T, γ, λ, δ or k
     teacher_utility: Interval  # share of the teacher's defended answers the verifier accepts (Wilson)
     same_samples_as: str | None = None  # a row that re-uses another's samples by construction (truncation)
-    thieves: dict[str, Thief] = Field(default_factory=dict)  # passive, adaptive, adaptive_literal, verifier
+    thieves: dict[str, Thief] = Field(default_factory=dict)  # passive, adaptive, adaptive_literal, verifier, logprob
 
 
 class GameResult(Block):
