@@ -19,7 +19,7 @@ from pydantic import Field, SerializerFunctionWrapHandler, ValidationError, fiel
 
 from distill.atomic import write_json
 from distill.errors import DataError
-from distill.results.io import first_problem, read_json_object
+from distill.results.io import first_problem, names_result, read_json_object
 from distill.results.schema import Block, Provenance
 
 AUDIT = "audit.json"  # `distill audit --out`'s default name; `distill report DIR` renders it when present
@@ -170,14 +170,8 @@ class AuditResult(Block):
 
 
 def is_audit_file(path: Path) -> bool:
-    """Whether `path` names an audit result (by name, or by its `kind` when it is small JSON)."""
-    path = Path(path)
-    if path.name == AUDIT:
-        return True
-    try:
-        return path.suffix == ".json" and json.loads(path.read_text(encoding="utf-8")).get("kind") == AUDIT_KIND
-    except (OSError, ValueError, AttributeError):
-        return False
+    """Whether `path` names an audit result (by name, or by its `kind`)."""
+    return names_result(path, AUDIT, AUDIT_KIND)
 
 
 def load_audit(path: Path) -> AuditResult:

@@ -8,14 +8,13 @@ one is a new `GAME_SCHEMA_VERSION`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, ValidationError, field_validator, model_serializer
 
 from distill.errors import DataError
-from distill.results.io import first_problem, read_json_object
+from distill.results.io import first_problem, names_result, read_json_object
 from distill.results.schema import Block, Interval
 
 GAME = "game.json"
@@ -68,13 +67,7 @@ class GameResult(Block):
 
 def is_game_file(path: Path) -> bool:
     """Whether `path` names a game result (by name, or by its `kind`)."""
-    path = Path(path)
-    if path.name == GAME:
-        return True
-    try:
-        return path.suffix == ".json" and json.loads(path.read_text(encoding="utf-8")).get("kind") == GAME_KIND
-    except (OSError, ValueError, AttributeError):
-        return False
+    return names_result(path, GAME, GAME_KIND)
 
 
 def load_game(path: Path) -> GameResult:

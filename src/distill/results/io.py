@@ -58,6 +58,17 @@ def read_json_object(path: Path, regenerate: str) -> dict[str, Any]:
     return data
 
 
+def names_result(path: Path, name: str, kind: str) -> bool:
+    """Whether `path` is a result file of this kind: by its file name, or by the `kind` field of a JSON file."""
+    path = Path(path)
+    if path.name == name:
+        return True
+    try:
+        return path.suffix == ".json" and json.loads(path.read_text(encoding="utf-8")).get("kind") == kind
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def load_result(path: Path) -> EvalResult:
     """Read and validate an eval.json (an `EvalResult`) or a demo's summary.json (a `DemoSummary`, kind
     distill.demo); every problem is a one-line DataError."""
