@@ -71,6 +71,13 @@ def load_causal_lm(field: str, name: str, revision: str | None, trust_remote_cod
         raise ModelError(f"{field}: cannot load a causal LM from {name!r}: {_first_line(exc)}") from None
 
 
+def cache_argument(model: Any) -> str:
+    """The name `model.forward` takes its KV cache by: `cache` from transformers 5.2x on, `past_key_values` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def load_teacher(cfg: TeacherConfig) -> PreTrainedModel:
     """The teacher, frozen: eval mode, no gradients."""
     model = load_causal_lm("teacher.model", cfg.model, cfg.revision, cfg.trust_remote_code, DTYPES[cfg.dtype])

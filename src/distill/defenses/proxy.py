@@ -52,19 +52,15 @@ def check_proxy_vocab(field: str, proxy: Any, n_tokens: int, proxy_tokenizer: An
                          f"({len(tokenizer)} tokens); a proxy must share the teacher's tokenizer (same family)")
 
 
-def _cache_argument(model: Any) -> str:
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 class ProxyRunner:
     """One proxy model following the engine's batch: `start`, then one `step` per engine step, `select` when rows
     leave. `step` returns the proxy's logits at each row's last position, cut or padded to the teacher's width."""
 
     def __init__(self, model: Any, n_tokens: int):
         self.model, self.n_tokens = model, n_tokens
-        self._cache_name = _cache_argument(model)
+        from distill.models import cache_argument
+
+        self._cache_name = cache_argument(model)
         self._cache: Any = None
         self._pending: torch.Tensor | None = None  # the prompts, run on the first step
         self._mask = self._positions = torch.zeros(0)

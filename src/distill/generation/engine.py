@@ -20,7 +20,6 @@ The slow twin: at temperature 0 the engine must agree with `transformers`' own `
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -109,9 +108,9 @@ class Engine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.n_tokens = len(tokenizer)  # ids past this (padding rows of a wider output) are no token
         self.device = next(model.parameters()).device
-        # transformers ≥ 5.2x names the KV cache argument `cache`; earlier releases `past_key_values`
-        forward = inspect.signature(model.forward).parameters
-        self._cache_name = "cache" if "cache" in forward else "past_key_values"
+        from distill.models import cache_argument  # transformers: loaded with the model, not with this module
+
+        self._cache_name = cache_argument(model)
 
     # --------------------------------------------------------------------------------------------- generation
     def generate(self, requests: Sequence[GenRequest], on_token: OnToken | None = None) -> list[GenResult]:

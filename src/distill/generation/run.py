@@ -49,7 +49,7 @@ def run_generation(recipe: Recipe | GenerationRecipe, *, overwrite: bool = False
             # the forced temperature is what the samples were drawn at: rows and fingerprint record it
             forced = config.sampling.model_copy(update={"temperature": keys.exposure.temperature})
             config = config.model_copy(update={"sampling": forced})
-        backend, teacher, rendering, close = _backend(recipe, keys)
+        backend, teacher, rendering, close = _backend(recipe, config, keys)
         try:
             # what decides the samples; selection (max_accepted, dedup) is redone from the journal every run; the
             # key file by its content, not its path
@@ -101,12 +101,13 @@ def _defenses_record(keys: Any) -> dict[str, Any]:
     return {"public": keys.public_view(), "keyfile_sha256": keyfile_sha256(keys)}
 
 
-def _backend(recipe: Recipe | GenerationRecipe, keys: Any = None) -> tuple[Any, dict[str, Any], Any, Any]:
+def _backend(recipe: Recipe | GenerationRecipe, config: Any, keys: Any = None) -> tuple[Any, dict[str, Any], Any, Any]:
     """The backend, the teacher's identity for provenance, what decides how prompts become tokens (the tokenizer
     for a local teacher; the server's own for an API), and what closes the backend. An API's address is provenance,
-    not identity: a server that moves to another port or host is the same teacher, so a resume still works."""
-    config, teacher = recipe.generate, recipe.teacher
-    assert config is not None and teacher is not None
+    not identity: a server that moves to another port or host is the same teacher, so a resume still works.
+    `config` is the recipe's `generate` with the defenses' forced temperature already in its sampling."""
+    teacher = recipe.teacher
+    assert teacher is not None
     api = getattr(teacher, "api", None)
     if api is not None:
         from distill.teachers.api import ApiClient
@@ -130,16 +131,14 @@ def _backend(recipe: Recipe | GenerationRecipe, keys: Any = None) -> tuple[Any, 
                 "weights_sha256": weights_sha256(model)}
     if torch.cuda.is_available():  # a row's text is the same on either; only the speed differs
         model.to("cuda")
-    sampling, processors = config.sampling, []
+    processors = []
     if keys is not None:
         from distill.defenses.build import build_defenses
 
-        defenses = build_defenses(keys, model, tokenizer)
-        processors = defenses.processors
-        sampling = sampling.model_copy(update={"temperature": defenses.exposure.temperature(sampling.temperature)})
+        processors = build_defenses(keys, model, tokenizer).processors
     engine = Engine(model, tokenizer, max_batch_size=config.batch_size, logits_processors=processors)
     rendering = tokenizer_identity(tokenizer)["sha256"]
-    return LocalBackend(engine, sampling, config.batch_size), identity, rendering, lambda: None
+    return LocalBackend(engine, config.sampling, config.batch_size), identity, rendering, lambda: None
 
 
 def _generate(backend: Any, todo: list[tuple[Prompt, int]], journal: Journal, verify: Any, teacher: dict[str, Any],
