@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import sys
 import time
@@ -16,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from distill.atomic import read_jsonl, write_jsonl
-from distill.demo.reasoning_plan import SYSTEM, TASK, TASK_CONFIG, VERIFIER  # noqa: F401  (TASK_CONFIG re-used)
+from distill.demo.reasoning_eval import wilson
+from distill.demo.reasoning_plan import TASK_CONFIG, VERIFIER  # noqa: F401  (TASK_CONFIG: for defense_game.py)
 
 EVAL_SEED = 5_000_000
 LOGPROB_CONFIGS = ("base", "truncation_k0")  # where the log-prob thief is measured
@@ -336,14 +336,6 @@ class Game:
 
 
 # ---------------------------------------------------------------------------------------------------- summary
-def wilson(correct: int, n: int) -> dict[str, float]:
-    z = 1.959963984540054
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"mean": p, "ci_low": max(0.0, centre - half), "ci_high": min(1.0, centre + half)}
-
-
 def gain_interval(per_seed: dict[int, list[bool]], init: list[bool], reps: int = 4000, seed: int = 0
                   ) -> dict[str, float]:
     """Mean over seeds and problems of student-correct − init-correct, with a 95% percentile interval from a
