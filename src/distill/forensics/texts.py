@@ -68,13 +68,15 @@ def prompt_ids(prompt: list[dict[str, str]] | str, tokenizer: Any, formatting: F
                system: str | None = None) -> list[int]:
     """The ids the model continues, as the teacher was served: chat (the tokenizer's template with its generation
     prompt, as /v1/chat/completions renders it) or plain text with the tokenizer's special tokens."""
+    from distill.generation.prompts import Prompt
+    from distill.generation.prompts import prompt_ids as rendered_ids
+
     if formatting == "plain":
         text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
-        return list(tokenizer(text)["input_ids"])
+        return rendered_ids(Prompt(0, {}, None, text), tokenizer)
     if not getattr(tokenizer, "chat_template", None):
         raise DataError("--format chat: the suspect's tokenizer has no chat template; pass --format plain")
     turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     if system and not any(t["role"] == "system" for t in turns):
         turns = [{"role": "system", "content": system}, *turns]
-    rendered = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-    return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    return rendered_ids(Prompt(0, {}, turns, None), tokenizer)
