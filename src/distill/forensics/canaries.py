@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from distill.data.batch import collate
+from distill.data.formatting import Example
 from distill.defenses.keys import CanarySpace
 
 ESTIMATOR = ("rank ≈ 1 + (|R| − 1)·q̂, q̂ = share of m candidates drawn uniformly with replacement from R (seeded; "
@@ -53,13 +55,10 @@ def response_logliks(model: torch.nn.Module, tokenizer: Any, prompt: Sequence[in
     with torch.inference_mode():
         for start in range(0, len(encoded), batch_size):
             batch = [list(prompt) + list(r) for r in encoded[start:start + batch_size]]
-            width = max(len(s) for s in batch)
-            ids = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, seq in enumerate(batch):
-                ids[row, :len(seq)] = torch.tensor(seq)
-                mask[row, :len(seq)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+            padded = collate([Example(seq, seq) for seq in batch], pad_id=0)
+            ids = padded["input_ids"]
+            logits = model(input_ids=ids.to(device), attention_mask=padded["attention_mask"].to(device),
+                           use_cache=False).logits
             logp = torch.log_softmax(logits[:, :-1, :n_tokens].float(), dim=-1).cpu()
             token_logp = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
             for row, seq in enumerate(batch):
