@@ -1,24 +1,32 @@
-"""Teacher cache: its size, how fast it is built and read, and what training from a top-k cache costs a student.
+"""Teacher cache: its size, how fast it is built and read, and what training from a top-k or a sampled cache costs
+a student.
 
 Setting: the demo's (SmolLM2-135M-Instruct teacher, its layers 0, 6, 12, 18, 24, 29 as the student, Shakespeare,
-32 steps × 8 × 256 tokens, forward KL, alpha 0, T 1, lr 5e-4, seed 0). For k in {8, 32, 64}:
+32 steps × 8 × 256 tokens, forward KL, alpha 0, T 1, lr 5e-4, seed 0). Caches: top-k at k in {8, 32, 64} (q8) and
+k = 64 exact; sampled (Anshumann et al. 2025) at 16, 32 and 64 draws per position from the teacher itself (t = 1),
+and 32 draws from a flatter proposal (t = 2).
   format   `build_cache` (what `distill cache --planned-only` runs: the 256 sequences the 32 steps visit) →
-           bytes/token of the whole folder and of the records alone, build tokens/s (teacher forward + top-k +
-           encode), read tokens/s (decode every record through `TeacherCache.signal`), teacher mass captured.
-  values   on a sample of sequences, the q8 values against the exact ones: max and mean |Δ log p|, and
+           bytes/token of the whole folder and of the records alone, build tokens/s (teacher forward + top-k or
+           draws + encode), read tokens/s (decode every record through `TeacherCache.signal`), teacher mass held.
+  values   on a sample of sequences, the top-k q8 values against the exact ones: max and mean |Δ log p|, and
            KL(exact ‖ q8) over the k + 1 outcomes the loss sees; and the same records' bytes/token when the 49k ids
            are scattered at random over a 262,144-id vocabulary (the frequency ranking must undo it).
-  quality  the student trained from each cache (objective.topk_mode tail) against the one trained from the live
-           dense teacher, same recipe otherwise; plus the no-distillation baseline for scale, and a k = 64 cache
-           with exact float32 values (q8 − exact isolates what quantisation costs). All evaluated by the
-           `distill eval` suite on the demo's held-out Shakespeare (40 passages): NLL, agreement and forward KL to
-           the teacher, each with a 95% BCa bootstrap CI over documents, and paired differences cache − live.
+  quality  the student trained from each cache (top-k: objective.topk_mode tail) against the one trained from the
+           live dense teacher, same recipe otherwise; the no-distillation baseline for scale; q8 − exact at k = 64
+           (what quantisation costs); and alpha = 0.5 students (half cross-entropy with the data) of the live
+           teacher and of the k = 64 cache, each against its alpha = 0 twin and the cache's against live. All
+           evaluated by the `distill eval` suite on the demo's held-out Shakespeare (40 passages): NLL, agreement,
+           ECE and forward KL to the teacher, each with a 95% BCa bootstrap CI over documents, paired differences.
   speed    seconds per training step, live teacher vs cache (a ratio within this run).
 
-Output: JSON lines, the last one a summary. Training runs resume and finished caches are reused (re-running after a
-kill continues); `--parts` runs some of the measurements.
+Output: JSON lines, the last one a summary with `sampled_bytes_per_token`, `sampled_nll_minus_live` and
+`sampled_nll_minus_live_ci_high` (the smallest sampled budget whose student is no worse than live: the CI of the
+difference includes 0 or favours the cache; else the best sampled one). Training runs resume and finished caches
+are reused (re-running after a kill continues); `--parts` runs some of the measurements, `--caches` some of the
+caches.
 
-    python bench/cache.py > bench/results/cache.jsonl      # ~45 min on 2 CPU cores
+    python bench/cache.py > bench/results/cache.jsonl      # ~70 min on 2 CPU cores
+    python bench/cache.py --caches k64,s16,s32,s64         # the sampled budgets against top-k 64 only
     python bench/cache.py --parts values                   # just the value errors (about a minute per k)
     python bench/cache.py --quick                          # tiny teacher and data: a smoke test of the script
 """
@@ -29,6 +37,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +62,7 @@ from distill.training.loop import train
 from distill.training.metrics import read_metrics
 
 KS = (8, 32, 64)
+DRAWS = (16, 32, 64)
 SCATTERED_VOCAB = 262_144
 
 
@@ -130,19 +140,48 @@ def seconds_per_step(run_dir: Path) -> float:
 PARTS = ("format", "values", "quality")
 
 
-def caches(ks: tuple[int, ...]) -> list[tuple[str, int, str]]:
-    """(name, k, encoding) of every cache: q8 at each k, and exact at the largest k (what quantisation costs)."""
-    return [(f"k{k}", k, "q8") for k in ks] + [(f"k{max(ks)}-exact", max(ks), "exact")]
+@dataclass(frozen=True)
+class CacheSpec:
+    """One cache of the comparison: its name, the recipe changes that describe it, its encoding."""
+
+    name: str
+    changes: dict[str, Any]
+    encoding: str = "q8"
+
+    @property
+    def k(self) -> int | None:
+        return self.changes.get("teacher.top_k")
 
 
-def format_part(live: Recipe, ks: tuple[int, ...], out: Path, n_examples: int) -> dict[str, dict[str, Any]]:
+def caches(ks: tuple[int, ...], draws: tuple[int, ...], only: list[str] | None = None) -> list[CacheSpec]:
+    """Every cache: top-k in q8 at each k and exact at the largest (what quantisation costs); sampled at each number
+    of draws (proposal t = 1), and at the middle one with a flatter proposal (t = 2). `only`: these names."""
+    specs = [CacheSpec(f"k{k}", {"teacher.top_k": k}) for k in ks]
+    specs.append(CacheSpec(f"k{max(ks)}-exact", {"teacher.top_k": max(ks)}, "exact"))
+    sampled = {"teacher.cache_scheme": "sampled"}
+    specs += [CacheSpec(f"s{d}", {**sampled, "teacher.sample_draws": d}) for d in draws]
+    middle = draws[len(draws) // 2]
+    specs.append(CacheSpec(f"s{middle}-t2", {**sampled, "teacher.sample_draws": middle,
+                                              "teacher.proposal_temperature": 2.0}))
+    unknown = sorted(set(only or []) - {c.name for c in specs})
+    if unknown:
+        raise SystemExit(f"--caches: unknown {unknown}; known: {', '.join(c.name for c in specs)}")
+    return [c for c in specs if only is None or c.name in only]
+
+
+def build(live: Recipe, spec: CacheSpec, out: Path) -> dict[str, Any]:
+    return build_cache(with_changes(live, **spec.changes), out / f"cache-{spec.name}", encoding=spec.encoding,
+                       planned_only=True)
+
+
+def format_part(live: Recipe, specs: list[CacheSpec], out: Path, n_examples: int) -> dict[str, dict[str, Any]]:
     rows = {}
-    for name, k, encoding in caches(ks):
-        folder = out / f"cache-{name}"
+    for spec in specs:
+        name, folder = spec.name, out / f"cache-{spec.name}"
         started = time.perf_counter()
-        manifest = build_cache(with_changes(live, **{"teacher.top_k": k}), folder, encoding=encoding,
-                               planned_only=True)
-        row = {"bench": "cache_format", "cache": name, "k": k, "encoding": encoding, "n_tokens": manifest["n_tokens"],
+        manifest = build(live, spec, out)
+        row = {"bench": "cache_format", "cache": name, "k": spec.k, "scheme": manifest.get("scheme"),
+               "encoding": spec.encoding, "n_tokens": manifest["n_tokens"],
                "bytes_per_token": manifest["bytes_per_token"],
                "record_bytes_per_token": manifest["record_bytes_per_token"],
                "build_tokens_per_s": manifest["build"]["tokens_per_s"], "build_s": time.perf_counter() - started,
@@ -163,22 +202,27 @@ def values_part(live: Recipe, ks: tuple[int, ...], sample: int) -> dict[str, dic
     return rows
 
 
-def quality_part(options: DemoOptions, live: Recipe, baseline: Recipe, ks: tuple[int, ...], out: Path
-                 ) -> dict[str, Any]:
-    students = {"live": out / "live", "baseline": out / "baseline"} | {
-        f"cache-{name}": out / f"student-{name}" for name, _, _ in caches(ks)}
-    for name, run in students.items():
-        if name == "live":
-            recipe = with_changes(live, **{"training.output_dir": str(run)})
-        elif name == "baseline":
-            recipe = with_changes(baseline, **{"training.output_dir": str(run)})
-        else:
-            cache, k, encoding = next(c for c in caches(ks) if f"cache-{c[0]}" == name)
-            build_cache(with_changes(live, **{"teacher.top_k": k}), out / f"cache-{cache}", encoding=encoding,
-                        planned_only=True)
-            recipe = with_changes(live, **{"training.output_dir": str(run), "teacher.top_k": k,
-                                           "teacher.cache": str(out / f"cache-{cache}")})
-        train(recipe, resume=True)
+ALPHA = 0.5  # the alpha > 0 rows: half cross-entropy with the data, for a top-k cache and the live teacher
+
+
+def quality_part(options: DemoOptions, live: Recipe, baseline: Recipe, specs: list[CacheSpec], out: Path,
+                 alpha_rows: bool) -> dict[str, Any]:
+    """Train every student, evaluate all of them in one suite, and pair each cache's student with the live one (and
+    each alpha > 0 student with its alpha = 0 twin)."""
+    students: dict[str, tuple[Path, Recipe]] = {"live": (out / "live", live), "baseline": (out / "baseline", baseline)}
+    for spec in specs:
+        build(live, spec, out)
+        students[f"cache-{spec.name}"] = (out / f"student-{spec.name}", with_changes(
+            live, **spec.changes, **{"teacher.cache": str(out / f"cache-{spec.name}")}))
+    top = max((s for s in specs if s.k is not None and s.encoding == "q8"), key=lambda s: s.k, default=None)
+    if alpha_rows:
+        students[f"live-a{ALPHA:g}"] = (out / f"live-a{ALPHA:g}", with_changes(live, **{"objective.alpha": ALPHA}))
+        if top is not None:
+            name = f"cache-{top.name}"
+            students[f"{name}-a{ALPHA:g}"] = (out / f"student-{top.name}-a{ALPHA:g}",
+                                              with_changes(students[name][1], **{"objective.alpha": ALPHA}))
+    for name, (run, recipe) in students.items():
+        train(with_changes(recipe, **{"training.output_dir": str(run)}), resume=True)
         emit({"bench": "cache_train", "student": name, "s_per_step": seconds_per_step(run),
               "final_loss": read_metrics(run)[-1]["loss"]})
 
@@ -186,27 +230,49 @@ def quality_part(options: DemoOptions, live: Recipe, baseline: Recipe, ks: tuple
     from distill.builtin.registry import resolve
 
     models = [ModelEntry("teacher", str(resolve(options.teacher, "model")), "teacher")]
-    models += [ModelEntry(name, str(run / "student"), "student") for name, run in students.items()]
-    cache_names = [n for n in students if n.startswith("cache")]
-    q8_vs_exact = (f"cache-k{max(ks)}", f"cache-k{max(ks)}-exact")
-    pairs = [(n, "live") for n in cache_names] + [("live", "baseline"), q8_vs_exact]
-    suite = Suite(models=models, sets=[heldout], reference="teacher", pairs=pairs, max_length=options.max_length * 2,
-                  seed=options.seed, throughput_prompts=0)
-    result = run_suite(suite)
+    models += [ModelEntry(name, str(run / "student"), "student") for name, (run, _) in students.items()]
+    cache_names = [f"cache-{spec.name}" for spec in specs]
+    pairs = [(n, "live") for n in cache_names] + [("live", "baseline")]
+    exact = [s for s in specs if s.encoding == "exact"]
+    if exact and f"cache-k{exact[0].k}" in students:
+        pairs.append((f"cache-k{exact[0].k}", f"cache-{exact[0].name}"))
+    with_alpha = [n for n in students if n.endswith(f"-a{ALPHA:g}")]  # each against its alpha = 0 twin, and live
+    alpha_pairs = [(n, n.removesuffix(f"-a{ALPHA:g}")) for n in with_alpha]
+    alpha_pairs += [(n, "live") for n in with_alpha if n.startswith("cache")]
+    suite = Suite(models=models, sets=[heldout], reference="teacher", pairs=pairs + alpha_pairs,
+                  max_length=options.max_length * 2, seed=options.seed, throughput_prompts=0)
+    result = run_suite(suite).to_json()
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     metrics = result["sets"]["heldout"]["metrics"]
     paired = result["sets"]["heldout"]["paired"]
     for name in students:
-        emit({"bench": "cache_quality", "student": name,
-              **{m: metrics[name][m] for m in ("nll", "agreement", "kl_forward")},
-              **({f"minus_live_{m}": paired[f"{name}_minus_live"][m] for m in ("nll", "agreement", "kl_forward")}
-                 if name in cache_names else {})})
-    live_step = seconds_per_step(students["live"])
-    exact, q8 = f"cache-k{max(ks)}-exact", f"cache-k{max(ks)}"
-    return {"nll_minus_live": {n: paired[f"{n}_minus_live"]["nll"] for n in cache_names},
-            "q8_minus_exact_nll": paired[f"{q8}_minus_{exact}"]["nll"],
+        emit({"bench": "cache_quality", "student": name, **{m: metrics[name][m] for m in QUALITY},
+              **({f"minus_live_{m}": paired[f"{name}_minus_live"][m] for m in QUALITY}
+                 if f"{name}_minus_live" in paired else {})})
+    live_step = seconds_per_step(students["live"][0])
+    return {"paired": {f"{a}_minus_{b}": {m: paired[f"{a}_minus_{b}"][m] for m in QUALITY}
+                       for a, b in pairs + alpha_pairs},
+            "nll_minus_live": {n: paired[f"{n}_minus_live"]["nll"] for n in cache_names},
             "kd_gain_live_minus_baseline_nll": paired["live_minus_baseline"]["nll"],
-            "step_time_cache_over_live": {n: seconds_per_step(students[n]) / live_step for n in cache_names}}
+            "step_time_cache_over_live": {n: seconds_per_step(students[n][0]) / live_step for n in cache_names}}
+
+
+QUALITY = ("nll", "agreement", "ece", "kl_forward")
+
+
+def sampled_verdict(summary: dict[str, Any], bytes_per_token: dict[str, float]) -> dict[str, Any]:
+    """The issue's figures: the smallest sampled budget whose student is no worse than the live teacher's on held-out
+    NLL (the CI of cache − live includes 0 or lies below it: its lower end ≤ 0), else the sampled cache closest to
+    that; its bytes/token and NLL − live with its CI."""
+    rows = [(bytes_per_token[name.removeprefix("cache-")], name, ci) for name, ci in summary["nll_minus_live"].items()
+            if name.removeprefix("cache-") in bytes_per_token and name.startswith("cache-s")]
+    if not rows:
+        return {}
+    passing = sorted((r for r in rows if r[2]["ci_low"] <= 0), key=lambda r: r[0])
+    size, name, ci = passing[0] if passing else min(rows, key=lambda r: r[2]["ci_low"])
+    return {"sampled_cache": name, "sampled_bytes_per_token": size, "sampled_nll_minus_live": ci["mean"],
+            "sampled_nll_minus_live_ci_low": ci["ci_low"], "sampled_nll_minus_live_ci_high": ci["ci_high"],
+            "sampled_no_worse_than_live": bool(passing), "sampled_goal_met": bool(passing) and size <= 64}
 
 
 def main() -> None:
@@ -215,6 +281,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny teacher, 4 steps: checks the script, not the claim")
     parser.add_argument("--sample", type=int, default=16, help="sequences for the value-error measurement")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements to run")
+    parser.add_argument("--caches", help="comma-separated cache names (default: all): k8, k32, k64, k64-exact, s16, "
+                        "s32, s64, s32-t2")
+    parser.add_argument("--no-alpha", action="store_true", help=f"skip the alpha = {ALPHA:g} students")
     args = parser.parse_args()
     sys.stdout = sys.stderr
 
@@ -222,26 +291,30 @@ def main() -> None:
         options = DemoOptions(out=args.out, teacher="builtin:tiny-teacher", layers=(0, 3),
                               train_data="builtin:tiny-stories", heldout="builtin:tiny-stories", steps=4,
                               batch_size=4, max_length=64, eval_docs=8)
-        ks = (4, 8, 16)
+        ks, draws = (4, 8, 16), (4, 8, 16)
     else:
         options = DemoOptions(out=args.out)
-        ks = KS
+        ks, draws = KS, DRAWS
+    specs = caches(ks, draws, args.caches.split(",") if args.caches else None)
     live = recipe_for(options, "kd")
     baseline = recipe_for(options, "baseline")
     n_examples = len(tokenize_data(live.data, load_tokenizer("tokenizer", *live.tokenizer_options())).examples)
 
-    summary: dict[str, Any] = {"bench": "cache_summary", "quick": args.quick, "parts": args.parts}
+    summary: dict[str, Any] = {"bench": "cache_summary", "quick": args.quick, "parts": args.parts,
+                               "caches": [s.name for s in specs]}
     if "format" in args.parts:
-        rows = format_part(live, ks, args.out, n_examples)
+        rows = format_part(live, specs, args.out, n_examples)
         summary["bytes_per_token"] = {k: r["bytes_per_token"] for k, r in rows.items()}
         summary["record_bytes_per_token"] = {k: r["record_bytes_per_token"] for k, r in rows.items()}
     if "values" in args.parts:
-        rows = values_part(live, ks, args.sample)
+        rows = values_part(live, tuple(s.k for s in specs if s.k is not None and s.encoding == "q8"), args.sample)
         summary["record_bytes_per_token_262k_scattered"] = {
             k: r["record_bytes_per_token_262k_scattered"] for k, r in rows.items()}
         summary["kl_exact_q8_mean"] = {k: r["kl_exact_q8_mean"] for k, r in rows.items()}
     if "quality" in args.parts:
-        summary |= quality_part(options, live, baseline, ks, args.out)
+        summary |= quality_part(options, live, baseline, specs, args.out, alpha_rows=not args.no_alpha)
+        if "bytes_per_token" in summary:
+            summary |= sampled_verdict(summary, summary["bytes_per_token"])
     summary["provenance"] = harness.provenance()
     emit(summary)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from distill.losses.signals import TopKSignal
-from distill.teachers.cache import codec
+from distill.losses.signals import SampledSignal, TopKSignal, draw, importance_weights
+from distill.teachers.cache import codec, sampled_codec
 from distill.teachers.cache.fingerprint import setup_differences
 from distill.teachers.cache.shard import INDEX_DTYPE, ShardWriter
 
@@ -53,6 +53,68 @@ def test_exact_encoding_is_bit_exact():
     assert np.array_equal(decoded.ids, signal.ids)
     assert np.array_equal(decoded.logprobs, signal.logprobs)
     assert np.array_equal(decoded.tail, signal.tail)
+
+
+def random_sampled(n: int, draws: int, vocab: int, t: float, seed: int = 0) -> sampled_codec.SampledRecord:
+    g = torch.Generator().manual_seed(seed)
+    log_p = torch.log_softmax(torch.randn(n, vocab, generator=g) * 3.0, -1)
+    ids, counts, logprobs, log_z = draw(log_p, draws, t, g)
+    return sampled_codec.SampledRecord(ids.numpy(), logprobs.numpy(), counts.numpy(),
+                                       None if log_z is None else log_z.numpy())
+
+
+def as_dict(record: sampled_codec.SampledRecord, row: int) -> dict[int, tuple[int, float]]:
+    live = record.counts[row] > 0
+    return {int(i): (int(c), float(lp)) for i, c, lp in zip(record.ids[row][live], record.counts[row][live],
+                                                            record.logprobs[row][live], strict=True)}
+
+
+@pytest.mark.parametrize("encoding", ["q8", "exact"])
+@pytest.mark.parametrize(("vocab", "t"), [(300, 1.0), (49_152, 1.0), (262_144, 1.7)])
+def test_sampled_round_trip_keeps_ids_and_counts_exactly(vocab, t, encoding):
+    """Ids and counts (the weights at t = 1) come back exactly; log-probabilities within the quantiser's step (q8)
+    or bit-exact (exact); the proposal's log-normaliser to float16 (q8) or exactly."""
+    record = random_sampled(37, 24, vocab, t)
+    rank, order = vocabulary_order(vocab)
+    data = sampled_codec.encode(record, rank, encoding)
+    decoded = sampled_codec.decode(data, order)
+    assert decoded.ids.shape[1] == record.ids.shape[1]
+    for row in range(len(record)):
+        a, b = as_dict(record, row), as_dict(decoded, row)
+        assert a.keys() == b.keys() and all(a[i][0] == b[i][0] for i in a)
+        if encoding == "exact":
+            assert all(a[i][1] == b[i][1] for i in a)
+        else:
+            top = max(v[1] for v in a.values())
+            for i in a:
+                step = codec.FINE_STEP if top - a[i][1] < codec.FINE_RANGE else codec.COARSE_STEP
+                assert abs(a[i][1] - b[i][1]) <= step / 2 + 2e-3 or top - a[i][1] > codec.MAX_DISTANCE
+    if t == 1.0:
+        assert decoded.log_z is None
+    else:
+        assert np.allclose(decoded.log_z, record.log_z, rtol=0 if encoding == "exact" else 1e-3)
+    with pytest.raises(codec.CorruptRecord, match="where a top-k record was expected"):
+        codec.decode(data, order)
+    with pytest.raises(codec.CorruptRecord, match="where a sampled record was expected"):
+        sampled_codec.decode(codec.encode(random_signal(5, 8, vocab), rank, encoding), order)
+
+
+def test_sampled_weights_from_a_decoded_record_match_the_signal_drawn_in_memory():
+    """What the cache serves (decode → importance weights) is what `SampledSignal.from_logits` would have drawn."""
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(9, 500, generator=g) * 2
+    signal = SampledSignal.from_logits(logits, 16, 1.0, 1.5, generator=torch.Generator().manual_seed(3))
+    ids, counts, logprobs, log_z = draw(torch.log_softmax(logits, -1), 16, 1.5, torch.Generator().manual_seed(3))
+    rank, order = vocabulary_order(500)
+    record = sampled_codec.SampledRecord(ids.numpy(), logprobs.numpy(), counts.numpy(), log_z.numpy())
+    decoded = sampled_codec.decode(sampled_codec.encode(record, rank, "exact"), order)
+    weights = importance_weights(torch.from_numpy(decoded.counts), torch.from_numpy(decoded.logprobs),
+                                 torch.from_numpy(decoded.log_z), 16, 1.5)
+    dense = torch.zeros(9, 500)
+    dense_decoded = torch.zeros(9, 500)
+    dense.scatter_add_(-1, signal.ids, signal.weights)
+    dense_decoded.scatter_add_(-1, torch.from_numpy(decoded.ids), weights)
+    assert torch.allclose(dense, dense_decoded, atol=1e-6)
 
 
 def test_quantiser_is_monotone_and_clamps_far_entries():
@@ -101,7 +163,7 @@ def _setup(**changes):
     setup = {"tokenizer": {"sha256": "a" * 64, "vocab_size": 512, "chat_template": None},
              "data": {"sha256": "b" * 64, "config": {"train": "d.jsonl", "max_length": 64}},
              "teacher": {"source": "t", "dtype": "float32", "config_sha256": "c", "weights_sha256": "d" * 64},
-             "k": 64, "capture_temperature": 1.0}
+             "k": 64, "capture_temperature": 1.0, "scheme": {"name": "topk"}}
     for key, value in changes.items():
         setup[key] = {**setup[key], **value} if isinstance(value, dict) else value
     return setup
@@ -116,11 +178,36 @@ def _setup(**changes):
     ({"teacher": {"weights_sha256": "0" * 64}}, "teacher: a different model"),
     ({"capture_temperature": 2.0}, "teacher.capture_temperature: 1.0 in the cache, 2.0"),
     ({"k": 8}, "teacher.top_k: 64 in the cache, 8"),
+    ({"scheme": {"name": "sampled", "draws": 32, "proposal_temperature": 1.0}, "k": None},
+     "teacher.cache_scheme: 'topk' in the cache, 'sampled'"),
 ])
 def test_every_setup_difference_is_named(change, named):
     assert setup_differences(_setup(), _setup()) == []
     problems = setup_differences(_setup(), _setup(**change))
     assert len(problems) == 1 and named in problems[0]
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"draws": 16}, "teacher.sample_draws: 32 in the cache, 16"),
+    ({"proposal_temperature": 2.0}, "teacher.proposal_temperature: 1.0 in the cache, 2.0"),
+    ({"name": "topk"}, "teacher.cache_scheme: 'sampled' in the cache, 'topk'"),
+])
+def test_a_sampled_scheme_mismatch_is_named(change, named):
+    sampled = {"name": "sampled", "draws": 32, "proposal_temperature": 1.0, "seed": 0}
+    cached = _setup(scheme=sampled, k=None)
+    wanted = {"name": "sampled", "draws": 32, "proposal_temperature": 1.0}
+    assert setup_differences(cached, _setup(scheme=wanted, k=None)) == []  # the seed is provenance, not a setting
+    assert setup_differences(cached, _setup(scheme=wanted, k=7)) == []  # top_k means nothing to a sampled cache
+    problems = setup_differences(cached, _setup(scheme={**wanted, **change}, k=None))
+    assert len(problems) == 1 and named in problems[0]
+
+
+def test_a_cache_from_before_schemes_were_recorded_is_a_top_k_cache():
+    before = _setup()
+    del before["scheme"]
+    assert setup_differences(before, _setup()) == []
+    problems = setup_differences(before, _setup(scheme={"name": "sampled", "draws": 8, "proposal_temperature": 1}))
+    assert problems and "cache_scheme" in problems[0]
 
 
 def test_a_moved_data_file_with_the_same_sequences_is_accepted():

@@ -306,3 +306,55 @@ def test_overwrite_into_a_new_folder_builds(tmp_path, text_data, tiny_teacher_di
     result = run_cli("cache", str(path), "--out", str(tmp_path / "new"), "--overwrite")
     assert result.returncode == 0, result.stderr
     assert TeacherCache.open(tmp_path / "new").manifest["tail"] == "logsumexp"
+
+
+def test_a_sampled_cache_stores_teacher_draws_reproducibly_and_trains(tmp_path, text_data, tiny_teacher_dir):
+    """The sampled scheme end to end: the manifest records it, every position holds draws from the live teacher at
+    the capture temperature (ids it can produce, their log-probabilities, counts summing to the draws), a second
+    build writes the same bytes, and training reads it (logging distinct tokens per position)."""
+    sampled = {"cache_scheme": "sampled", "sample_draws": 24}
+    recipe = validate_recipe(_recipe(text_data, tmp_path / "run", teacher=sampled))
+    manifest = build_cache(recipe, tmp_path / "cache", shard_tokens=300)
+    assert manifest["scheme"] == {"name": "sampled", "draws": 24, "proposal_temperature": 1.0, "seed": 0}
+    assert manifest["k"] is None and manifest["capture_temperature"] == 2.0
+    again = build_cache(recipe, tmp_path / "again", shard_tokens=300)
+    assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]
+
+    tokenizer = load_tokenizer("tokenizer", *recipe.tokenizer_options())
+    data = tokenize_data(recipe.data, tokenizer)
+    cache = TeacherCache.open(tmp_path / "cache")
+    examples = [0, 3, len(data.examples) - 1]
+    got = cache.signal(examples)
+    batch = collate([data.examples[e] for e in examples], tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = load_teacher(recipe.teacher)(input_ids=batch["input_ids"],
+                                              attention_mask=batch["attention_mask"]).logits
+    mask = batch["labels"][:, 1:] != -100
+    log_p = torch.log_softmax(logits[:, :-1, :len(tokenizer)][mask] / 2.0, -1)
+    live = got.weights > 0
+    assert got.ids.shape[0] == int(mask.sum()) and torch.allclose(got.weights.sum(-1), torch.ones(len(got.ids)))
+    assert torch.all((got.weights * 24 - (got.weights * 24).round()).abs() < 1e-5)  # count / draws
+    assert (got.logprobs - log_p.gather(-1, got.ids))[live].abs().max() < 1 / 16 + 1e-3  # the q8 step
+    assert log_p.gather(-1, got.ids)[live].min() > -15  # drawn tokens are ones the teacher gives real mass
+
+    recipe_dict = _recipe(text_data, tmp_path / "run", teacher={**sampled, "cache": str(tmp_path / "cache")})
+    train(validate_recipe(recipe_dict))
+    metrics = read_metrics(tmp_path / "run")
+    assert all(1.0 <= m["teacher_distinct"] <= 24 and 0 < m["kd"] < 20 for m in metrics)
+
+
+def test_a_sampled_cache_is_refused_for_what_it_cannot_estimate(tmp_path, text_data, tiny_teacher_dir):
+    sampled = {"cache_scheme": "sampled", "sample_draws": 8}
+    build_cache(validate_recipe(_recipe(text_data, tmp_path / "run", teacher=sampled)), tmp_path / "cache")
+    cached = {**sampled, "cache": str(tmp_path / "cache")}
+    reverse = _recipe(text_data, tmp_path / "run", teacher=cached, objective={"divergence": "reverse_kl"})
+    with pytest.raises(CacheError, match="sampled cache: a sampled teacher signal estimates forward KL only"):
+        train(validate_recipe(reverse))
+    result = run_cli("check", str(write_recipe(tmp_path / "r.yaml", reverse)))
+    assert result.returncode == 2 and "forward KL only" in result.stderr
+    as_topk = _recipe(text_data, tmp_path / "run", teacher={"cache": str(tmp_path / "cache")})
+    with pytest.raises(CacheError, match=r"teacher\.cache_scheme: 'sampled' in the cache, 'topk' in the recipe"):
+        train(validate_recipe(as_topk))
+    fewer = _recipe(text_data, tmp_path / "run", teacher={**cached, "sample_draws": 16})
+    with pytest.raises(CacheError, match=r"teacher\.sample_draws: 8 in the cache, 16"):
+        train(validate_recipe(fewer))

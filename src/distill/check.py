@@ -74,12 +74,12 @@ def check_recipe(recipe: Recipe, processes: int = 1) -> CheckReport:
 
     cache = None
     if attempt(lambda: recipe.teacher_cache) is not None:  # refuses an API teacher without a harvested cache
-        from distill.teachers.cache.store import TeacherCache
+        from distill.teachers.cache.store import TeacherCache, describe_scheme
 
         cache = attempt(lambda: TeacherCache.open(t.cache))
         if cache is not None:
             m = cache.manifest
-            report.facts["teacher"] = (f"cache {t.cache} ({m['setup']['teacher']['source']}, k={m['k']}, "
+            report.facts["teacher"] = (f"cache {t.cache} ({m['setup']['teacher']['source']}, {describe_scheme(m)}, "
                                        f"T={m['capture_temperature']}, {m['n_tokens']:,} tokens, "
                                        f"{m['bytes_per_token']:.1f} bytes/token)")
 

@@ -85,7 +85,8 @@ def cache(
     out: Annotated[Path | None, typer.Option(
         "--out", help="Cache folder (default: the recipe's teacher.cache).", show_default=False)] = None,
     encoding: Annotated[str, typer.Option(
-        "--encoding", help="q8: quantised values, ~118 bytes/token at k=64; exact: float32 values (~3x larger).")
+        "--encoding", help="q8: quantised values, ~118 bytes/token at k=64; exact: float32 values (~3x larger). "
+        "Applies to either cache scheme.")
     ] = "q8",
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=1, help="Sequences per teacher forward pass (a local teacher.model; an API teacher "
@@ -100,8 +101,9 @@ def cache(
     debug: DebugOpt = False,
 ) -> None:
     """Run the recipe's teacher once over its training data and store the top-k log-probs (k = teacher.top_k, at
-    teacher.capture_temperature) with a manifest; train from it with `teacher: {cache: DIR}`. Run it again after a
-    kill to continue. Under `accelerate launch` the shards are split across processes.
+    teacher.capture_temperature), or tokens drawn from it (teacher.cache_scheme: sampled), with a manifest; train
+    from it with `teacher: {cache: DIR}`. Run it again after a kill to continue. Under `accelerate launch` the
+    shards are split across processes.
 
     With `teacher: {api: ...}` it harvests an OpenAI-compatible endpoint instead (echo-scoring each sequence through
     /v1/completions; docs/api.md): distill cache recipe.yaml --out runs/harvest"""
@@ -121,7 +123,9 @@ def cache(
         manifest = build_cache(loaded, target, encoding=encoding, batch_size=batch_size, shard_tokens=shard_tokens,
                                planned_only=planned_only, overwrite=overwrite)
         if manifest:
-            typer.echo(f"cache: {target} — {manifest['n_tokens']:,} tokens, k={manifest['k']}, "
+            from distill.teachers.cache.store import describe_scheme
+
+            typer.echo(f"cache: {target} — {manifest['n_tokens']:,} tokens, {describe_scheme(manifest)}, "
                        f"{manifest['bytes_per_token']:.1f} bytes/token, teacher mass captured "
                        f"{manifest['captured_mass_mean']:.1%}")
 

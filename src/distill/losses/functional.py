@@ -5,20 +5,27 @@ from __future__ import annotations
 import torch
 
 from distill.losses.divergences import DivergenceSpec, on_support
-from distill.losses.signals import TopKSignal
+from distill.losses.sampled import check_sampled, sampled_forward_kl
+from distill.losses.signals import SampledSignal, TopKSignal
 from distill.losses.support import TopKMode, support
 
+Teacher = torch.Tensor | TopKSignal | SampledSignal  # dense logits, or a partial signal
 
-def token_divergence(student_logits: torch.Tensor, teacher: torch.Tensor | TopKSignal, kind: str = "forward_kl", *,
+
+def token_divergence(student_logits: torch.Tensor, teacher: Teacher, kind: str = "forward_kl", *,
                      temperature: float = 1.0, beta: float = 0.5, alpha: float = 0.1, mu: float = 0.5,
                      normalized: bool = False, topk_mode: TopKMode = "tail") -> torch.Tensor:
     """The divergence at every position: student_logits (..., V), teacher dense logits (..., V) or a `TopKSignal`
-    with leading shape (...); returns (...). See `DivergenceSpec` for the parameters."""
+    with leading shape (...), or a `SampledSignal` (forward KL only: its unbiased estimate, `losses/sampled.py`);
+    returns (...). See `DivergenceSpec` for the parameters."""
     spec = DivergenceSpec(kind=kind, beta=beta, alpha=alpha, mu=mu, normalized=normalized)
+    if isinstance(teacher, SampledSignal):
+        check_sampled(teacher, spec, temperature)
+        return sampled_forward_kl(student_logits, teacher, temperature)
     return on_support(*support(student_logits, teacher, temperature, topk_mode), spec)
 
 
-def divergence(student_logits: torch.Tensor, teacher: torch.Tensor | TopKSignal, kind: str = "forward_kl", *,
+def divergence(student_logits: torch.Tensor, teacher: Teacher, kind: str = "forward_kl", *,
                temperature: float = 1.0, beta: float = 0.5, alpha: float = 0.1, mu: float = 0.5,
                normalized: bool = False, topk_mode: TopKMode = "tail", mask: torch.Tensor | None = None
                ) -> torch.Tensor:

@@ -23,10 +23,12 @@ import torch
 from distill.losses.cross_entropy import cross_entropy_sum
 from distill.losses.divergences import LOG_FLOOR, DivergenceSpec, kl, log_mixture, on_support
 from distill.losses.lm_head import LMHead
-from distill.losses.signals import TeacherHidden, TeacherSignal, TopKSignal
+from distill.losses.sampled import check_sampled, sampled_forward_kl, sampled_forward_kl_grad
+from distill.losses.signals import PARTIAL_SIGNALS, SampledSignal, TeacherHidden, TeacherSignal, TopKSignal
 from distill.losses.support import TopKMode, support, topk_teacher_logp
 
 Teacher = TeacherSignal | None  # None: no teacher (cross-entropy only)
+Rows = torch.Tensor | TopKSignal | SampledSignal | None  # a chunk's teacher: dense logits, a partial signal, or none
 
 
 @dataclass(frozen=True)
@@ -47,36 +49,40 @@ class LossSettings:
     closed_form: bool = True  # gradient in closed form where one exists (see _has_closed_form), else autograd
 
 
-def teacher_rows(teacher: Teacher, start: int, end: int, vocab: int) -> torch.Tensor | TopKSignal | None:
+def teacher_rows(teacher: Teacher, start: int, end: int, vocab: int) -> Rows:
     if teacher is None:
         return None
     if isinstance(teacher, TeacherHidden):
         with torch.no_grad():
             return teacher.head.logits(teacher.hidden[start:end])[:, :vocab]
-    if isinstance(teacher, TopKSignal):
+    if isinstance(teacher, PARTIAL_SIGNALS):
         return teacher.select(slice(start, end))
     return teacher[start:end, :vocab]
 
 
-def loss_from_logits(logits: torch.Tensor, targets: torch.Tensor, teacher_rows: torch.Tensor | TopKSignal | None,
-                     settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_from_logits(logits: torch.Tensor, targets: torch.Tensor, teacher_rows: Rows, settings: LossSettings
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(Σ CE, Σ divergence) over N tokens from full student logits (N, V); the one place both paths compute loss."""
     ce = cross_entropy_sum(logits, targets)
     if teacher_rows is None or settings.weights.kd == 0.0:
         return ce, torch.zeros((), device=logits.device)
+    if isinstance(teacher_rows, SampledSignal):
+        check_sampled(teacher_rows, settings.spec, settings.temperature)
+        return ce, sampled_forward_kl(logits, teacher_rows, settings.temperature).sum()
     log_p, log_q = support(logits, teacher_rows, settings.temperature, settings.topk_mode)
     return ce, on_support(log_p, log_q, settings.spec).sum()
 
 
-def _closed_form_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher: torch.Tensor | TopKSignal | None,
-                      settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _closed_form_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher: Rows, settings: LossSettings
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Σ CE, Σ D(P_T ‖ Q_T), ∂total/∂logits) in closed form and in place, for forward KL (below), and for reverse
     KL and JSD(β) with a dense teacher (`_dense_closed_form`):
 
         ∂/∂z [w_ce · CE] = w_ce · (softmax(z) − onehot(target))
         ∂/∂z [w_kd · KL(P_T ‖ softmax(z / T))] = (w_kd / T) · (softmax(z / T) − P_T)
 
-    for a dense teacher; a top-k teacher (a cache) has its own closed form (`_topk_forward_kl`). About half the
+    for a dense teacher; a top-k teacher (a cache) has its own closed form (`_topk_forward_kl`), and a sampled one
+    its unbiased estimate (`losses/sampled.py`). About half the
     passes over the (chunk × vocab) logits of the generic autograd path, and no graph; that path is its reference
     twin (tests hold them to 1e-5)."""
     w, temperature = settings.weights, settings.temperature
@@ -92,6 +98,11 @@ def _closed_form_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher: tor
         log_q -= torch.logsumexp(log_q, dim=-1, keepdim=True)
         if isinstance(teacher, TopKSignal):
             kd, grad_kd = _topk_forward_kl(log_q, teacher, settings)
+            grad.add_(grad_kd, alpha=w.kd / temperature)
+            return ce, kd, grad
+        if isinstance(teacher, SampledSignal):
+            check_sampled(teacher, settings.spec, temperature)
+            kd, grad_kd = sampled_forward_kl_grad(log_q, teacher)
             grad.add_(grad_kd, alpha=w.kd / temperature)
             return ce, kd, grad
         log_p = teacher.float() / temperature
@@ -160,15 +171,15 @@ def _is_forward_kl(spec: DivergenceSpec) -> bool:
     return spec.kind == "forward_kl" or (spec.kind == "jsd" and spec.beta == 0.0)
 
 
-def _has_closed_form(spec: DivergenceSpec, rows: torch.Tensor | TopKSignal | None) -> bool:
+def _has_closed_form(spec: DivergenceSpec, rows: Rows) -> bool:
     """Forward KL for any teacher; reverse KL and JSD(β) for a dense one (the on-policy divergences)."""
     if _is_forward_kl(spec):
         return True
-    return spec.kind in ("reverse_kl", "jsd") and not isinstance(rows, TopKSignal)
+    return spec.kind in ("reverse_kl", "jsd") and not isinstance(rows, PARTIAL_SIGNALS)
 
 
-def _chunk(raw: torch.Tensor, head: LMHead, targets: torch.Tensor, rows: torch.Tensor | TopKSignal | None,
-           settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _chunk(raw: torch.Tensor, head: LMHead, targets: torch.Tensor, rows: Rows, settings: LossSettings
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Σ CE, Σ divergence, ∂total/∂raw) for one chunk of raw projections (chunk, V_model)."""
     vocab = settings.vocab_size
     closed = settings.closed_form and _has_closed_form(settings.spec, rows)
@@ -272,14 +283,15 @@ def fused_linear_loss(hidden: torch.Tensor, head: LMHead, targets: torch.Tensor,
 
 
 def reference_linear_loss(hidden: torch.Tensor, head: LMHead, targets: torch.Tensor, teacher: Teacher,
-                          settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                          settings: LossSettings
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The plain twin of `fused_linear_loss`: full logits, ordinary autograd."""
     logits = head.logits(hidden)[:, : settings.vocab_size]
     return weighted_loss(logits, targets, teacher_rows(teacher, 0, hidden.shape[0], settings.vocab_size), settings)
 
 
-def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_rows: torch.Tensor | TopKSignal | None,
-                  settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_rows: Rows, settings: LossSettings
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, Σ CE, Σ divergence) from full logits with ordinary autograd: the reference path."""
     ce, kd = loss_from_logits(logits, targets, teacher_rows, settings)
     return settings.weights.ce * ce + settings.weights.kd * kd, ce.detach(), kd.detach()

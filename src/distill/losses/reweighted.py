@@ -32,7 +32,7 @@ from distill.losses.choice import choose_tokens
 from distill.losses.cross_entropy import cross_entropy_sum
 from distill.losses.fused_linear import Teacher, auto_chunk_size, chunked_head_loss, teacher_rows
 from distill.losses.lm_head import LMHead
-from distill.losses.signals import TopKSignal
+from distill.losses.signals import PARTIAL_SIGNALS, SampledSignal, TopKSignal
 
 # (log q (n, V), log p (n, V), targets (n,), draws (n,) uniforms or None) -> (ids (n, m), weights (n, m), terms (t,))
 Rule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None],
@@ -75,8 +75,9 @@ def hpd(log_q: torch.Tensor, log_p: torch.Tensor, targets: torch.Tensor, draws: 
 HPD_TERMS = ("hpd_w_data", "hpd_w_sampled", "hpd_sampled_differs")
 
 
-def _teacher_logp(rows: torch.Tensor | TopKSignal | None, vocab: int, temperature: float) -> torch.Tensor:
-    if rows is None or isinstance(rows, TopKSignal):
+def _teacher_logp(rows: torch.Tensor | TopKSignal | SampledSignal | None, vocab: int, temperature: float
+                  ) -> torch.Tensor:
+    if rows is None or isinstance(rows, PARTIAL_SIGNALS):
         raise ValueError("this objective needs the teacher's whole distribution (a live teacher): the weights need "
                          "p at tokens the student draws, which a top-k signal may not hold")
     return torch.log_softmax(rows[:, :vocab].float() / temperature, dim=-1)

@@ -8,9 +8,11 @@ at t + 1), so every loss consumes any signal the same way:
   chunked path (never N × V at once);
 - `TopKSignal`: the k most likely tokens with their log-probabilities and the tail's mass, what a teacher cache or
   an API returns.
+- `SampledSignal`: tokens drawn from the teacher's distribution with importance weights, what a sampled cache holds
+  (Anshumann et al. 2025): an unbiased estimate of the teacher's distribution, consumed by `losses/sampled.py`.
 
-A new kind (sampled tokens, hidden-state features for a feature term) joins `TeacherSignal` here, next to the losses
-that consume it, and `losses/support.py` puts it on the common support.
+A new kind (hidden-state features for a feature term) joins `TeacherSignal` here, next to the losses that consume
+it, and `losses/support.py` puts it on the common support.
 """
 
 from __future__ import annotations
@@ -84,6 +86,87 @@ class TopKSignal:
 
 
 @dataclass
+class SampledSignal:
+    """Tokens drawn from the teacher at each position, as an unbiased estimate of its distribution.
+
+    At each position `draws` tokens were drawn with replacement from the proposal r ∝ p^(1/t) (p the teacher at
+    `capture_temperature`, t the proposal temperature) and kept once each. ids: (..., m) the distinct drawn tokens,
+    padded to the widest position with id 0 and weight 0; logprobs: (..., m) log p of each (0 on padding);
+    weights: (..., m) the Horvitz–Thompson weights (count / draws) · p / r, so that E[Σ_j w_j f(x_j)] = Σ_v p_v f(v)
+    for any f — in particular E[weights scattered over the vocabulary] = p, which makes the forward-KL gradient
+    unbiased (see `losses/sampled.py`). With t = 1 the weights are exactly count / draws and sum to 1.
+    """
+
+    ids: torch.Tensor
+    logprobs: torch.Tensor
+    weights: torch.Tensor
+    capture_temperature: float = 1.0
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, draws: int, temperature: float = 1.0,
+                    proposal_temperature: float = 1.0, generator: torch.Generator | None = None) -> SampledSignal:
+        """Draw a sampled signal from dense teacher logits (N, V) at `temperature` (as a sampled cache does)."""
+        ids, counts, logprobs, log_z = draw(torch.log_softmax(logits.float() / temperature, dim=-1), draws,
+                                            proposal_temperature, generator)
+        return cls(ids=ids, logprobs=logprobs,
+                   weights=importance_weights(counts, logprobs, log_z, draws, proposal_temperature),
+                   capture_temperature=temperature)
+
+    @property
+    def width(self) -> int:
+        return self.ids.shape[-1]
+
+    def distinct(self) -> torch.Tensor:
+        """Distinct tokens per position (logged during training: the signal's effective size)."""
+        return (self.weights > 0).sum(-1)
+
+    def to(self, device: torch.device | str) -> SampledSignal:
+        return SampledSignal(self.ids.to(device), self.logprobs.to(device), self.weights.to(device),
+                             self.capture_temperature)
+
+    def select(self, index: torch.Tensor | slice) -> SampledSignal:
+        return SampledSignal(self.ids[index], self.logprobs[index], self.weights[index], self.capture_temperature)
+
+
+def draw(log_p: torch.Tensor, draws: int, proposal_temperature: float = 1.0,
+         generator: torch.Generator | None = None
+         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(ids, counts, logprobs, log_z): `draws` tokens per row of the teacher's log-probabilities `log_p` (N, V),
+    drawn with replacement from r ∝ p^(1/t), kept once each (padded with id 0, count 0, log-prob 0), and
+    log Σ_v p_v^(1/t) per row (None at t = 1): all a sampled cache stores."""
+    log_r = log_p if proposal_temperature == 1.0 else torch.log_softmax(log_p / proposal_temperature, dim=-1)
+    ids, counts = distinct_counts(torch.multinomial(log_r.exp(), draws, replacement=True, generator=generator))
+    logprobs = torch.where(counts > 0, log_p.gather(-1, ids), 0.0)  # a pad's id 0 may be ruled out (−inf)
+    log_z = None if proposal_temperature == 1.0 else torch.logsumexp(log_p / proposal_temperature, dim=-1)
+    return ids, counts, logprobs, log_z
+
+
+def distinct_counts(drawn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, counts), each (N, m): the distinct tokens of each row of `drawn` (N, draws) in ascending id order and
+    how often each was drawn; rows with fewer than m distinct tokens are padded with id 0 and count 0."""
+    ordered = drawn.sort(dim=-1).values
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    slot = first.long().cumsum(-1) - 1
+    width = int(slot[:, -1].max()) + 1 if ordered.shape[0] else 0
+    ids = torch.zeros(ordered.shape[0], width, dtype=torch.long, device=drawn.device)
+    ids.scatter_(-1, slot, ordered)  # repeats of a token write the same id into its slot
+    counts = torch.zeros_like(ids).scatter_add_(-1, slot, torch.ones_like(ordered))
+    return ids, counts
+
+
+def importance_weights(counts: torch.Tensor, logprobs: torch.Tensor, log_z: torch.Tensor | None, draws: int,
+                       proposal_temperature: float) -> torch.Tensor:
+    """(count / draws) · p / r with r = p^(1/t) / Z: log(p / r) = (1 − 1/t) · log p + log Z. `log_z` (N,) is
+    log Σ_v p_v^(1/t), None when t = 1 (then p / r = 1 and the weights are the draw frequencies)."""
+    frequency = counts.float() / draws
+    if log_z is None or proposal_temperature == 1.0:
+        return frequency
+    ratio = (1.0 - 1.0 / proposal_temperature) * logprobs.float() + log_z.float().unsqueeze(-1)
+    return torch.where(counts > 0, frequency * ratio.exp(), 0.0)
+
+
+@dataclass
 class TeacherHidden:
     """A dense teacher given as last hidden states (N, H_t) and its own LM head, projected chunk by chunk."""
 
@@ -91,7 +174,9 @@ class TeacherHidden:
     head: LMHead
 
 
-TeacherSignal = TeacherHidden | TopKSignal | torch.Tensor  # Tensor: dense teacher logits (N, V)
+TeacherSignal = TeacherHidden | TopKSignal | SampledSignal | torch.Tensor  # Tensor: dense teacher logits (N, V)
+# signals that hold part of the teacher's distribution: refused by losses that need p at arbitrary tokens
+PARTIAL_SIGNALS = (TopKSignal, SampledSignal)
 
 
 def signal_sums(signal: TeacherSignal | None) -> dict[str, torch.Tensor]:
@@ -99,4 +184,6 @@ def signal_sums(signal: TeacherSignal | None) -> dict[str, torch.Tensor]:
     mass a top-k signal holds. A dense signal holds all of it, and says nothing."""
     if isinstance(signal, TopKSignal):
         return {"teacher_mass": signal.captured_mass().sum()}
+    if isinstance(signal, SampledSignal):
+        return {"teacher_distinct": signal.distinct().sum().float()}
     return {}

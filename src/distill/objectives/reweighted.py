@@ -19,7 +19,7 @@ from distill.errors import RecipeError
 from distill.losses import reweighted
 from distill.losses.fused_linear import teacher_rows
 from distill.losses.lm_head import LMHead, last_hidden_states
-from distill.losses.signals import TeacherSignal, TopKSignal
+from distill.losses.signals import PARTIAL_SIGNALS, TeacherSignal
 from distill.objectives.pieces import LossPieces
 from distill.recipe.objective import HPDConfig, OnPolicyConfig
 
@@ -39,7 +39,7 @@ class ReweightedObjective(nn.Module):
     def forward(self, batch: Batch, signal: TeacherSignal | None = None) -> LossPieces:
         """`signal`: the teacher's whole distribution at each valid target (a live teacher: hidden states on the
         chunked path, logits on the reference path)."""
-        if signal is None or isinstance(signal, TopKSignal):
+        if signal is None or isinstance(signal, PARTIAL_SIGNALS):
             raise RecipeError(f"objective.kind: {self.cfg.kind} needs the teacher's whole distribution at tokens the "
                               "student draws; a top-k teacher (a cache or an API) may not hold them. Use a live "
                               "teacher.model")

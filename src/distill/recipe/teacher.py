@@ -22,6 +22,9 @@ from pydantic import Field, model_validator
 from distill.recipe.api import ApiConfig
 from distill.recipe.base import Section
 
+# what a teacher cache stores per position (teachers/cache/): the top-k, or tokens drawn from the teacher
+CacheScheme = Literal["topk", "sampled"]
+
 # the precisions a frozen teacher loads in; models.py maps each name to its torch dtype
 TeacherDtype = Literal["float32", "bfloat16", "float16"]
 TEACHER_DTYPES: tuple[str, ...] = get_args(TeacherDtype)
@@ -47,6 +50,23 @@ class TeacherConfig(Section):
     top_k: int = Field(
         default=64, ge=1, description="Tokens per position a cache stores (and, with `cache`, must have stored). "
         "With `api`: the log-probs asked per position, which many servers cap at 20 (vLLM's `--max-logprobs`)."
+    )
+    cache_scheme: CacheScheme = Field(
+        default="topk",
+        description="What `distill cache` stores per position. `topk`: the `top_k` most likely tokens and the tail's "
+        "mass (biased once truncated: a student of a small-k cache can do worse than one of the live teacher). "
+        "`sampled`: `sample_draws` tokens drawn from the teacher with importance weights (Anshumann et al. 2025), "
+        "an unbiased estimate of the forward-KL gradient at a fraction of the bytes; forward KL only, at the capture "
+        "temperature. See docs/cache.md.",
+    )
+    sample_draws: int = Field(
+        default=32, ge=1, le=255, description="`cache_scheme: sampled`: tokens drawn per position (with replacement; "
+        "the distinct ones and their counts are stored). The gradient's variance falls as 1 / draws.",
+    )
+    proposal_temperature: float = Field(
+        default=1.0, ge=1.0, description="`cache_scheme: sampled`: draw from the teacher flattened by this temperature "
+        "(p^(1/t)), reweighted back to the teacher (unbiased for any t ≥ 1). 1 draws from the teacher itself, whose "
+        "weights are plain counts; above 1 reaches further into the tail at the cost of uneven weights.",
     )
     capture_temperature: float | None = Field(
         default=None,

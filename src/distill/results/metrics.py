@@ -32,6 +32,7 @@ class MetricsRow(BaseModel):
     tokens_seen: int  # input tokens trained on so far
     targets: int  # target tokens in the step's global batch
     teacher_mass: float | None = None
+    teacher_distinct: float | None = None  # a sampled cache: distinct teacher tokens per position
     loss_scale: float | None = None  # fp16 only
     skipped: bool | None = None  # fp16 only: the loss scaler skipped the step
 

@@ -1,4 +1,5 @@
-"""`distill cache`: run the recipe's teacher once over its training data and store its top-k signal.
+"""`distill cache`: run the recipe's teacher once over its training data and store its signal (the top-k, or tokens
+drawn from it: `teacher.cache_scheme`).
 
 The sequences are exactly the ones training builds from the recipe (same tokenizer, formatting, packing), so a
 cache row lines up with a training position by construction, and the data hash in the manifest proves it later.
@@ -36,10 +37,11 @@ from distill.locking import LOCK_NAME, FolderLock, clear_owned
 from distill.losses.lm_head import check_head
 from distill.models import check_logit_width, load_teacher, load_tokenizer, output_width
 from distill.recipe import Recipe
-from distill.teachers.cache import codec
+from distill.teachers.cache import codec, sampled_codec
 from distill.teachers.cache.fingerprint import setup_differences
 from distill.teachers.cache.for_recipe import recipe_setup
-from distill.teachers.cache.live import LiveSignals, SignalSource, capture
+from distill.teachers.cache.live import LiveSignals, Sampling, SignalSource, capture
+from distill.teachers.cache.sampled_codec import SampledRecord
 from distill.teachers.cache.shard import ShardWriter, read_seal, remove_shard
 from distill.teachers.cache.store import (
     BUILD,
@@ -54,6 +56,7 @@ from distill.teachers.cache.store import (
 __all__ = ["DEFAULT_SHARD_TOKENS", "build_cache", "capture", "plan_shards", "planned_examples", "vocab_order"]
 
 DEFAULT_SHARD_TOKENS = 1 << 18
+SAMPLING_SEED = 0  # a sampled cache's draws depend on the teacher and data alone, not on the recipe's seed
 
 
 def vocab_order(data: TokenizedData, vocab_size: int) -> np.ndarray:
@@ -101,10 +104,13 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
     vocab = len(tokenizer)
     if teacher is not None:
         check_logit_width("teacher.model", output_width(teacher), vocab)
-    if t.top_k > vocab:
+    if t.cache_scheme == "topk" and t.top_k > vocab:
         raise RecipeError(f"teacher.top_k: {t.top_k} is more than the vocabulary ({vocab:,} tokens)")
     examples = planned_examples(recipe, len(data.examples)) if planned_only else list(range(len(data.examples)))
-    setup = recipe_setup(recipe, tokenizer, data, teacher) | {
+    setup = recipe_setup(recipe, tokenizer, data, teacher)
+    if t.cache_scheme == "sampled":  # every example's draws are seeded by (this seed, its index): see live.Sampling
+        setup["scheme"]["seed"] = SAMPLING_SEED
+    setup |= {
         "encoding": encoding,
         "examples": "all" if not planned_only else {"plan": {
             "seed": recipe.seed, "batch_size": recipe.training.batch_size, "max_steps": recipe.training.max_steps}},
@@ -113,8 +119,11 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
         if teacher is not None:
             check_head(teacher, "teacher.model")
             teacher.to(accelerator.device)
+            sampling = None if t.cache_scheme == "topk" else Sampling(t.sample_draws, t.proposal_temperature,
+                                                                       setup["scheme"]["seed"])
             source: SignalSource = LiveSignals(teacher, data, tokenizer.pad_token_id, t.top_k,
-                                               recipe.capture_temperature, vocab, batch_size, accelerator.device)
+                                               recipe.capture_temperature, vocab, batch_size, accelerator.device,
+                                               sampling)
         else:
             from distill.teachers.api.harvest import ApiSignals
 
@@ -195,8 +204,7 @@ def _write_shards(out: Path, shards: list[tuple[int, list[int]]], tokens: list[i
                 number = shard_of[example]
                 if writer is None or writer.number != number:
                     writer = ShardWriter(out, number)
-                mass = float(np.exp(signal.logprobs, dtype=np.float64).sum())  # Σ over tokens and top-k
-                writer.append(example, len(signal), mass, codec.encode(signal, rank_of, encoding))
+                writer.append(example, len(signal), captured_mass(signal), encode_record(signal, rank_of, encoding))
                 computed += len(signal)
                 left[number] -= 1
                 if left[number] == 0:
@@ -209,6 +217,19 @@ def _write_shards(out: Path, shards: list[tuple[int, list[int]]], tokens: list[i
             writer.close()
     assert not any(left.values()), "the signal source skipped examples"
     return computed
+
+
+def captured_mass(signal: codec.Signal | SampledRecord) -> float:
+    """The teacher's mass on the stored tokens, summed over positions (the manifest's `captured_mass_mean`)."""
+    if isinstance(signal, SampledRecord):
+        return float(np.exp(signal.logprobs, dtype=np.float64)[signal.counts > 0].sum())
+    return float(np.exp(signal.logprobs, dtype=np.float64).sum())
+
+
+def encode_record(signal: codec.Signal | SampledRecord, rank_of: np.ndarray, encoding: str) -> bytes:
+    if isinstance(signal, SampledRecord):
+        return sampled_codec.encode(signal, rank_of, encoding)
+    return codec.encode(signal, rank_of, encoding)
 
 
 # every file a build writes (temporary ones included); `--overwrite` deletes these and refuses anything else
@@ -268,6 +289,7 @@ def _finish(out: Path, build: dict[str, Any], n_shards: int, world: int, compute
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "k": setup["k"], "capture_temperature": setup["capture_temperature"], "encoding": setup["encoding"],
+        "scheme": setup["scheme"],
         "n_examples": sum(s["examples"] for s in seals), "n_tokens": n_tokens,
         "bytes_per_token": all_bytes / max(n_tokens, 1), "record_bytes_per_token": record_bytes / max(n_tokens, 1),
         "bytes": all_bytes, "vocab_size": setup["tokenizer"]["vocab_size"], "tail": TAIL_METHOD,

@@ -29,8 +29,10 @@ import numpy as np
 import zstandard
 
 ENCODINGS = ("q8", "exact")
+# what a record's header says it holds: top-k in either encoding, then the sampled scheme's (sampled_codec.py)
+RECORD_KINDS = (*ENCODINGS, "sampled-q8", "sampled-exact")
 _MAGIC = b"DTK1"
-_HEADER = struct.Struct("<4sIHBBI")  # magic, n, k, encoding index, id bytes, stream count
+_HEADER = struct.Struct("<4sIHBBI")  # magic, n, k, record kind (RECORD_KINDS index), id bytes, stream count
 _LEVEL = 10  # zstd level: ~3% larger than 19 and several times faster to build; decoding speed is the same
 
 # The value quantiser: code c ↦ distance below the top entry, in nats.
@@ -81,14 +83,14 @@ def id_bytes(vocab_size: int) -> int:
     return max(1, (max(vocab_size - 1, 1).bit_length() + 7) // 8)
 
 
-def _planes(values: np.ndarray, width: int) -> list[bytes]:
+def planes(values: np.ndarray, width: int) -> list[bytes]:
     little = values.astype("<u4").view(np.uint8).reshape(-1, 4)
     return [little[:, i].tobytes() for i in range(width)]
 
 
-def _unplane(planes: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+def unplane(streams: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
     out = np.zeros(int(np.prod(shape)), dtype=np.int64)
-    for i, plane in enumerate(planes):
+    for i, plane in enumerate(streams):
         out |= np.frombuffer(plane, dtype=np.uint8).astype(np.int64) << (8 * i)
     return out.reshape(shape)
 
@@ -108,23 +110,28 @@ def encode(signal: Signal, vocab_rank: np.ndarray, encoding: str = "q8") -> byte
         gaps = np.diff(ranks, axis=1, prepend=-1) - 1
         top = signal.logprobs.max(axis=1).astype(np.float16)
         distance = top.astype(np.float32)[:, None] - np.take_along_axis(signal.logprobs, order, axis=1)
-        streams = [*_planes(gaps.ravel(), width), quantize(distance).tobytes(),
-                   *_planes(top.view(np.uint16), 2), *_planes(signal.tail.astype(np.float16).view(np.uint16), 2)]
+        streams = [*planes(gaps.ravel(), width), quantize(distance).tobytes(),
+                   *planes(top.view(np.uint16), 2), *planes(signal.tail.astype(np.float16).view(np.uint16), 2)]
     else:
         raise ValueError(f"unknown encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
+    return frame(streams, n, k, RECORD_KINDS.index(encoding), width)
+
+
+def frame(streams: list[bytes], n: int, k: int, kind: int, width: int) -> bytes:
+    """One record from its streams: the header, the zstd frame lengths, the frames. `kind` indexes RECORD_KINDS."""
     compressor = zstandard.ZstdCompressor(level=_LEVEL, write_checksum=True)
     frames = [compressor.compress(s) for s in streams]
-    header = _HEADER.pack(_MAGIC, n, k, ENCODINGS.index(encoding), width, len(frames))
+    header = _HEADER.pack(_MAGIC, n, k, kind, width, len(frames))
     lengths = struct.pack(f"<{len(frames)}I", *(len(f) for f in frames))
     return header + lengths + b"".join(frames)
 
 
-def decode(record: bytes | memoryview, vocab_order: np.ndarray) -> Signal:
-    """The signal of one record. `vocab_order[rank]` is the id at that rank (the inverse of `vocab_rank`)."""
+def unframe(record: bytes | memoryview) -> tuple[int, int, str, int, list[bytes]]:
+    """(n, k, record kind, id bytes, streams) of a record; `CorruptRecord` when it does not decode."""
     record = memoryview(record)
     try:
-        magic, n, k, enc, width, count = _HEADER.unpack_from(record)
-        if magic != _MAGIC or enc >= len(ENCODINGS):
+        magic, n, k, kind, width, count = _HEADER.unpack_from(record)
+        if magic != _MAGIC or kind >= len(RECORD_KINDS):
             raise CorruptRecord("not a teacher-cache record")
         lengths = struct.unpack_from(f"<{count}I", record, _HEADER.size)
         offset = _HEADER.size + 4 * count
@@ -135,15 +142,23 @@ def decode(record: bytes | memoryview, vocab_order: np.ndarray) -> Signal:
             offset += length
     except (struct.error, zstandard.ZstdError) as exc:
         raise CorruptRecord(f"record does not decode ({exc})") from None
-    if ENCODINGS[enc] == "exact":
+    return n, k, RECORD_KINDS[kind], width, streams
+
+
+def decode(record: bytes | memoryview, vocab_order: np.ndarray) -> Signal:
+    """The top-k signal of one record. `vocab_order[rank]` is the id at that rank (the inverse of `vocab_rank`)."""
+    n, k, kind, width, streams = unframe(record)
+    if kind not in ENCODINGS:
+        raise CorruptRecord(f"a {kind} record where a top-k record was expected (the cache's scheme is not top-k)")
+    if kind == "exact":
         ids = np.frombuffer(streams[0], dtype="<i4").reshape(n, k).astype(np.int64)
         logprobs = np.frombuffer(streams[1], dtype="<f4").reshape(n, k).copy()
         return Signal(ids, logprobs, np.frombuffer(streams[2], dtype="<f4").copy())
-    gaps = _unplane(streams[:width], (n, k))
+    gaps = unplane(streams[:width], (n, k))
     ranks = np.cumsum(gaps + 1, axis=1) - 1
     distance = dequantize(np.frombuffer(streams[width], dtype=np.uint8).reshape(n, k))
-    top = _unplane(streams[width + 1:width + 3], (n,)).astype(np.uint16).view(np.float16).astype(np.float32)
-    tail = _unplane(streams[width + 3:width + 5], (n,)).astype(np.uint16).view(np.float16).astype(np.float32)
+    top = unplane(streams[width + 1:width + 3], (n,)).astype(np.uint16).view(np.float16).astype(np.float32)
+    tail = unplane(streams[width + 3:width + 5], (n,)).astype(np.uint16).view(np.float16).astype(np.float32)
     order = np.argsort(distance, axis=1, kind="stable")  # descending log-probability; ties by frequency rank
     ids = vocab_order[np.take_along_axis(ranks, order, axis=1)]
     logprobs = top[:, None] - np.take_along_axis(distance, order, axis=1)

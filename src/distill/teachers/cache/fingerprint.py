@@ -18,6 +18,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distill.data.formatting import Example
 
+# the scheme of a top-k cache, and of every cache written before schemes were recorded
+TOPK_SCHEME = {"name": "topk"}
+
 # config.json keys that say where or when a model was saved, not what it computes
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "_commit_hash", "torch_dtype", "dtype",
                          "_attn_implementation_autoset", "_attn_implementation", "use_cache"}
@@ -117,8 +120,18 @@ def setup_differences(cached: dict[str, Any], wanted: dict[str, Any], wanted_nam
                         "cache was built)")
     if "teacher" in wanted:
         problems += _teacher_differences(cached["teacher"], wanted["teacher"], wanted_name)
+    if "scheme" in wanted:
+        problems += _scheme_differences(cached.get("scheme", TOPK_SCHEME), wanted["scheme"], wanted_name)
     for key, field in (("capture_temperature", "teacher.capture_temperature"), ("k", "teacher.top_k"),
                        ("encoding", "encoding"), ("examples", "examples")):
-        if key in wanted and cached[key] != wanted[key]:
+        if key in wanted and cached[key] != wanted[key] and not (key == "k" and None in (cached[key], wanted[key])):
             problems.append(f"{field}: {cached[key]!r} in the cache, {wanted[key]!r} in the {wanted_name}")
     return problems
+
+
+def _scheme_differences(a: dict[str, Any], b: dict[str, Any], wanted_name: str) -> list[str]:
+    if a["name"] != b["name"]:
+        return [f"teacher.cache_scheme: {a['name']!r} in the cache, {b['name']!r} in the {wanted_name}"]
+    return [f"teacher.{field}: {a[key]!r} in the cache, {b[key]!r} in the {wanted_name}"
+            for key, field in (("draws", "sample_draws"), ("proposal_temperature", "proposal_temperature"))
+            if a.get(key) != b.get(key)]

@@ -1,20 +1,24 @@
 """Where a cache build's signals come from: the `SignalSource` protocol, and the live teacher model (`LiveSignals`,
-`capture`). The other source is an OpenAI-compatible endpoint: `teachers/api/harvest.py`. build.py writes the
-shards, journals, seals and manifest for either; a source only turns each shard's pending examples into signals."""
+`capture` for the top-k scheme, `capture_sampled` for the sampled one). The other source is an OpenAI-compatible
+endpoint: `teachers/api/harvest.py`. build.py writes the shards, journals, seals and manifest for either; a source
+only turns each shard's pending examples into signals."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from distill.data.batch import Batch
 from distill.data.dataset import TokenizedData
 from distill.losses.fused_linear import auto_chunk_size
 from distill.losses.lm_head import LMHead, last_hidden_states
-from distill.losses.signals import TopKSignal
+from distill.losses.signals import TopKSignal, draw
 from distill.teachers.cache import codec
+from distill.teachers.cache.sampled_codec import SampledRecord
 
 
 @torch.no_grad()
@@ -35,10 +39,54 @@ def capture(teacher, batch: Batch, k: int, temperature: float, vocab: int) -> li
     return signals
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """The sampled scheme's parameters (`teacher.cache_scheme: sampled`): `draws` tokens per position from the
+    teacher at the capture temperature flattened by `proposal_temperature`; `seed` makes each example's draws a
+    function of (seed, example) alone, so a resumed or re-sharded build writes the same bytes."""
+
+    draws: int
+    proposal_temperature: float
+    seed: int
+
+    def generator(self, example: int, device) -> torch.Generator:
+        state = np.random.SeedSequence([self.seed, example]).generate_state(2, dtype=np.uint32)
+        return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+@torch.no_grad()
+def capture_sampled(teacher, batch: Batch, examples: list[int], sampling: Sampling, temperature: float, vocab: int
+                    ) -> list[SampledRecord]:
+    """The teacher's sampled signal at every target position of each sequence in `batch` (`examples`: their
+    indices in the data, which seed their draws)."""
+    head = LMHead.of(teacher)
+    hidden = last_hidden_states(teacher, batch.input_ids, batch.attention_mask)[:, :-1]
+    _, valid = batch.targets()
+    chunk = auto_chunk_size(vocab)
+    records = []
+    for row, example in enumerate(examples):
+        h = hidden[row][valid[row]]
+        generator = sampling.generator(example, h.device)
+        parts = [draw(torch.log_softmax(head.logits(h[s:s + chunk])[:, :vocab].float() / temperature, dim=-1),
+                      sampling.draws, sampling.proposal_temperature, generator)
+                 for s in range(0, h.shape[0], chunk)]
+        width = max((p[0].shape[1] for p in parts), default=0)
+        ids, counts, logprobs = ([_pad(p[i], width) for p in parts] for i in range(3))
+        log_z = None if sampling.proposal_temperature == 1.0 else torch.cat([p[3] for p in parts]).cpu().numpy()
+        records.append(SampledRecord(ids=np.concatenate(ids), logprobs=np.concatenate(logprobs).astype(np.float32),
+                                     counts=np.concatenate(counts), log_z=log_z))
+    return records
+
+
+def _pad(t: torch.Tensor, width: int) -> np.ndarray:
+    """(rows, m) → (rows, width) with zeros (id 0, count 0: padding), as a numpy array."""
+    return torch.nn.functional.pad(t, (0, width - t.shape[1])).cpu().numpy()
+
+
 class SignalSource(Protocol):
     """Where a build's signals come from (see the module doc)."""
 
-    def signals(self, groups: list[list[int]]) -> Iterator[tuple[int, codec.Signal]]:
+    def signals(self, groups: list[list[int]]) -> Iterator[tuple[int, codec.Signal | SampledRecord]]:
         """`(example, signal)` for every example of every group (a shard's pending examples), group after group and
         each group in its order: the order the shards' journals are written in."""
         ...
@@ -50,13 +98,19 @@ class LiveSignals:
     values, and a refactor must not change a cache's bytes."""
 
     def __init__(self, teacher, data: TokenizedData, pad_id: int, k: int, temperature: float, vocab: int,
-                 batch_size: int, device):
+                 batch_size: int, device, sampling: Sampling | None = None):
+        """`sampling`: draw tokens (the sampled scheme) instead of keeping the top `k`."""
         self.teacher, self.data, self.pad_id, self.device = teacher, data, pad_id, device
         self.k, self.temperature, self.vocab, self.batch_size = k, temperature, vocab, batch_size
+        self.sampling = sampling
 
-    def signals(self, groups: list[list[int]]) -> Iterator[tuple[int, codec.Signal]]:
+    def signals(self, groups: list[list[int]]) -> Iterator[tuple[int, codec.Signal | SampledRecord]]:
         for pending in groups:
             for start in range(0, len(pending), self.batch_size):
                 chunk = pending[start:start + self.batch_size]
                 batch = Batch.of([self.data.examples[e] for e in chunk], self.pad_id).to(self.device)
-                yield from zip(chunk, capture(self.teacher, batch, self.k, self.temperature, self.vocab), strict=True)
+                if self.sampling is not None:
+                    signals = capture_sampled(self.teacher, batch, chunk, self.sampling, self.temperature, self.vocab)
+                else:
+                    signals = capture(self.teacher, batch, self.k, self.temperature, self.vocab)
+                yield from zip(chunk, signals, strict=True)

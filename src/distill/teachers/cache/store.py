@@ -3,8 +3,8 @@
 Layout of a cache folder:
 
     manifest.json         what the cache is (format, setup, shards with checksums, bytes_per_token); written last
-    vocab_order.npy       the vocabulary ordered by frequency in the data (the id code of the `q8` encoding)
-    shard-NNNNN.bin       records, one per example (see codec.py)
+    vocab_order.npy       the vocabulary ordered by frequency in the data (the id code of the records)
+    shard-NNNNN.bin       records, one per example (codec.py for the top-k scheme, sampled_codec.py for sampled)
     shard-NNNNN.idx       where each record is (see shard.py)
     shard-NNNNN.json      the shard's seal (its entry in the manifest, kept so a rebuild can trust it)
 
@@ -24,9 +24,10 @@ import torch
 
 from distill.checksum import file_sha256
 from distill.errors import CacheError
-from distill.losses.signals import TopKSignal
-from distill.teachers.cache import codec
-from distill.teachers.cache.fingerprint import setup_differences
+from distill.losses.signals import SampledSignal, TopKSignal, importance_weights
+from distill.teachers.cache import codec, sampled_codec
+from distill.teachers.cache.fingerprint import TOPK_SCHEME, setup_differences
+from distill.teachers.cache.sampled_codec import SampledRecord
 from distill.teachers.cache.shard import read_index
 
 FORMAT = "distill-teacher-cache"
@@ -37,6 +38,15 @@ VOCAB = "vocab_order.npy"
 # how the tail log-mass was computed: a logsumexp over the tokens outside the top-k. Caches from before this field
 # stored log(1 − Σ top-k), −inf below ~6e-8 (read as 2^-24, see losses/support.py): usable, and worth rebuilding.
 TAIL_METHOD = "logsumexp"
+
+
+def describe_scheme(manifest: dict[str, Any]) -> str:
+    """`k=64`, or `sampled: 32 draws, proposal t=1` — how `distill cache` and `distill check` name what a cache
+    holds."""
+    scheme = manifest.get("scheme", TOPK_SCHEME)
+    if scheme["name"] == "sampled":
+        return f"sampled: {scheme['draws']} draws, proposal t={scheme['proposal_temperature']:g}"
+    return f"k={manifest['k']}"
 
 
 def verify_shard(root: Path, seal: dict[str, Any], check_hash: bool = True) -> str | None:
@@ -54,8 +64,9 @@ def verify_shard(root: Path, seal: dict[str, Any], check_hash: bool = True) -> s
 
 
 class TeacherCache:
-    """A finished, verified cache. `signal(examples)` gives the teacher's top-k signal at every target position of
-    those examples, concatenated in order — the rows the objective's `[:, :-1][mask]` selects."""
+    """A finished, verified cache. `signal(examples)` gives the teacher's signal (top-k, or sampled: `scheme`) at
+    every target position of those examples, concatenated in order — the rows the objective's `[:, :-1][mask]`
+    selects."""
 
     def __init__(self, root: Path, manifest: dict[str, Any]):
         self.root = root
@@ -109,6 +120,12 @@ class TeacherCache:
     def capture_temperature(self) -> float:
         return self.manifest["capture_temperature"]
 
+    @property
+    def scheme(self) -> dict[str, Any]:
+        """What the cache stores: `{"name": "topk"}` (also every cache from before schemes were recorded), or
+        `{"name": "sampled", "draws": N, "proposal_temperature": t}`."""
+        return self.manifest.get("scheme", TOPK_SCHEME)
+
     def check_setup(self, wanted: dict[str, Any]) -> None:
         """Refuse the cache for a setup it was not built for, naming every difference."""
         problems = setup_differences(self.manifest["setup"], wanted)
@@ -127,22 +144,40 @@ class TeacherCache:
                              f"{missing[0]}); it was built for another seed, batch size or number of steps. Rebuild "
                              "it for this recipe (`distill cache`), or without --planned-only")
 
-    def read(self, example: int) -> codec.Signal:
+    def read(self, example: int) -> codec.Signal | SampledRecord:
         shard = int(self._shard[example])
         if shard < 0:
             raise CacheError(f"teacher.cache: example {example} is not in {self.root} (it was built for a subset "
                              "of the data; rebuild it without --planned-only, or keep the recipe's plan)")
         start = int(self._offset[example])
         record = self._maps[shard][start:start + int(self._nbytes[example])]
+        decode = sampled_codec.decode if self.scheme["name"] == "sampled" else codec.decode
         try:
-            return codec.decode(memoryview(record), self.vocab_order)
+            return decode(memoryview(record), self.vocab_order)
         except codec.CorruptRecord as exc:
             raise CacheError(f"teacher.cache: {self.manifest['shards'][shard]['data']}, example {example}: {exc}; "
                              "the shard changed after the cache was opened") from None
 
-    def signal(self, examples: list[int]) -> TopKSignal:
+    def signal(self, examples: list[int]) -> TopKSignal | SampledSignal:
         parts = [self.read(e) for e in examples]
+        if self.scheme["name"] == "sampled":
+            return self._sampled(parts)
         return TopKSignal(ids=torch.from_numpy(np.concatenate([p.ids for p in parts])),
                           logprobs=torch.from_numpy(np.concatenate([p.logprobs for p in parts])),
                           tail_logmass=torch.from_numpy(np.concatenate([p.tail for p in parts])),
                           capture_temperature=self.capture_temperature)
+
+    def _sampled(self, parts: list[SampledRecord]) -> SampledSignal:
+        """The records' rows padded to the widest position of any, with their importance weights."""
+        width = max((p.ids.shape[1] for p in parts), default=0)
+
+        def stacked(name: str) -> torch.Tensor:
+            return torch.from_numpy(np.concatenate([np.pad(getattr(p, name), ((0, 0), (0, width - p.ids.shape[1])))
+                                                    for p in parts]))
+
+        ids, counts, logprobs = stacked("ids"), stacked("counts"), stacked("logprobs")
+        t = self.scheme["proposal_temperature"]
+        log_z = None if t == 1.0 else torch.from_numpy(np.concatenate([p.log_z for p in parts]))
+        return SampledSignal(ids=ids, logprobs=logprobs,
+                             weights=importance_weights(counts, logprobs, log_z, self.scheme["draws"], t),
+                             capture_temperature=self.capture_temperature)
