@@ -15,17 +15,25 @@ from distill.data.formatting import IGNORE_INDEX, Example
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example; padding is masked out of attention and labels."""
+    """Right-pad to the longest example; padding is masked out of attention and labels. When the examples carry
+    `position_ids` (packed documents that must not see each other) they come along, and a row's padding is one more
+    segment of its own (positions from 0): later than every real token, so no real token attends to it."""
     width = max(len(e.input_ids) for e in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    segmented = any(e.position_ids is not None for e in examples)
+    position_ids = torch.zeros((len(examples), width), dtype=torch.long) if segmented else None
     for row, e in enumerate(examples):
         n = len(e.input_ids)
         input_ids[row, :n] = torch.tensor(e.input_ids)
         labels[row, :n] = torch.tensor(e.labels)
         attention_mask[row, :n] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        if position_ids is not None:
+            position_ids[row, :n] = torch.tensor(e.position_ids if e.position_ids is not None else range(n))
+            position_ids[row, n:] = torch.arange(width - n)
+    out = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    return out | ({"position_ids": position_ids} if position_ids is not None else {})
 
 
 def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,6 +57,7 @@ class Batch:
     examples: list[int] | None = None
     draws: torch.Tensor | None = None
     logged: dict[str, float] = field(default_factory=dict)
+    position_ids: torch.Tensor | None = None  # packed documents that must not see each other (see `collate`)
 
     @classmethod
     def of(cls, examples: list[Example], pad_id: int, indices: list[int] | None = None) -> Batch:
@@ -56,7 +65,16 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         return replace(self, input_ids=self.input_ids.to(device), attention_mask=self.attention_mask.to(device),
-                       labels=self.labels.to(device), draws=None if self.draws is None else self.draws.to(device))
+                       labels=self.labels.to(device), draws=None if self.draws is None else self.draws.to(device),
+                       position_ids=None if self.position_ids is None else self.position_ids.to(device))
+
+    def model_inputs(self) -> dict[str, torch.Tensor | None]:
+        """What a model's forward takes. With `position_ids` the attention mask is left out: transformers builds a
+        block-diagonal causal mask from positions that restart (only when no 2-D mask is given), so no token
+        attends across a document boundary."""
+        if self.position_ids is None:
+            return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        return {"input_ids": self.input_ids, "attention_mask": None, "position_ids": self.position_ids}
 
     def targets(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(targets, valid) of the shifted positions: see `shifted_targets`."""

@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from distill.data.formatting import (
+    IGNORE_INDEX,
     Example,
     detect_format,
     encode_messages,
@@ -36,16 +37,29 @@ class TokenizedData:
         return sum(e.n_targets for e in self.examples)
 
 
-def pack(documents: list[list[int]], block: int) -> list[Example]:
+def pack(documents: list[list[int]], block: int, reset_attention: bool = False) -> list[Example]:
     """Concatenate documents (each already ends with EOS) and cut into blocks of `block` tokens.
 
     The remainder shorter than a block is dropped, unless the data is shorter than a single block, in which case
-    it becomes one (shorter) example."""
+    it becomes one (shorter) example. `reset_attention`: each block carries position ids that restart at every
+    document start, so each document attends only to itself, and a document's first token is not a target (it
+    would be predicted from the previous document, which it no longer sees)."""
     stream = [tok for doc in documents for tok in doc]
+    positions = [i for doc in documents for i in range(len(doc))]
     n_blocks = len(stream) // block
-    if n_blocks == 0:
-        return [Example(stream, list(stream))] if len(stream) > 1 else []
-    return [Example(stream[i * block:(i + 1) * block], stream[i * block:(i + 1) * block]) for i in range(n_blocks)]
+    spans = [(0, len(stream))] if n_blocks == 0 else [(i * block, (i + 1) * block) for i in range(n_blocks)]
+    if n_blocks == 0 and len(stream) <= 1:
+        return []
+    if not reset_attention:
+        return [Example(stream[a:b], stream[a:b]) for a, b in spans]
+    examples = []
+    for a, b in spans:
+        # a block that starts mid-document starts a segment of its own: positions restart at the block's start
+        local = [p if p < j else j for j, p in enumerate(positions[a:b])]
+        labels = [tok if (p > 0 or j == 0) else IGNORE_INDEX for j, (tok, p) in enumerate(zip(stream[a:b], local,
+                                                                                                  strict=True))]
+        examples.append(Example(stream[a:b], labels, local))
+    return examples
 
 
 def _truncate(example: Example, max_length: int) -> Example:
@@ -60,7 +74,7 @@ def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Tokeni
     if fmt == "text":
         documents = encode_text(records, tokenizer, cfg.text_field)
         if cfg.packing:
-            examples = pack(documents, cfg.max_length)
+            examples = pack(documents, cfg.max_length, cfg.reset_attention)
         else:
             examples = [_truncate(Example(d, list(d)), cfg.max_length) for d in documents]
     else:

@@ -26,8 +26,12 @@ FORMATS: tuple[str, ...] = get_args(RecordFormat)  # named once, in the recipe's
 
 @dataclass
 class Example:
+    """One training sequence. `position_ids`: set when packed documents must not attend to each other (they restart
+    at 0 at each document, which transformers turns into a block-diagonal causal mask); None = 0, 1, 2, …"""
+
     input_ids: list[int]
     labels: list[int]
+    position_ids: list[int] | None = None
 
     @property
     def n_targets(self) -> int:

@@ -54,11 +54,13 @@ class LMHead:
         return self.finish(self.project(hidden))
 
 
-def last_hidden_states(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
-                       ) -> torch.Tensor:
-    """The model's final hidden states (after its final norm): what its LM head projects."""
+def last_hidden_states(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                       position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's final hidden states (after its final norm): what its LM head projects. `position_ids` (with no
+    attention mask): packed documents, each attending only to itself (`Batch.model_inputs`)."""
     decoder = model.get_decoder()
-    return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    extra = {} if position_ids is None else {"position_ids": position_ids}
+    return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra).last_hidden_state
 
 
 def check_head(model: PreTrainedModel, field: str) -> None:

@@ -54,7 +54,7 @@ class OffPolicyObjective(nn.Module):
         if self.cfg.implementation == "reference":
             total, ce, kd = self._reference(batch, targets, mask, teacher)
         else:
-            hidden = last_hidden_states(self.student, batch.input_ids, batch.attention_mask)[:, :-1][mask]
+            hidden = last_hidden_states(self.student, **batch.model_inputs())[:, :-1][mask]
             total, ce, kd = fused_linear_loss(hidden, LMHead.of(self.student), targets[mask], teacher, self.settings,
                                               self.cfg.chunk_size)
         return LossPieces(total, mask.sum(), {"ce": ce, "kd": kd})
@@ -62,6 +62,6 @@ class OffPolicyObjective(nn.Module):
     def _reference(self, batch: Batch, targets, mask, teacher: TeacherSignal | None):
         """The plain path: full logits from the student's own forward, ordinary autograd. The teacher comes as dense
         logits or top-k (`LiveTeacher.for_implementation` gives logits on this path)."""
-        logits = self.student(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        logits = self.student(**batch.model_inputs(), use_cache=False).logits
         logits = logits[:, :-1, :self.settings.vocab_size][mask]
         return weighted_loss(logits, targets[mask], teacher, self.settings)

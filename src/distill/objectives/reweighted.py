@@ -48,13 +48,13 @@ class ReweightedObjective(nn.Module):
         cfg = self.cfg
         weights = {"temperature": cfg.temperature, "ce_weight": cfg.alpha, "rule_weight": 1.0 - cfg.alpha}
         if cfg.implementation == "reference":
-            logits = self.student(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+            logits = self.student(**batch.model_inputs(),
                                   use_cache=False).logits[:, :-1, :self.vocab_size][mask]
             rows = teacher_rows(signal, 0, len(logits), self.vocab_size)  # dense logits, from either form
             total, terms = reweighted.reweighted_loss_reference(logits, targets[mask], rows, draws, self.rule,
                                                                 **weights)
         else:
-            hidden = last_hidden_states(self.student, batch.input_ids, batch.attention_mask)[:, :-1][mask]
+            hidden = last_hidden_states(self.student, **batch.model_inputs())[:, :-1][mask]
             total, terms = reweighted.reweighted_loss(hidden, LMHead.of(self.student), targets[mask], signal, draws,
                                                       self.rule, len(self.term_names), vocab_size=self.vocab_size,
                                                       chunk_size=cfg.chunk_size, **weights)

@@ -31,6 +31,12 @@ class DataConfig(Section):
         default=True,
         description="For `text`: concatenate documents (separated by EOS) and cut into blocks of `max_length`.",
     )
+    reset_attention: bool = Field(
+        default=False,
+        description="For packed `text`: each document attends only to itself (position ids restart at every "
+        "document; transformers builds the block-diagonal mask), and a document's first token is not a target. "
+        "Off: a block is one sequence, documents see the ones before them.",
+    )
     max_examples: int | None = Field(default=None, ge=1, description="Use only the first N records (for quick runs).")
     encoding: str = Field(
         default="utf-8",

@@ -48,6 +48,9 @@ class Recipe(Section):
                                f"report log-probs at (it is {self.capture_temperature:g}{given}); set "
                                "teacher.capture_temperature: 1, and train with objective.temperature: 1 or "
                                "objective.topk_mode: renormalize")
+        if self.teacher is not None and self.teacher.api is not None and self.data.reset_attention:
+            raise FieldProblem("data.reset_attention", "an API teacher scores each packed block as one text; it "
+                               "cannot keep the documents apart. Use a local teacher.model, or reset_attention: false")
         if self.teacher is not None and self.teacher.api is not None and self.teacher.cache_scheme == "sampled":
             raise FieldProblem("teacher.cache_scheme", "`sampled` draws from the teacher's whole distribution; an API "
                                "returns its top log-probs only. Use `topk` with teacher.api")

@@ -46,7 +46,7 @@ class LiveTeacher:
     def signal(self, batch: Batch) -> TeacherSignal:
         _, valid = batch.targets()
         if self.form == "hidden":
-            hidden = last_hidden_states(self.model, batch.input_ids, batch.attention_mask)[:, :-1][valid]
+            hidden = last_hidden_states(self.model, **batch.model_inputs())[:, :-1][valid]
             return TeacherHidden(hidden, LMHead.of(self.model))
-        out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        out = self.model(**batch.model_inputs(), use_cache=False)
         return out.logits[:, :-1, :self.vocab_size][valid]

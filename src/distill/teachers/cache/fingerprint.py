@@ -63,6 +63,8 @@ def data_sha256(examples: list[Example]) -> str:
         digest.update(np.asarray(len(e.input_ids), dtype="<i8").tobytes())
         digest.update(np.asarray(e.input_ids, dtype="<i4").tobytes())
         digest.update(np.asarray(e.labels, dtype="<i4").tobytes())
+        if e.position_ids is not None:  # packed documents that do not see each other: the teacher saw other contexts
+            digest.update(b"positions" + np.asarray(e.position_ids, dtype="<i4").tobytes())
     return digest.hexdigest()
 
 

@@ -25,7 +25,7 @@ from distill.teachers.cache.sampled_codec import SampledRecord
 def capture(teacher, batch: Batch, k: int, temperature: float, vocab: int) -> list[codec.Signal]:
     """The teacher's top-k signal at every target position of each sequence in `batch`."""
     head = LMHead.of(teacher)
-    hidden = last_hidden_states(teacher, batch.input_ids, batch.attention_mask)[:, :-1]
+    hidden = last_hidden_states(teacher, **batch.model_inputs())[:, :-1]
     _, valid = batch.targets()
     chunk = auto_chunk_size(vocab)
     signals = []
@@ -60,7 +60,7 @@ def capture_sampled(teacher, batch: Batch, examples: list[int], sampling: Sampli
     """The teacher's sampled signal at every target position of each sequence in `batch` (`examples`: their
     indices in the data, which seed their draws)."""
     head = LMHead.of(teacher)
-    hidden = last_hidden_states(teacher, batch.input_ids, batch.attention_mask)[:, :-1]
+    hidden = last_hidden_states(teacher, **batch.model_inputs())[:, :-1]
     _, valid = batch.targets()
     chunk = auto_chunk_size(vocab)
     records = []
