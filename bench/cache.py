@@ -3,8 +3,8 @@ a student.
 
 Setting: the demo's (SmolLM2-135M-Instruct teacher, its layers 0, 6, 12, 18, 24, 29 as the student, Shakespeare,
 32 steps × 8 × 256 tokens, forward KL, alpha 0, T 1, lr 5e-4, seed 0). Caches: top-k at k in {8, 32, 64} (q8) and
-k = 64 exact; sampled (Anshumann et al. 2025) at 16, 32 and 64 draws per position from the teacher itself (t = 1),
-and 32 draws from a flatter proposal (t = 2).
+k = 64 exact; sampled (Anshumann et al. 2025) at 8, 16, 32 and 64 draws per position from the teacher itself
+(t = 1), and 32 draws from a flatter proposal (t = 2).
   format   `build_cache` (what `distill cache --planned-only` runs: the 256 sequences the 32 steps visit) →
            bytes/token of the whole folder and of the records alone, build tokens/s (teacher forward + top-k or
            draws + encode), read tokens/s (decode every record through `TeacherCache.signal`), teacher mass held.
@@ -26,7 +26,7 @@ are reused (re-running after a kill continues); `--parts` runs some of the measu
 caches.
 
     python bench/cache.py > bench/results/cache.jsonl      # ~70 min on 2 CPU cores
-    python bench/cache.py --caches k64,s16,s32,s64         # the sampled budgets against top-k 64 only
+    python bench/cache.py --caches k64,s8,s16,s32,s64,s32-t2   # the sampled budgets against top-k 64 only
     python bench/cache.py --parts values                   # just the value errors (about a minute per k)
     python bench/cache.py --quick                          # tiny teacher and data: a smoke test of the script
 """
@@ -62,7 +62,7 @@ from distill.training.loop import train
 from distill.training.metrics import read_metrics
 
 KS = (8, 32, 64)
-DRAWS = (16, 32, 64)
+DRAWS = (8, 16, 32, 64)
 SCATTERED_VOCAB = 262_144
 
 
@@ -281,8 +281,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny teacher, 4 steps: checks the script, not the claim")
     parser.add_argument("--sample", type=int, default=16, help="sequences for the value-error measurement")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements to run")
-    parser.add_argument("--caches", help="comma-separated cache names (default: all): k8, k32, k64, k64-exact, s16, "
-                        "s32, s64, s32-t2")
+    parser.add_argument("--caches", help="comma-separated cache names (default: all): k8, k32, k64, k64-exact, s8, "
+                        "s16, s32, s64, s32-t2")
     parser.add_argument("--no-alpha", action="store_true", help=f"skip the alpha = {ALPHA:g} students")
     args = parser.parse_args()
     sys.stdout = sys.stderr

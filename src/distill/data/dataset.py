@@ -7,6 +7,7 @@ needs only the step number, and 1 process or N processes see exactly the same gl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -21,19 +22,23 @@ from distill.data.formatting import (
     encode_prompt_completion,
     encode_text,
 )
+from distill.data.identity import tokenizer_identity
 from distill.data.sources import read_records
+from distill.data.token_store import META, TokenStore, source_sha256, store_key, store_root, write_store
 from distill.errors import DataError
 from distill.recipe import DataConfig
 
 
 @dataclass
 class TokenizedData:
-    examples: list[Example]
+    examples: Sequence[Example]  # a list, or a `TokenStore` read through memory maps
     format: str
     dropped: int  # examples with nothing left to learn after truncation
 
     @property
     def n_targets(self) -> int:
+        if isinstance(self.examples, TokenStore):
+            return self.examples.n_targets
         return sum(e.n_targets for e in self.examples)
 
 
@@ -68,7 +73,22 @@ def _truncate(example: Example, max_length: int) -> Example:
 
 def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenizedData:
     """Every record tokenized (problems name the record's file and line); `dropped` counts the examples left with
-    nothing to learn after truncation to `max_length`."""
+    nothing to learn after truncation to `max_length`. With `data.token_cache` (the default) the result is read
+    from, or first written to, a token store keyed by the tokenizer, the settings and the source's bytes
+    (data/token_store.py): later runs and other processes memory-map it instead of tokenizing again."""
+    if not cfg.token_cache:
+        return _tokenize(cfg, tokenizer)
+    key = store_key(cfg.model_dump(mode="json", exclude={"token_cache"}), source_sha256(cfg.train),
+                    tokenizer_identity(tokenizer)["sha256"])
+    root = store_root() / key
+    if not (root / META).exists():
+        data = _tokenize(cfg, tokenizer)
+        write_store(root, data.examples, {"data_format": data.format, "dropped": data.dropped, "train": cfg.train})
+    store = TokenStore(root)
+    return TokenizedData(store, store.meta["data_format"], store.meta["dropped"])
+
+
+def _tokenize(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenizedData:
     records = read_records(cfg.train, limit=cfg.max_examples, encoding=cfg.encoding)
     fmt = detect_format(records[0], cfg.format, cfg.text_field)
     if fmt == "text":

@@ -120,9 +120,10 @@ def _backend(recipe: Recipe | GenerationRecipe, config: Any, keys: Any = None) -
                           "cache holds scores of existing text, not a model that writes")
     import torch
 
+    from distill.data.identity import tokenizer_identity
     from distill.generation.engine import Engine
     from distill.models import load_teacher, load_tokenizer
-    from distill.teachers.cache.fingerprint import tokenizer_identity, weights_sha256
+    from distill.teachers.cache.fingerprint import weights_sha256
 
     source, revision, trust = recipe.tokenizer_options()
     tokenizer = load_tokenizer("tokenizer", source, revision, trust)
@@ -180,7 +181,7 @@ def _row(prompt: Prompt, sample: int, completion: Completion, verify: Any, teach
 
 
 def _prompts_digest(prompts: list[Prompt]) -> str:
-    from distill.teachers.cache.fingerprint import sha256_json
+    from distill.data.identity import sha256_json
 
     return sha256_json([[p.messages, p.text] for p in prompts])
 

@@ -37,6 +37,12 @@ class DataConfig(Section):
         "document; transformers builds the block-diagonal mask), and a document's first token is not a target. "
         "Off: a block is one sequence, documents see the ones before them.",
     )
+    token_cache: bool = Field(
+        default=True,
+        description="Keep the tokenized data on disk ($DISTILL_CACHE/tokens, keyed by the tokenizer, this section and "
+        "the source's bytes) and memory-map it: tokenized once, shared by every process and later run. false: "
+        "tokenize in memory every run.",
+    )
     max_examples: int | None = Field(default=None, ge=1, description="Use only the first N records (for quick runs).")
     encoding: str = Field(
         default="utf-8",

@@ -8,15 +8,15 @@ the readable settings behind it, so that a mismatch can be named, not just detec
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
 from distill.data.formatting import Example
+from distill.data.identity import sha256_json
 
 # the scheme of a top-k cache, and of every cache written before schemes were recorded
 TOPK_SCHEME = {"name": "topk"}
@@ -24,10 +24,6 @@ TOPK_SCHEME = {"name": "topk"}
 # config.json keys that say where or when a model was saved, not what it computes
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "_commit_hash", "torch_dtype", "dtype",
                          "_attn_implementation_autoset", "_attn_implementation", "use_cache"}
-
-
-def sha256_json(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def weights_sha256(model: PreTrainedModel) -> str:
@@ -44,16 +40,6 @@ def teacher_identity(model: PreTrainedModel, source: str, dtype: str, revision: 
     config = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
     return {"source": source, "revision": revision, "dtype": dtype, "config": config,
             "config_sha256": sha256_json(config), "weights_sha256": weights_sha256(model)}
-
-
-def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-    """The tokenizer's full definition (vocabulary, merges, normaliser, added tokens), special tokens and chat
-    template, hashed; the template is also kept as text, since it decides how chat data is rendered."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    definition = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
-    body = {"definition": definition, "special": tokenizer.special_tokens_map, "template": template}
-    return {"sha256": sha256_json(body), "vocab_size": len(tokenizer), "chat_template": template}
 
 
 def data_sha256(examples: list[Example]) -> str:

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from distill.data.dataset import BatchPlan, TokenizedData
+from distill.data.identity import tokenizer_identity
 from distill.errors import CacheError
 from distill.losses.divergences import DivergenceSpec
 from distill.losses.sampled import sampled_problem
 from distill.losses.support import retempering_problem
 from distill.recipe import Recipe
-from distill.teachers.cache.fingerprint import TOPK_SCHEME, data_sha256, teacher_identity, tokenizer_identity
+from distill.teachers.cache.fingerprint import TOPK_SCHEME, data_sha256, teacher_identity
 from distill.teachers.cache.store import TeacherCache
 
 

@@ -1,4 +1,5 @@
-"""The teacher cache as a teacher source: each batch's top-k signal read from disk instead of a forward pass."""
+"""The teacher cache as a teacher source: each batch's signal (top-k or sampled) read from disk instead of a forward
+pass."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import torch
 
 from distill.data.batch import Batch
 from distill.errors import CacheError
-from distill.losses.signals import TopKSignal
+from distill.losses.signals import SampledSignal, TopKSignal
 from distill.teachers.cache.store import TeacherCache
 
 
@@ -19,7 +20,7 @@ class CachedTeacher:
         self.cache, self.device = cache, device
         self.description = f"cache {name or cache.root}"
 
-    def signal(self, batch: Batch) -> TopKSignal:
+    def signal(self, batch: Batch) -> TopKSignal | SampledSignal:
         if batch.examples is None:
             raise CacheError("teacher.cache: a teacher cache serves only batches of the data set it was built from; "
                              "these sequences were made during training. Use teacher.model")

@@ -1,0 +1,129 @@
+"""Tokenized data on disk, memory-mapped: tokenized once, shared by every process and every later run.
+
+Tokenizing a large corpus costs minutes and, held as Python lists, gigabytes in every process. The store writes a
+data set's examples once as flat int32 arrays (ids, labels, and position ids for packed documents that must not
+see each other) with an index of (offset, length, targets) per example, and reads them through memory maps: the
+operating system shares the pages between processes and loads only what a batch touches.
+
+A store is keyed by everything its contents depend on: the tokenizer's full definition (`tokenizer_identity`), the
+recipe's `data` section, the sha256 of the source files' bytes, and this module's format version. A changed file,
+tokenizer or setting is a different key, so a stale store is never read. A store is written into a private
+temporary folder and renamed into place in one step, so readers see a whole store or none, and two processes that
+build the same one at once both finish (one rename wins; the other's copy is dropped).
+
+Where: `$DISTILL_CACHE/tokens` (default `~/.cache/distill/tokens`); `data.token_cache: false` tokenizes in memory
+every run, as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+
+from distill.builtin.registry import cache_dir, is_builtin
+from distill.data.formatting import Example
+
+FORMAT_VERSION = 1
+META = "meta.json"
+_FILES = ("ids.bin", "labels.bin", "positions.bin", "index.npy")
+
+
+def store_root() -> Path:
+    return cache_dir() / "tokens"
+
+
+def source_sha256(source: str) -> str:
+    """The sha256 of a data source's bytes: a file, or every file under a folder (paths and bytes, in sorted order).
+    A built-in data set is named by itself (its contents are fixed by the distill version)."""
+    if is_builtin(source):
+        return hashlib.sha256(source.encode()).hexdigest()
+    path = Path(source)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def store_key(data_config: dict[str, Any], source_hash: str, tokenizer_hash: str) -> str:
+    body = {"format": FORMAT_VERSION, "data": data_config, "source": source_hash, "tokenizer": tokenizer_hash}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def write_store(root: Path, examples: Sequence[Example], meta: dict[str, Any]) -> Path:
+    """Write `examples` as a store at `root` (atomically: a temporary sibling renamed into place); returns `root`.
+    If another process finished the same store first, its copy is kept."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    try:
+        lengths = np.array([len(e.input_ids) for e in examples], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        index = np.stack([offsets, lengths, np.array([e.n_targets for e in examples], dtype=np.int64)], axis=1)
+        segmented = any(e.position_ids is not None for e in examples)
+        for name, rows in (("ids.bin", [e.input_ids for e in examples]), ("labels.bin", [e.labels for e in examples]),
+                           ("positions.bin", [e.position_ids or range(len(e.input_ids)) for e in examples]
+                            if segmented else [])):
+            with (tmp / name).open("wb") as out:
+                for row in rows:
+                    out.write(np.asarray(row, dtype="<i4").tobytes())
+        np.save(tmp / "index.npy", index)
+        (tmp / META).write_text(json.dumps({**meta, "format": FORMAT_VERSION, "examples": len(examples),
+                                            "tokens": int(lengths.sum()), "segmented": segmented}))
+        try:
+            os.replace(tmp, root)
+        except OSError:  # a finished store is already there (a non-empty folder cannot be replaced)
+            if not (root / META).exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+class TokenStore(Sequence[Example]):
+    """The examples of a store, read through memory maps; `store[i]` is an `Example` (lists, as everywhere)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.meta = json.loads((root / META).read_text())
+        self.index = np.load(root / "index.npy")
+        tokens = self.meta["tokens"]
+
+        def mapped(name: str) -> np.ndarray:
+            return np.memmap(root / name, dtype="<i4", mode="r", shape=(tokens,)) if tokens else np.zeros(0, "<i4")
+
+        self.ids, self.labels = mapped("ids.bin"), mapped("labels.bin")
+        self.positions = mapped("positions.bin") if self.meta["segmented"] else None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @overload
+    def __getitem__(self, i: int) -> Example: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Example]: ...
+
+    def __getitem__(self, i: int | slice) -> Example | list[Example]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        start, length, _ = (int(v) for v in self.index[i])
+        end = start + length
+        positions = None if self.positions is None else self.positions[start:end].tolist()
+        return Example(self.ids[start:end].tolist(), self.labels[start:end].tolist(), positions)
+
+    def __iter__(self) -> Iterator[Example]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def n_targets(self) -> int:
+        return int(self.index[:, 2].sum())

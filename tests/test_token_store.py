@@ -1,0 +1,63 @@
+"""The token store: tokenized data written once and memory-mapped, equal to tokenizing in memory, keyed so that a
+changed file, tokenizer or setting is never served a stale store, and safe when two writers race."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from distill.data.dataset import tokenize_data
+from distill.data.formatting import Example
+from distill.data.token_store import TokenStore, store_root, write_store
+from distill.recipe import DataConfig
+
+
+def _examples(data) -> list[tuple]:
+    return [(e.input_ids, e.labels, e.position_ids) for e in data.examples]
+
+
+@pytest.mark.parametrize("settings", [{"format": "text"}, {"format": "text", "reset_attention": True},
+                                      {"format": "text", "packing": False}, {"format": "messages"}])
+def test_the_store_serves_exactly_what_tokenizing_in_memory_gives(tmp_path, tiny_tokenizer, settings):
+    path = tmp_path / "train.jsonl"
+    if settings["format"] == "messages":
+        rows = [{"messages": [{"role": "user", "content": f"what is {i} plus {i}?"},
+                              {"role": "assistant", "content": f"{2 * i}"}]} for i in range(30)]
+    else:
+        rows = [{"text": f"story number {i} is about a cat who sat on mat {i * 7}."} for i in range(60)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DataConfig(train=str(path), max_length=24 if settings["format"] == "text" else 256, **settings)
+    memory = tokenize_data(cfg.model_copy(update={"token_cache": False}), tiny_tokenizer)
+    first = tokenize_data(cfg, tiny_tokenizer)  # writes the store
+    second = tokenize_data(cfg, tiny_tokenizer)  # reads it
+    for data in (first, second):
+        assert isinstance(data.examples, TokenStore) and isinstance(data.examples.ids, np.memmap)
+        assert _examples(data) == _examples(memory)
+        assert (data.format, data.dropped, data.n_targets) == (memory.format, memory.dropped, memory.n_targets)
+    assert first.examples.root == second.examples.root
+
+
+def test_a_changed_file_tokenizer_setting_is_a_new_store(tmp_path, tiny_tokenizer):
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"text": f"line {i} of the first version."}) + "\n" for i in range(40)))
+    cfg = DataConfig(train=str(path), max_length=16)
+    before = tokenize_data(cfg, tiny_tokenizer)
+    path.write_text("".join(json.dumps({"text": f"line {i} of the second, longer version."}) + "\n"
+                            for i in range(40)))
+    after = tokenize_data(cfg, tiny_tokenizer)
+    assert after.examples.root != before.examples.root
+    assert _examples(after) == _examples(tokenize_data(cfg.model_copy(update={"token_cache": False}), tiny_tokenizer))
+    shorter = tokenize_data(cfg.model_copy(update={"max_length": 12}), tiny_tokenizer)
+    assert shorter.examples.root not in (before.examples.root, after.examples.root)
+    assert len(list(store_root().glob(".*"))) == 0  # no temporary folders left behind
+
+
+def test_a_second_writer_keeps_the_finished_store(tmp_path):
+    root = tmp_path / "tokens" / "key"
+    write_store(root, [Example([1, 2, 3], [1, 2, 3])], {"data_format": "text", "dropped": 0, "train": "a"})
+    write_store(root, [Example([9, 9], [9, 9])], {"data_format": "text", "dropped": 0, "train": "b"})  # lost race
+    store = TokenStore(root)
+    assert len(store) == 1 and store[0].input_ids == [1, 2, 3] and store.meta["train"] == "a"
+    assert [p.name for p in (tmp_path / "tokens").iterdir()] == ["key"]
