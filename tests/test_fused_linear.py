@@ -199,3 +199,23 @@ def test_auto_chunk_size_scales_with_the_vocabulary():
     from distill.losses.fused_linear import auto_chunk_size
 
     assert auto_chunk_size(49152) == 341 and auto_chunk_size(262144) == 64 and auto_chunk_size(512) == 8192
+
+
+@pytest.mark.parametrize("teacher_kind", ["hidden", "topk-tail"])
+def test_chunked_under_autocast_bf16_matches_the_fp32_reference(teacher_kind):
+    """GPU readiness, checked on the CPU: under `torch.autocast(bfloat16)` the chunk's matrix multiplies run in bf16
+    while the loss math stays fp32 (`LMHead.finish`), and the gradients reach fp32 parameters in fp32, within bf16's
+    precision of the fp32 reference. The backward does no autocast-eligible work (it scales gradients made in the
+    forward), so it needs no `custom_bwd`."""
+    hidden, head, targets, dense = _problem(4)
+    teacher, mode = _teacher(teacher_kind, dense, 1.0)
+    settings = LossSettings(spec=DivergenceSpec(kind="forward_kl"), temperature=1.0,
+                            weights=LossWeights(ce=0.5, kd=0.5), vocab_size=VOCAB, topk_mode=mode)
+    ref = reference_linear_loss(hidden, head, targets, teacher, settings)[0]
+    ref_grads = _grads(ref, [hidden, head.weight])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = fused_linear_loss(hidden, head, targets, teacher, settings, chunk_size=29)[0]
+    assert fused.dtype == torch.float32 and fused.item() == pytest.approx(ref.item(), rel=2e-3)
+    for got, want in zip(_grads(fused, [hidden, head.weight]), ref_grads, strict=True):
+        assert got.dtype == torch.float32
+        assert (got - want).abs().max() <= 2e-2 * want.abs().max()

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import accelerate_launch, base_recipe, kill_9_when, run_cli, write_recipe
-from distill.data.batch import collate
+from distill.data.batch import Batch, collate
 from distill.data.dataset import tokenize_data
 from distill.errors import CacheError
 from distill.losses.signals import TopKSignal
@@ -358,3 +358,27 @@ def test_a_sampled_cache_is_refused_for_what_it_cannot_estimate(tmp_path, text_d
     fewer = _recipe(text_data, tmp_path / "run", teacher={**cached, "sample_draws": 16})
     with pytest.raises(CacheError, match=r"teacher\.sample_draws: 8 in the cache, 16"):
         train(validate_recipe(fewer))
+
+
+def test_prefetched_signals_are_the_ones_decoded_in_place(tmp_path, text_data, tiny_teacher_dir):
+    """Decoding one step ahead on the background thread serves exactly the signal decoded in place; a batch that was
+    not prefetched is decoded in place; stale prefetches are dropped after two steps."""
+    from distill.teachers.cache.source import CachedTeacher
+
+    recipe = validate_recipe(_recipe(text_data, tmp_path / "run"))
+    build_cache(recipe, tmp_path / "cache")
+    tokenizer = load_tokenizer("tokenizer", *recipe.tokenizer_options())
+    data = tokenize_data(recipe.data, tokenizer)
+    cache = TeacherCache.open(tmp_path / "cache")
+    ahead, in_place = CachedTeacher(cache, "cpu"), CachedTeacher(cache, "cpu", prefetch=False)
+    micro = [[0, 1], [5, 9], [2, 3]]
+    ahead.prefetch(micro[:2])
+    for examples in micro:
+        batch = Batch.of([data.examples[e] for e in examples], tokenizer.pad_token_id, examples)
+        a, b = ahead.signal(batch), in_place.signal(batch)
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.logprobs, b.logprobs)
+    assert ahead.prefetched == 2 and in_place.prefetched == 0
+    ahead.prefetch([[7, 8]])
+    ahead.prefetch([[10, 11]])
+    ahead.prefetch([[12, 13]])  # [[7, 8]] was never used: dropped
+    assert set(ahead._pending) == {(10, 11), (12, 13)}

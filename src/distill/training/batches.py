@@ -50,6 +50,11 @@ class DatasetBatches:
         return [Batch.of([self.data.examples[i] for i in indices], self.pad_id, indices)
                 for indices in self.plan.micro_indices(step, self.rank)]
 
+    def upcoming(self, step: int) -> list[list[int]]:
+        """The example indices of this process's micro-batches at `step`, without moving on: what a teacher cache
+        may decode ahead of time."""
+        return self.plan.micro_indices(step, self.rank)
+
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "seed": self.plan.seed, "n_examples": self.plan.n,
                 "batch_size": self.plan.batch_size, "next_step": self.next_step}

@@ -135,6 +135,8 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
     with progress:
         for step in range(state.step, cfg.max_steps):
             micro_batches = [b.to(device) for b in batches.micro_batches(step)]
+            if step + 1 < cfg.max_steps and hasattr(teacher, "prefetch") and hasattr(batches, "upcoming"):
+                teacher.prefetch(batches.upcoming(step + 1))  # a cache decodes the next step during this one
             # the one division: valid targets of the batches actually formed, over every process
             local = torch.tensor(sum(b.n_targets() for b in micro_batches), dtype=torch.int64, device=device)
             global_targets = int(accelerator.reduce(local, reduction="sum"))
