@@ -1,7 +1,7 @@
 """The distillation game, measured: what each serve-time defense costs the teacher's own users against what it takes
 from a thief who distils the teacher's outputs (issue 14; docs/defenses.md has the threat model).
 
-    .venv/bin/python bench/defense_game.py                # the full table: two worker processes (~70 min measured)
+    .venv/bin/python bench/defense_game.py                # the full table: two worker processes (~56-70 min)
     .venv/bin/python bench/defense_game.py --quick        # a smoke run on the tiny built-in teacher (~2 min)
     .venv/bin/python bench/defense_game.py --configs base,watermark_d4 --seeds 0
 

@@ -9,6 +9,8 @@ gradient checkpointing; fp32 on CPU, bf16 autocast on CUDA. Same weights, same r
   distill: LiveTeacher + OffPolicyObjective (chunked default); loss = total / count, backward, step, zero_grad.
   trl:     GKDTrainer, lmbda 0, beta 0, timed by a callback on_step_begin..on_step_end (collation not timed).
   floor:   teacher forward alone (no grad) + the student's plain HF cross-entropy step alone; time = sum.
+  cache:   distill from a sampled teacher cache (32 draws per position, q8), built before timing; each step decodes
+           its records and runs the objective: no teacher in the step (--contenders distill,trl,floor,cache).
 
 Reading it: JSON lines per run, then a summary. Trust per-repetition ratios and their medians, not absolute times
 (shared, noisy machine): tps_vs_trl (goal >= 2), mem_vs_trl (<= 0.3), time_vs_floor (<= 1.10). peak_rss_mb is the
@@ -184,6 +186,53 @@ def run_distill(args: argparse.Namespace) -> dict[str, Any]:
     return manual_loop(args, s, step, chunk_size=cfg.chunk_size)
 
 
+def run_cache(args: argparse.Namespace) -> dict[str, Any]:
+    """distill from a sampled teacher cache (32 draws, q8): the teacher runs once before timing, as `distill cache`
+    would; each step decodes its rows' records (what training from a cache does) and has no teacher forward."""
+    import numpy as np
+
+    from distill.data.batch import Batch
+    from distill.losses.signals import SampledSignal, importance_weights
+    from distill.objectives.offpolicy import OffPolicyObjective
+    from distill.recipe import ObjectiveConfig
+    from distill.teachers.cache import codec, sampled_codec
+    from distill.teachers.cache.live import Sampling, capture_sampled
+
+    s = setup(args)
+    cfg = ObjectiveConfig(alpha=0.0, divergence="forward_kl", temperature=1.0)
+    objective = OffPolicyObjective(s.student, cfg, s.vocab, with_teacher=True)
+    order = np.arange(s.vocab)
+    rank, sampling, draws = codec.inverse_permutation(order), Sampling(32, 1.0, 0), 32
+    records = {}
+    for i, ids in enumerate(s.batches):  # the cache build, untimed
+        batch = Batch(input_ids=ids.cpu(), attention_mask=torch.ones_like(ids.cpu()), labels=ids.cpu())
+        rows = capture_sampled(s.teacher.cpu(), batch, list(range(i * len(ids), (i + 1) * len(ids))), sampling,
+                               1.0, s.vocab)
+        records[i] = [sampled_codec.encode(r, rank) for r in rows]
+    s.teacher.to("meta")  # no teacher in the step: its weights are not needed any more
+    bytes_per_token = sum(len(b) for rows in records.values() for b in rows) / (len(s.batches) * args.batch
+                                                                                 * (args.seq_len - 1))
+    position = iter(range(len(s.batches)))
+
+    def step(ids, mask, _marks):
+        parts = [sampled_codec.decode(b, order) for b in records[next(position)]]
+        width = max(p.ids.shape[1] for p in parts)
+
+        def stacked(name: str) -> torch.Tensor:
+            return torch.from_numpy(np.concatenate([np.pad(getattr(p, name), ((0, 0), (0, width - p.ids.shape[1])))
+                                                    for p in parts])).to(ids.device)
+
+        counts, logprobs = stacked("counts"), stacked("logprobs")
+        signal = SampledSignal(stacked("ids"), logprobs, importance_weights(counts, logprobs, None, draws, 1.0))
+        batch = Batch(input_ids=ids, attention_mask=mask, labels=ids)
+        with autocast(args):
+            pieces = objective(batch, signal)
+        return pieces.total / pieces.count
+
+    return manual_loop(args, s, step, chunk_size=cfg.chunk_size, cache="sampled, 32 draws, q8",
+                       cache_bytes_per_token=round(bytes_per_token, 1))
+
+
 def run_floor(args: argparse.Namespace) -> dict[str, Any]:
     s = setup(args)
 
@@ -256,7 +305,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
                              **{k: opt.param_groups[0][k] for k in ("lr", "betas", "eps", "weight_decay")}})
 
 
-CONTENDERS = {"distill": run_distill, "trl": run_trl, "floor": run_floor}
+CONTENDERS = {"distill": run_distill, "trl": run_trl, "floor": run_floor, "cache": run_cache}
 
 
 def main() -> None:
@@ -278,6 +327,13 @@ def main() -> None:
         if {"distill", other} <= set(results):
             per_rep = harness.ratios(results["distill"], results[other], key)
             summary[name], summary[name + "_per_rep"] = round(median(per_rep), 4), per_rep
+    if {"cache", "floor"} <= set(results):  # training from a cache: no teacher forward in the step
+        for name, other, key in (("cache_time_vs_floor", "floor", "step_time_s"),
+                                 ("cache_mem_vs_floor", "floor", "peak_rss_mb"),
+                                 ("cache_time_vs_live", "distill", "step_time_s")):
+            if other in results:
+                per_rep = harness.ratios(results["cache"], results[other], key)
+                summary[name], summary[name + "_per_rep"] = round(median(per_rep), 4), per_rep
     if {"distill", "trl"} <= set(results):  # same rows, same order, same init: the losses must agree
         pairs = [(a, b) for d, t in zip(results["distill"], results["trl"], strict=True)
                  for a, b in zip(d["losses"], t["losses"], strict=True)]
