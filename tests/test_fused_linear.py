@@ -219,3 +219,22 @@ def test_chunked_under_autocast_bf16_matches_the_fp32_reference(teacher_kind):
     for got, want in zip(_grads(fused, [hidden, head.weight]), ref_grads, strict=True):
         assert got.dtype == torch.float32
         assert (got - want).abs().max() <= 2e-2 * want.abs().max()
+
+
+@pytest.mark.parametrize(("teacher_kind", "kind"), [("hidden", "forward_kl"), ("hidden", "reverse_kl"),
+                                                    ("logits", "jsd"), ("topk-tail", "forward_kl")])
+@pytest.mark.parametrize("ce_weight", [0.0, 0.4])
+def test_chunked_at_temperature_one_matches_reference(teacher_kind, kind, ce_weight):
+    """At T = 1 the closed form shares softmax(z) between CE and KD (one softmax pass fewer): held to the reference,
+    with and without a label term."""
+    hidden, head, targets, dense = _problem(6)
+    teacher, mode = _teacher(teacher_kind, dense, 1.0)
+    settings = LossSettings(spec=DivergenceSpec(kind=kind, beta=0.3), temperature=1.0,
+                            weights=LossWeights(ce=ce_weight, kd=1.0 - ce_weight), vocab_size=VOCAB, topk_mode=mode)
+    ref = reference_linear_loss(hidden, head, targets, teacher, settings)
+    fused = fused_linear_loss(hidden, head, targets, teacher, settings, chunk_size=31)
+    for a, b in zip(fused, ref, strict=True):
+        assert a.item() == pytest.approx(b.item(), rel=1e-5, abs=1e-5)
+    inputs = [hidden, head.weight]
+    for g_fused, g_ref in zip(_grads(fused[0], inputs), _grads(ref[0], inputs), strict=True):
+        assert torch.allclose(g_fused, g_ref, atol=1e-5, rtol=1e-4), (g_fused - g_ref).abs().max()

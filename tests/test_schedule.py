@@ -105,3 +105,24 @@ def test_extending_a_finished_run_trains_and_an_extended_run_resumes_exactly(tmp
     assert [m["lr"] for m in read_metrics(tmp_path / "run")] == rates
     resumed = load_file(tmp_path / "run" / "student" / "model.safetensors")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_the_fused_optimizer_takes_the_default_adamw_steps():
+    """make_optimizer's fused AdamW (CPU) against torch's default AdamW, over steps with weight decay and warm
+    moments: the same parameters to fp32 rounding."""
+    from distill.training.schedule import make_optimizer
+
+    g = torch.Generator().manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(37, 11, generator=g)), torch.nn.Parameter(torch.randn(5, generator=g))]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    fused = make_optimizer(a, 1e-2, (0.9, 0.95), 0.1, torch.device("cpu"))
+    plain = torch.optim.AdamW(b, lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
+    assert fused.defaults["fused"] is True
+    for _ in range(5):
+        grads = [torch.randn(p.shape, generator=g) for p in a]
+        for params, opt in ((a, fused), (b, plain)):
+            for p, grad in zip(params, grads, strict=True):
+                p.grad = grad.clone()
+            opt.step()
+    for p, q in zip(a, b, strict=True):
+        assert torch.allclose(p, q, atol=1e-6, rtol=1e-5)

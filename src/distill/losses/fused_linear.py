@@ -87,33 +87,44 @@ def _closed_form_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher: Row
     twin (tests hold them to 1e-5)."""
     w, temperature = settings.weights, settings.temperature
     rows = torch.arange(logits.shape[0], device=logits.device)
-    lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-    ce = (lse.squeeze(-1) - logits[rows, targets]).sum()  # always reported; its gradient only when weighted
-    grad = torch.sub(logits, lse).exp_().mul_(w.ce) if w.ce != 0.0 else torch.zeros_like(logits)
+    log_z = logits - torch.logsumexp(logits, dim=-1, keepdim=True)  # log softmax(z): CE's, and KD's at T = 1
+    ce = -log_z[rows, targets].sum()  # always reported; its gradient only when weighted
+    with_kd = teacher is not None and w.kd != 0.0
+    # dense forward KL at T = 1 shares softmax(z) with CE: ∂ = (w_ce + w_kd)·q − w_kd·p − w_ce·onehot
+    shared = with_kd and temperature == 1.0 and isinstance(teacher, torch.Tensor) and _is_forward_kl(settings.spec)
+    scale = w.ce + (w.kd if shared else 0.0)
+    grad = log_z.exp().mul_(scale) if scale != 0.0 else torch.zeros_like(logits)
     if w.ce != 0.0:
         grad[rows, targets] -= w.ce
     kd = torch.zeros((), device=logits.device)
-    if teacher is not None and w.kd != 0.0:
-        log_q = logits / temperature if temperature != 1.0 else logits.clone()
+    if not with_kd:
+        return ce, kd, grad
+    if temperature == 1.0:
+        log_q = log_z
+    else:
+        log_q = logits / temperature
         log_q -= torch.logsumexp(log_q, dim=-1, keepdim=True)
-        if isinstance(teacher, TopKSignal):
-            kd, grad_kd = _topk_forward_kl(log_q, teacher, settings)
-            grad.add_(grad_kd, alpha=w.kd / temperature)
-            return ce, kd, grad
-        if isinstance(teacher, SampledSignal):
-            check_sampled(teacher, settings.spec, temperature)
-            kd, grad_kd = sampled_forward_kl_grad(log_q, teacher)
-            grad.add_(grad_kd, alpha=w.kd / temperature)
-            return ce, kd, grad
-        log_p = teacher.float() / temperature
-        log_p -= torch.logsumexp(log_p, dim=-1, keepdim=True)
-        if not _is_forward_kl(settings.spec):
-            kd, grad_kd = _dense_closed_form(log_p, log_q, settings.spec)
-            grad.add_(grad_kd, alpha=w.kd / temperature)
-            return ce, kd, grad
-        p = log_p.exp()
-        # the same floor as divergences.kl: tokens the teacher rules out (−inf logits) contribute 0, not NaN
-        kd = (p * (log_p.clamp_(min=LOG_FLOOR) - log_q.clamp(min=LOG_FLOOR))).sum()
+    if isinstance(teacher, TopKSignal):
+        kd, grad_kd = _topk_forward_kl(log_q, teacher, settings)
+        grad.add_(grad_kd, alpha=w.kd / temperature)
+        return ce, kd, grad
+    if isinstance(teacher, SampledSignal):
+        check_sampled(teacher, settings.spec, temperature)
+        kd, grad_kd = sampled_forward_kl_grad(log_q, teacher)
+        grad.add_(grad_kd, alpha=w.kd / temperature)
+        return ce, kd, grad
+    log_p = teacher.float() / temperature  # a new tensor: the caller's rows are never changed
+    log_p -= torch.logsumexp(log_p, dim=-1, keepdim=True)
+    if not _is_forward_kl(settings.spec):
+        kd, grad_kd = _dense_closed_form(log_p, log_q, settings.spec)
+        grad.add_(grad_kd, alpha=w.kd / temperature)
+        return ce, kd, grad
+    p = log_p.exp()
+    # the same floor as divergences.kl: tokens the teacher rules out (−inf logits) contribute 0, not NaN
+    kd = (p * (log_p.clamp_(min=LOG_FLOOR) - log_q.clamp(min=LOG_FLOOR))).sum()
+    if shared:
+        grad.sub_(p, alpha=w.kd)
+    else:
         grad.add_(log_q.exp_().sub_(p), alpha=w.kd / temperature)
     return ce, kd, grad
 

@@ -42,7 +42,7 @@ from distill.results.layout import CHECKPOINTS, METRICS, RECIPE, STUDENT
 from distill.training import checkpoint
 from distill.training.metrics import MetricsLog
 from distill.training.run_dir import prepare_run_dir
-from distill.training.schedule import make_scheduler, schedule_of
+from distill.training.schedule import make_optimizer, make_scheduler, schedule_of
 from distill.training.setup import RunParts, build_parts
 
 TOKENS = "_input_tokens"  # summed beside the loss terms for throughput; never divided by the target count
@@ -100,7 +100,7 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
         _print_summary(accelerator, recipe, parts)
 
     # --- optimizer, schedule, objective, and state to resume
-    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(student.parameters(), cfg.lr, cfg.betas, cfg.weight_decay, accelerator.device)
     scheduler = make_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
     objective = build_objective(student, recipe.objective, parts.vocab_size, with_teacher=teacher is not None)
     objective, optimizer = accelerator.prepare(objective, optimizer)

@@ -1,5 +1,5 @@
-"""The learning-rate schedule: linear warm-up, cosine decay to `min_lr_ratio`, and what happens when a resumed run
-is given a new `max_steps`.
+"""The optimizer (`make_optimizer`) and the learning-rate schedule: linear warm-up, cosine decay to `min_lr_ratio`,
+and what happens when a resumed run is given a new `max_steps`.
 
 A schedule is a list of segments. The first is the recipe's warm-up + cosine over `[0, max_steps]`. Extending a run
 (`--resume` with another `max_steps`) appends one that starts at the resumed step:
@@ -58,6 +58,16 @@ class Schedule:
             return "continues"
         self.segments.append({**segment, "warmup": min(warmup_steps, steps // 2), "peak": 1.0})
         return "restarts"
+
+
+def make_optimizer(params, lr: float, betas: tuple[float, float], weight_decay: float, device: torch.device
+                   ) -> torch.optim.AdamW:
+    """AdamW, fused where torch has a fused kernel for the device (CPU and CUDA): one pass over every parameter
+    instead of torch's default multi-tensor (`foreach`) path, whose per-step temporaries are as large as the
+    parameters. Same update rule (tests hold the two together); on this CPU the fused step of a 50M-parameter
+    student takes ~0.10 s against ~0.29 s (bench/kd_step.py's profile). Other devices keep the default."""
+    fused = True if torch.device(device).type in ("cpu", "cuda") else None
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int, min_ratio: float
