@@ -17,9 +17,10 @@ Reading it: JSON lines per run, then a summary. Trust per-repetition ratios and 
 (shared, noisy machine): tps_vs_trl (goal >= 2), mem_vs_trl (<= 0.3), time_vs_floor (<= 1.10). peak_rss_mb is the
 whole process (Python, libraries, both models, AdamW state, the step's transients); peak_rss_setup_mb is what existed
 before the first step; step_rss_mb is the difference. Per-step `losses` (warm-up first) of distill and trl must
-agree to ~1e-4 (same rows, order and init; fp32 noise). src_digests: the distill sources each run saw. profile_s:
-where a step's time goes (median over the timed steps, then over repetitions): the forward's parts, backward,
-optimizer.
+agree to ~1e-4 (same rows, order and init; fp32 noise). src_digests: the distill sources each run saw.
+state_lower_bound_mb: the student's fp32 weights, gradients and AdamW moments plus the teacher's weights, which no
+step can go below (compare mem_vs_trl's goal with state_lower_bound_vs_trl). profile_s: where a step's time goes
+(median over the timed steps, then over repetitions): the forward's parts, backward, optimizer.
 
     python bench/kd_step.py --repeats 3 > kd_step.jsonl
     python bench/kd_step.py --quick        # smoke test: 1 step, 1 repetition, batch 2 x 128 (flagged in the output)
@@ -146,6 +147,8 @@ def result(args: argparse.Namespace, s: SimpleNamespace, times: list[float], los
             "losses": [round(float(x), 6) for x in losses], "batch": args.batch, "seq_len": args.seq_len,
             "tokens_per_step": args.batch * args.seq_len, "device": args.device, "precision": args.precision,
             "threads": torch.get_num_threads(), "teacher": s.source, "student_layers": LAYERS,
+            "student_params": sum(p.numel() for p in s.student.parameters()),
+            "teacher_params": sum(p.numel() for p in s.teacher.parameters()),
             "src_digest": s.src, **extra}
 
 
@@ -365,6 +368,13 @@ def main() -> None:
     summary["goals"] = {text: {"value": summary[name], "target": target,
                                "met": summary[name] >= target if name == "tps_vs_trl" else summary[name] <= target}
                         for text, (name, target) in goals.items() if name in summary}
+    some = next(iter(results.values()))[0]
+    if "student_params" in some:  # what any fp32 KD step must hold: the student's weights, gradients and AdamW's two
+        # moments (16 bytes per parameter) and the teacher's weights (4), before activations and the libraries
+        state = (16 * some["student_params"] + 4 * some["teacher_params"]) / 2**20
+        summary["state_lower_bound_mb"] = round(state, 1)
+        if "trl" in results:
+            summary["state_lower_bound_vs_trl"] = round(state / summary["medians"]["trl"]["peak_rss_mb"], 4)
     harness.emit_summary(summary, results)
 
 
