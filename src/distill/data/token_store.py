@@ -6,8 +6,8 @@ see each other) with an index of (offset, length, targets) per example, and read
 operating system shares the pages between processes and loads only what a batch touches.
 
 A store is keyed by everything its contents depend on: the tokenizer's full definition (`tokenizer_identity`), the
-recipe's `data` section, the sha256 of the source files' bytes, and this module's format version. A changed file,
-tokenizer or setting is a different key, so a stale store is never read. A store is written into a private
+recipe's `data` section, the sha256 of the source files' bytes, this module's format version and distill's version.
+A changed file, tokenizer or setting is a different key, so a stale store is never read. A store is written into a private
 temporary folder and renamed into place in one step, so readers see a whole store or none, and two processes that
 build the same one at once both finish (one rename wins; the other's copy is dropped).
 
@@ -28,6 +28,7 @@ from typing import Any, overload
 
 import numpy as np
 
+from distill import __version__
 from distill.builtin.registry import cache_dir, is_builtin
 from distill.data.formatting import Example
 
@@ -57,7 +58,10 @@ def source_sha256(source: str) -> str:
 
 
 def store_key(data_config: dict[str, Any], source_hash: str, tokenizer_hash: str) -> str:
-    body = {"format": FORMAT_VERSION, "data": data_config, "source": source_hash, "tokenizer": tokenizer_hash}
+    """The store's name. distill's version is part of it: a release that formats or packs differently (or ships other
+    built-in data) must not read an older release's tokens."""
+    body = {"format": FORMAT_VERSION, "distill": __version__, "data": data_config, "source": source_hash,
+            "tokenizer": tokenizer_hash}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -66,6 +70,7 @@ def write_store(root: Path, examples: Sequence[Example], meta: dict[str, Any]) -
     If another process finished the same store first, its copy is kept."""
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache's store from other users
     try:
         lengths = np.array([len(e.input_ids) for e in examples], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)

@@ -42,7 +42,7 @@ from distill.results.layout import CHECKPOINTS, METRICS, RECIPE, STUDENT
 from distill.training import checkpoint
 from distill.training.metrics import MetricsLog
 from distill.training.run_dir import prepare_run_dir
-from distill.training.schedule import make_optimizer, make_scheduler, schedule_of
+from distill.training.schedule import keep_fused, make_optimizer, make_scheduler, schedule_of
 from distill.training.setup import RunParts, build_parts
 
 TOKENS = "_input_tokens"  # summed beside the loss terms for throughput; never divided by the target count
@@ -100,7 +100,9 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
         _print_summary(accelerator, recipe, parts)
 
     # --- optimizer, schedule, objective, and state to resume
-    optimizer = make_optimizer(student.parameters(), cfg.lr, cfg.betas, cfg.weight_decay, accelerator.device)
+    optimizer = make_optimizer(student.parameters(), cfg.lr, cfg.betas, cfg.weight_decay, accelerator.device,
+                               loss_scaler=accelerator.scaler is not None)
+    fused = optimizer.defaults["fused"]
     scheduler = make_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
     objective = build_objective(student, recipe.objective, parts.vocab_size, with_teacher=teacher is not None)
     objective, optimizer = accelerator.prepare(objective, optimizer)
@@ -109,6 +111,7 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
     state = checkpoint.TrainState(step=0, examples_seen=0, tokens_seen=0, world_size=accelerator.num_processes)
     if resume_from is not None:
         state = checkpoint.load(resume_from, student, optimizer, scheduler, accelerator.process_index, scaler)
+        keep_fused(optimizer, fused)
         state.world_size = accelerator.num_processes
         # a checkpoint from before batch sources records none: the plan stood at the checkpoint's step
         batches.load_state_dict(state.batches or {**batches.state_dict(), "next_step": state.step})

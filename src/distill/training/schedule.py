@@ -60,14 +60,25 @@ class Schedule:
         return "restarts"
 
 
-def make_optimizer(params, lr: float, betas: tuple[float, float], weight_decay: float, device: torch.device
-                   ) -> torch.optim.AdamW:
+def make_optimizer(params, lr: float, betas: tuple[float, float], weight_decay: float, device: torch.device,
+                   loss_scaler: bool = False) -> torch.optim.AdamW:
     """AdamW, fused where torch has a fused kernel for the device (CPU and CUDA): one pass over every parameter
     instead of torch's default multi-tensor (`foreach`) path, whose per-step temporaries are as large as the
     parameters. Same update rule (tests hold the two together); on this CPU the fused step of a 50M-parameter
-    student takes ~0.10 s against ~0.29 s (bench/kd_step.py's profile). Other devices keep the default."""
-    fused = True if torch.device(device).type in ("cpu", "cuda") else None
+    student takes ~0.10 s against ~0.29 s (bench/kd_step.py's profile). Other devices keep the default.
+
+    Not with fp16's loss scaler (`loss_scaler`): a fused optimizer takes the overflow flag into its kernel, so the
+    scaler always calls `step()` and accelerate can no longer tell a skipped step — the loop's skip accounting and
+    its scheduler would see every overflow as a taken step."""
+    fused = True if torch.device(device).type in ("cpu", "cuda") and not loss_scaler else None
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
+
+
+def keep_fused(optimizer: torch.optim.Optimizer, fused: bool | None) -> None:
+    """Loading an optimizer's state restores each group's settings, `fused` included: a checkpoint written before
+    the trainer fused (or by an unfused run) would silently turn it off. Put back what `make_optimizer` chose."""
+    for group in optimizer.param_groups:
+        group["fused"] = fused
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int, min_ratio: float
