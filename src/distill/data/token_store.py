@@ -7,9 +7,9 @@ operating system shares the pages between processes and loads only what a batch 
 
 A store is keyed by everything its contents depend on: the tokenizer's full definition (`tokenizer_identity`), the
 recipe's `data` section, the sha256 of the source files' bytes, this module's format version and distill's version.
-A changed file, tokenizer or setting is a different key, so a stale store is never read. A store is written into a private
-temporary folder and renamed into place in one step, so readers see a whole store or none, and two processes that
-build the same one at once both finish (one rename wins; the other's copy is dropped).
+A changed file, tokenizer or setting is a different key, so a stale store is never read. A store is written into a
+private temporary folder and renamed into place in one step, so readers see a whole store or none, and two processes
+that build the same one at once both finish (one rename wins; the other's copy is dropped).
 
 Where: `$DISTILL_CACHE/tokens` (default `~/.cache/distill/tokens`); `data.token_cache: false` tokenizes in memory
 every run, as before.
