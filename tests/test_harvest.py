@@ -211,6 +211,7 @@ def test_kill_9_mid_harvest_resumes_with_every_example_once_and_nothing_written_
         written = set(_recovered_journal(killed))
         missing = [e for e in range(len(examples)) if e not in written]
         assert 0 < len(missing) < len(examples) - 150
+        _wait_until_idle(slow)  # the killed client's requests still queued on the server finish (and count) first
         slow.prompts.clear()
         resumed = run_cli(*args, "--out", str(killed))
         assert resumed.returncode == 0, resumed.stderr
@@ -225,6 +226,20 @@ def test_kill_9_mid_harvest_resumes_with_every_example_once_and_nothing_written_
     # written in example order whatever the order answers came in: the very same bytes as an uninterrupted harvest
     assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
     assert [s["index_sha256"] for s in a["shards"]] == [s["index_sha256"] for s in b["shards"]]
+
+
+def _wait_until_idle(server: ScoringServer, quiet_s: float = 0.5, limit_s: float = 30.0) -> None:
+    """Until the server has scored nothing new for `quiet_s`: requests a killed client sent before dying are still
+    answered (one forward pass at a time) and would be counted as the resumed run's."""
+    deadline, last, since = time.monotonic() + limit_s, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = server.requests
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the scoring server kept answering for 30 s after the harvest was killed")
 
 
 def _recovered_journal(cache: Path) -> list[int]:
