@@ -48,6 +48,17 @@ def _grads(total: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor
     return list(torch.autograd.grad(total, inputs))
 
 
+def _assert_matches_reference(hidden, head, targets, teacher, settings, chunk_size: int) -> None:
+    """The chunked path's values and gradients (hidden states, head) against the plain path's."""
+    ref = reference_linear_loss(hidden, head, targets, teacher, settings)
+    fused = fused_linear_loss(hidden, head, targets, teacher, settings, chunk_size=chunk_size)
+    for a, b in zip(fused, ref, strict=True):
+        assert a.item() == pytest.approx(b.item(), rel=1e-5, abs=1e-5)
+    inputs = [hidden, head.weight]
+    for g_fused, g_ref in zip(_grads(fused[0], inputs), _grads(ref[0], inputs), strict=True):
+        assert torch.allclose(g_fused, g_ref, atol=1e-5, rtol=1e-4), (g_fused - g_ref).abs().max()
+
+
 @pytest.mark.parametrize("teacher_kind", ["hidden", "logits", "topk-tail", "topk-renormalize"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_chunked_matches_reference(kind, teacher_kind):
@@ -55,13 +66,7 @@ def test_chunked_matches_reference(kind, teacher_kind):
     teacher, mode = _teacher(teacher_kind, dense, 1.7)
     settings = LossSettings(spec=DivergenceSpec(kind=kind, beta=0.3, alpha=0.2), temperature=1.7,
                             weights=LossWeights(ce=0.25, kd=0.75 * 1.7**2), vocab_size=VOCAB, topk_mode=mode)
-    ref = reference_linear_loss(hidden, head, targets, teacher, settings)
-    fused = fused_linear_loss(hidden, head, targets, teacher, settings, chunk_size=29)
-    for a, b in zip(fused, ref, strict=True):
-        assert a.item() == pytest.approx(b.item(), rel=1e-5, abs=1e-5)
-    inputs = [hidden, head.weight]
-    for g_fused, g_ref in zip(_grads(fused[0], inputs), _grads(ref[0], inputs), strict=True):
-        assert torch.allclose(g_fused, g_ref, atol=1e-5, rtol=1e-4), (g_fused - g_ref).abs().max()
+    _assert_matches_reference(hidden, head, targets, teacher, settings, chunk_size=29)
 
 
 def _coarse(logits: torch.Tensor, ids: torch.Tensor, temperature: float, mode: str) -> torch.Tensor:
@@ -231,10 +236,4 @@ def test_chunked_at_temperature_one_matches_reference(teacher_kind, kind, ce_wei
     teacher, mode = _teacher(teacher_kind, dense, 1.0)
     settings = LossSettings(spec=DivergenceSpec(kind=kind, beta=0.3), temperature=1.0,
                             weights=LossWeights(ce=ce_weight, kd=1.0 - ce_weight), vocab_size=VOCAB, topk_mode=mode)
-    ref = reference_linear_loss(hidden, head, targets, teacher, settings)
-    fused = fused_linear_loss(hidden, head, targets, teacher, settings, chunk_size=31)
-    for a, b in zip(fused, ref, strict=True):
-        assert a.item() == pytest.approx(b.item(), rel=1e-5, abs=1e-5)
-    inputs = [hidden, head.weight]
-    for g_fused, g_ref in zip(_grads(fused[0], inputs), _grads(ref[0], inputs), strict=True):
-        assert torch.allclose(g_fused, g_ref, atol=1e-5, rtol=1e-4), (g_fused - g_ref).abs().max()
+    _assert_matches_reference(hidden, head, targets, teacher, settings, chunk_size=31)
