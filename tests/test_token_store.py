@@ -61,3 +61,18 @@ def test_a_second_writer_keeps_the_finished_store(tmp_path):
     store = TokenStore(root)
     assert len(store) == 1 and store[0].input_ids == [1, 2, 3] and store.meta["train"] == "a"
     assert [p.name for p in (tmp_path / "tokens").iterdir()] == ["key"]
+
+
+def test_a_dead_writers_temporary_folder_is_cleared_and_a_live_ones_kept(tmp_path):
+    import os
+    import time
+
+    root = tmp_path / "tokens" / "key"
+    root.parent.mkdir(parents=True)
+    dead, live = root.parent / ".key-dead", root.parent / ".key-live"
+    dead.mkdir()
+    live.mkdir()
+    old = time.time() - 2 * 24 * 3600
+    os.utime(dead, (old, old))
+    write_store(root, [Example([1, 2], [1, 2])], {"data_format": "text", "dropped": 0, "train": "a"})
+    assert not dead.exists() and live.exists() and TokenStore(root)[0].input_ids == [1, 2]

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -34,7 +35,7 @@ from distill.data.formatting import Example
 
 FORMAT_VERSION = 1
 META = "meta.json"
-_FILES = ("ids.bin", "labels.bin", "positions.bin", "index.npy")
+STALE_S = 24 * 3600  # a temporary folder this old belongs to a writer that died
 
 
 def store_root() -> Path:
@@ -69,6 +70,9 @@ def write_store(root: Path, examples: Sequence[Example], meta: dict[str, Any]) -
     """Write `examples` as a store at `root` (atomically: a temporary sibling renamed into place); returns `root`.
     If another process finished the same store first, its copy is kept."""
     root.parent.mkdir(parents=True, exist_ok=True)
+    for stale in root.parent.glob(f".{root.name}-*"):  # left by a writer killed mid-way (a live one is younger)
+        if time.time() - stale.stat().st_mtime > STALE_S:
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache's store from other users
     try:
