@@ -209,17 +209,18 @@ def run_cache(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     from distill.data.batch import Batch
-    from distill.losses.signals import SampledSignal, importance_weights
     from distill.objectives.offpolicy import OffPolicyObjective
     from distill.recipe import ObjectiveConfig
     from distill.teachers.cache import codec, sampled_codec
     from distill.teachers.cache.live import Sampling, capture_sampled
+    from distill.teachers.cache.store import sampled_signal
 
     s = setup(args)
     cfg = ObjectiveConfig(alpha=0.0, divergence="forward_kl", temperature=1.0)
     objective = OffPolicyObjective(s.student, cfg, s.vocab, with_teacher=True)
     order = np.arange(s.vocab)
-    rank, sampling, draws = codec.inverse_permutation(order), Sampling(32, 1.0, 0), 32
+    rank, sampling = codec.inverse_permutation(order), Sampling(32, 1.0, 0)
+    scheme = {"name": "sampled", "draws": sampling.draws, "proposal_temperature": sampling.proposal_temperature}
     records = {}
     for i, ids in enumerate(s.batches):  # the cache build, untimed
         batch = Batch(input_ids=ids.cpu(), attention_mask=torch.ones_like(ids.cpu()), labels=ids.cpu())
@@ -231,16 +232,9 @@ def run_cache(args: argparse.Namespace) -> dict[str, Any]:
                                                                                  * (args.seq_len - 1))
     position = iter(range(len(s.batches)))
 
-    def step(ids, mask, marks):
-        parts = [sampled_codec.decode(b, order) for b in records[next(position)]]
-        width = max(p.ids.shape[1] for p in parts)
-
-        def stacked(name: str) -> torch.Tensor:
-            return torch.from_numpy(np.concatenate([np.pad(getattr(p, name), ((0, 0), (0, width - p.ids.shape[1])))
-                                                    for p in parts])).to(ids.device)
-
-        counts, logprobs = stacked("counts"), stacked("logprobs")
-        signal = SampledSignal(stacked("ids"), logprobs, importance_weights(counts, logprobs, None, draws, 1.0))
+    def step(ids, mask, marks):  # what TeacherCache.signal does with a batch's records
+        record = sampled_codec.concat([sampled_codec.decode(b, order) for b in records[next(position)]])
+        signal = sampled_signal(record, scheme, 1.0).to(ids.device)
         marks.append(time.perf_counter())
         batch = Batch(input_ids=ids, attention_mask=mask, labels=ids)
         with autocast(args):

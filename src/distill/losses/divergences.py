@@ -51,6 +51,11 @@ class DivergenceSpec:
         if not 0.0 < self.mu <= 1.0:
             raise ValueError(f"mu must be in (0, 1], got {self.mu}")
 
+    @property
+    def is_forward_kl(self) -> bool:
+        """Forward KL, under its own name or as JSD with β = 0: the divergence linear in the teacher's P."""
+        return self.kind == "forward_kl" or (self.kind == "jsd" and self.beta == 0.0)
+
 
 def kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
     """KL(A ‖ B) = Σ a · (log a − log b) over the last dimension."""

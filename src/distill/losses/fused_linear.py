@@ -74,7 +74,7 @@ def loss_from_logits(logits: torch.Tensor, targets: torch.Tensor, teacher_rows: 
 
 
 def _closed_form_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher: Rows, settings: LossSettings
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Σ CE, Σ D(P_T ‖ Q_T), ∂total/∂logits) in closed form and in place, for forward KL (below), and for reverse
     KL and JSD(β) with a dense teacher (`_dense_closed_form`):
 
@@ -91,7 +91,7 @@ def _closed_form_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher: Row
     ce = -log_z[rows, targets].sum()  # always reported; its gradient only when weighted
     with_kd = teacher is not None and w.kd != 0.0
     # dense forward KL at T = 1 shares softmax(z) with CE: ∂ = (w_ce + w_kd)·q − w_kd·p − w_ce·onehot
-    shared = with_kd and temperature == 1.0 and isinstance(teacher, torch.Tensor) and _is_forward_kl(settings.spec)
+    shared = with_kd and temperature == 1.0 and isinstance(teacher, torch.Tensor) and settings.spec.is_forward_kl
     scale = w.ce + (w.kd if shared else 0.0)
     grad = log_z.exp().mul_(scale) if scale != 0.0 else torch.zeros_like(logits)
     if w.ce != 0.0:
@@ -115,7 +115,7 @@ def _closed_form_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher: Row
         return ce, kd, grad
     log_p = teacher.float() / temperature  # a new tensor: the caller's rows are never changed
     log_p -= torch.logsumexp(log_p, dim=-1, keepdim=True)
-    if not _is_forward_kl(settings.spec):
+    if not settings.spec.is_forward_kl:
         kd, grad_kd = _dense_closed_form(log_p, log_q, settings.spec)
         grad.add_(grad_kd, alpha=w.kd / temperature)
         return ce, kd, grad
@@ -178,19 +178,15 @@ def _topk_forward_kl(log_q: torch.Tensor, teacher: TopKSignal, settings: LossSet
     return kd, grad.scatter_(-1, ids, q_top.exp() - p[:, :-1])
 
 
-def _is_forward_kl(spec: DivergenceSpec) -> bool:
-    return spec.kind == "forward_kl" or (spec.kind == "jsd" and spec.beta == 0.0)
-
-
 def _has_closed_form(spec: DivergenceSpec, rows: Rows) -> bool:
     """Forward KL for any teacher; reverse KL and JSD(β) for a dense one (the on-policy divergences)."""
-    if _is_forward_kl(spec):
+    if spec.is_forward_kl:
         return True
     return spec.kind in ("reverse_kl", "jsd") and not isinstance(rows, PARTIAL_SIGNALS)
 
 
 def _chunk(raw: torch.Tensor, head: LMHead, targets: torch.Tensor, rows: Rows, settings: LossSettings
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Σ CE, Σ divergence, ∂total/∂raw) for one chunk of raw projections (chunk, V_model)."""
     vocab = settings.vocab_size
     closed = settings.closed_form and _has_closed_form(settings.spec, rows)
@@ -294,15 +290,14 @@ def fused_linear_loss(hidden: torch.Tensor, head: LMHead, targets: torch.Tensor,
 
 
 def reference_linear_loss(hidden: torch.Tensor, head: LMHead, targets: torch.Tensor, teacher: Teacher,
-                          settings: LossSettings
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                          settings: LossSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The plain twin of `fused_linear_loss`: full logits, ordinary autograd."""
     logits = head.logits(hidden)[:, : settings.vocab_size]
     return weighted_loss(logits, targets, teacher_rows(teacher, 0, hidden.shape[0], settings.vocab_size), settings)
 
 
 def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_rows: Rows, settings: LossSettings
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, Σ CE, Σ divergence) from full logits with ordinary autograd: the reference path."""
     ce, kd = loss_from_logits(logits, targets, teacher_rows, settings)
     return settings.weights.ce * ce + settings.weights.kd * kd, ce.detach(), kd.detach()

@@ -35,7 +35,7 @@ from distill.losses.signals import SampledSignal
 
 def sampled_problem(spec: DivergenceSpec | None, capture_temperature: float, temperature: float) -> str | None:
     """Why a sampled signal cannot stand in for the teacher in this loss, or None."""
-    if spec is not None and not (spec.kind == "forward_kl" or (spec.kind == "jsd" and spec.beta == 0.0)):
+    if spec is not None and not spec.is_forward_kl:
         return (f"a sampled teacher signal estimates forward KL only (the loss must be linear in the teacher's "
                 f"distribution to stay unbiased), not {spec.kind}; use objective.divergence: forward_kl, or a top-k "
                 "cache or a live teacher")
@@ -51,17 +51,21 @@ def check_sampled(signal: SampledSignal, spec: DivergenceSpec | None, temperatur
         raise ValueError(problem)
 
 
+def _estimate(log_q: torch.Tensor, signal: SampledSignal) -> torch.Tensor:
+    """K̂ per position: Σ_j w_j (log p_j − log q_j), given the student's log_softmax(s) over the vocabulary."""
+    log_q_drawn = log_q.gather(-1, signal.ids.long()).clamp(min=LOG_FLOOR)
+    return (signal.weights.float() * (signal.logprobs.float() - log_q_drawn)).sum(-1)
+
+
 def sampled_forward_kl(student_logits: torch.Tensor, signal: SampledSignal, temperature: float) -> torch.Tensor:
-    """K̂ per position (...): Σ_j w_j (log p_j − log q_j) with q = softmax(student_logits / T), differentiable."""
+    """K̂ per position (...) with q = softmax(student_logits / T), differentiable."""
     check_sampled(signal, None, temperature)
-    log_q = torch.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, signal.ids.long())
-    return (signal.weights * (signal.logprobs.float() - log_q.clamp(min=LOG_FLOOR))).sum(-1)
+    return _estimate(torch.log_softmax(student_logits.float() / temperature, dim=-1), signal)
 
 
 def sampled_forward_kl_grad(log_q: torch.Tensor, signal: SampledSignal) -> tuple[torch.Tensor, torch.Tensor]:
     """(Σ K̂, ∂ΣK̂/∂s) in closed form, given the student's log_softmax(s) (N, V) with s = z / T: ĝ = (Σ w) · q −
     scatter(w). Padding has weight 0 and adds nothing."""
-    ids, weights = signal.ids.long(), signal.weights.float()
-    value = (weights * (signal.logprobs.float() - log_q.gather(-1, ids).clamp(min=LOG_FLOOR))).sum()
+    weights = signal.weights.float()
     grad = log_q.exp().mul_(weights.sum(-1, keepdim=True))
-    return value, grad.scatter_add_(-1, ids, -weights)
+    return _estimate(log_q, signal).sum(), grad.scatter_add_(-1, signal.ids.long(), -weights)

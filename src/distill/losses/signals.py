@@ -112,10 +112,6 @@ class SampledSignal:
                    weights=importance_weights(counts, logprobs, log_z, draws, proposal_temperature),
                    capture_temperature=temperature)
 
-    @property
-    def width(self) -> int:
-        return self.ids.shape[-1]
-
     def distinct(self) -> torch.Tensor:
         """Distinct tokens per position (logged during training: the signal's effective size)."""
         return (self.weights > 0).sum(-1)
@@ -134,10 +130,13 @@ def draw(log_p: torch.Tensor, draws: int, proposal_temperature: float = 1.0,
     """(ids, counts, logprobs, log_z): `draws` tokens per row of the teacher's log-probabilities `log_p` (N, V),
     drawn with replacement from r ∝ p^(1/t), kept once each (padded with id 0, count 0, log-prob 0), and
     log Σ_v p_v^(1/t) per row (None at t = 1): all a sampled cache stores."""
-    log_r = log_p if proposal_temperature == 1.0 else torch.log_softmax(log_p / proposal_temperature, dim=-1)
+    log_r, log_z = log_p, None
+    if proposal_temperature != 1.0:
+        flattened = log_p / proposal_temperature
+        log_z = torch.logsumexp(flattened, dim=-1)
+        log_r = flattened - log_z.unsqueeze(-1)
     ids, counts = distinct_counts(torch.multinomial(log_r.exp(), draws, replacement=True, generator=generator))
     logprobs = torch.where(counts > 0, log_p.gather(-1, ids), 0.0)  # a pad's id 0 may be ruled out (−inf)
-    log_z = None if proposal_temperature == 1.0 else torch.logsumexp(log_p / proposal_temperature, dim=-1)
     return ids, counts, logprobs, log_z
 
 

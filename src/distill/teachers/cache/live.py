@@ -18,21 +18,27 @@ from distill.losses.fused_linear import auto_chunk_size
 from distill.losses.lm_head import LMHead, last_hidden_states
 from distill.losses.signals import TopKSignal, draw
 from distill.teachers.cache import codec
-from distill.teachers.cache.sampled_codec import SampledRecord
+from distill.teachers.cache.sampled_codec import SampledRecord, concat
+
+
+def _row_logits(teacher, batch: Batch, vocab: int) -> Iterator[Iterator[torch.Tensor]]:
+    """For each sequence of `batch`, the teacher's logits at its target positions, `auto_chunk_size` rows at a time
+    (never a whole sequence × vocabulary at once)."""
+    head = LMHead.of(teacher)
+    hidden = last_hidden_states(teacher, **batch.model_inputs())[:, :-1]
+    _, valid = batch.targets()
+    chunk = auto_chunk_size(vocab)
+    for row in range(hidden.shape[0]):
+        h = hidden[row][valid[row]]
+        yield (head.logits(h[s:s + chunk])[:, :vocab] for s in range(0, h.shape[0], chunk))
 
 
 @torch.no_grad()
 def capture(teacher, batch: Batch, k: int, temperature: float, vocab: int) -> list[codec.Signal]:
     """The teacher's top-k signal at every target position of each sequence in `batch`."""
-    head = LMHead.of(teacher)
-    hidden = last_hidden_states(teacher, **batch.model_inputs())[:, :-1]
-    _, valid = batch.targets()
-    chunk = auto_chunk_size(vocab)
     signals = []
-    for row in range(hidden.shape[0]):
-        h = hidden[row][valid[row]]
-        parts = [TopKSignal.from_logits(head.logits(h[s:s + chunk])[:, :vocab], k, temperature)
-                 for s in range(0, h.shape[0], chunk)]
+    for chunks in _row_logits(teacher, batch, vocab):
+        parts = [TopKSignal.from_logits(logits, k, temperature) for logits in chunks]
         signals.append(codec.Signal(ids=torch.cat([p.ids for p in parts]).cpu().numpy(),
                                     logprobs=torch.cat([p.logprobs for p in parts]).cpu().numpy(),
                                     tail=torch.cat([p.tail() for p in parts]).cpu().numpy()))
@@ -59,28 +65,17 @@ def capture_sampled(teacher, batch: Batch, examples: list[int], sampling: Sampli
                     ) -> list[SampledRecord]:
     """The teacher's sampled signal at every target position of each sequence in `batch` (`examples`: their
     indices in the data, which seed their draws)."""
-    head = LMHead.of(teacher)
-    hidden = last_hidden_states(teacher, **batch.model_inputs())[:, :-1]
-    _, valid = batch.targets()
-    chunk = auto_chunk_size(vocab)
     records = []
-    for row, example in enumerate(examples):
-        h = hidden[row][valid[row]]
-        generator = sampling.generator(example, h.device)
-        parts = [draw(torch.log_softmax(head.logits(h[s:s + chunk])[:, :vocab].float() / temperature, dim=-1),
-                      sampling.draws, sampling.proposal_temperature, generator)
-                 for s in range(0, h.shape[0], chunk)]
-        width = max((p[0].shape[1] for p in parts), default=0)
-        ids, counts, logprobs = ([_pad(p[i], width) for p in parts] for i in range(3))
-        log_z = None if sampling.proposal_temperature == 1.0 else torch.cat([p[3] for p in parts]).cpu().numpy()
-        records.append(SampledRecord(ids=np.concatenate(ids), logprobs=np.concatenate(logprobs).astype(np.float32),
-                                     counts=np.concatenate(counts), log_z=log_z))
+    for example, chunks in zip(examples, _row_logits(teacher, batch, vocab), strict=True):
+        generator = sampling.generator(example, batch.input_ids.device)
+        parts = []
+        for logits in chunks:
+            ids, counts, logprobs, log_z = draw(torch.log_softmax(logits.float() / temperature, dim=-1),
+                                                sampling.draws, sampling.proposal_temperature, generator)
+            parts.append(SampledRecord(ids.cpu().numpy(), logprobs.cpu().numpy(), counts.cpu().numpy(),
+                                       None if log_z is None else log_z.cpu().numpy()))
+        records.append(concat(parts))
     return records
-
-
-def _pad(t: torch.Tensor, width: int) -> np.ndarray:
-    """(rows, m) → (rows, width) with zeros (id 0, count 0: padding), as a numpy array."""
-    return torch.nn.functional.pad(t, (0, width - t.shape[1])).cpu().numpy()
 
 
 class SignalSource(Protocol):

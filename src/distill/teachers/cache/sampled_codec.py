@@ -36,6 +36,17 @@ class SampledRecord:
         return self.ids.shape[0]
 
 
+def concat(records: list[SampledRecord]) -> SampledRecord:
+    """The records' positions one after another, padded to the widest position of any (id 0, count 0)."""
+    width = max((r.ids.shape[1] for r in records), default=0)
+
+    def stacked(name: str) -> np.ndarray:
+        return np.concatenate([np.pad(getattr(r, name), ((0, 0), (0, width - r.ids.shape[1]))) for r in records])
+
+    log_z = None if all(r.log_z is None for r in records) else np.concatenate([r.log_z for r in records])
+    return SampledRecord(stacked("ids"), stacked("logprobs").astype(np.float32), stacked("counts"), log_z)
+
+
 def encode(record: SampledRecord, vocab_rank: np.ndarray, encoding: str = "q8") -> bytes:
     if encoding not in codec.ENCODINGS:
         raise ValueError(f"unknown encoding {encoding!r}; use one of {', '.join(codec.ENCODINGS)}")

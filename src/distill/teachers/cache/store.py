@@ -40,6 +40,16 @@ VOCAB = "vocab_order.npy"
 TAIL_METHOD = "logsumexp"
 
 
+def sampled_signal(record: SampledRecord, scheme: dict[str, Any], capture_temperature: float) -> SampledSignal:
+    """A decoded sampled record as the loss takes it: its rows with their importance weights under `scheme`."""
+    ids, counts, logprobs = (torch.from_numpy(a) for a in (record.ids, record.counts, record.logprobs))
+    t = scheme["proposal_temperature"]
+    log_z = None if t == 1.0 or record.log_z is None else torch.from_numpy(record.log_z)
+    return SampledSignal(ids=ids, logprobs=logprobs, weights=importance_weights(counts, logprobs, log_z,
+                                                                                scheme["draws"], t),
+                         capture_temperature=capture_temperature)
+
+
 def describe_scheme(manifest: dict[str, Any]) -> str:
     """`k=64`, or `sampled: 32 draws, proposal t=1` — how `distill cache` and `distill check` name what a cache
     holds."""
@@ -161,23 +171,9 @@ class TeacherCache:
     def signal(self, examples: list[int]) -> TopKSignal | SampledSignal:
         parts = [self.read(e) for e in examples]
         if self.scheme["name"] == "sampled":
-            return self._sampled(parts)
+            return sampled_signal(sampled_codec.concat(parts), self.scheme, self.capture_temperature)
         return TopKSignal(ids=torch.from_numpy(np.concatenate([p.ids for p in parts])),
                           logprobs=torch.from_numpy(np.concatenate([p.logprobs for p in parts])),
                           tail_logmass=torch.from_numpy(np.concatenate([p.tail for p in parts])),
                           capture_temperature=self.capture_temperature)
 
-    def _sampled(self, parts: list[SampledRecord]) -> SampledSignal:
-        """The records' rows padded to the widest position of any, with their importance weights."""
-        width = max((p.ids.shape[1] for p in parts), default=0)
-
-        def stacked(name: str) -> torch.Tensor:
-            return torch.from_numpy(np.concatenate([np.pad(getattr(p, name), ((0, 0), (0, width - p.ids.shape[1])))
-                                                    for p in parts]))
-
-        ids, counts, logprobs = stacked("ids"), stacked("counts"), stacked("logprobs")
-        t = self.scheme["proposal_temperature"]
-        log_z = None if t == 1.0 else torch.from_numpy(np.concatenate([p.log_z for p in parts]))
-        return SampledSignal(ids=ids, logprobs=logprobs,
-                             weights=importance_weights(counts, logprobs, log_z, self.scheme["draws"], t),
-                             capture_temperature=self.capture_temperature)
