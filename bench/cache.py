@@ -4,7 +4,8 @@ a student.
 Setting: the demo's (SmolLM2-135M-Instruct teacher, its layers 0, 6, 12, 18, 24, 29 as the student, Shakespeare,
 32 steps × 8 × 256 tokens, forward KL, alpha 0, T 1, lr 5e-4, seed 0). Caches: top-k at k in {8, 32, 64} (q8) and
 k = 64 exact; sampled (Anshumann et al. 2025) at 8, 16, 32 and 64 draws per position from the teacher itself
-(t = 1), and 32 draws from a flatter proposal (t = 2).
+(t = 1), each trained with the default inclusion weights (`sN`) and with the paper's count weights (`sN-counts`,
+the same cache folder), and 32 draws from a flatter proposal (t = 2).
   format   `build_cache` (what `distill cache --planned-only` runs: the 256 sequences the 32 steps visit) →
            bytes/token of the whole folder and of the records alone, build tokens/s (teacher forward + top-k or
            draws + encode), read tokens/s (decode every record through `TeacherCache.signal`), teacher mass held.
@@ -26,7 +27,8 @@ are reused (re-running after a kill continues); `--parts` runs some of the measu
 caches.
 
     python bench/cache.py > bench/results/cache.jsonl      # ~70 min on 2 CPU cores
-    python bench/cache.py --caches k64,s8,s16,s32,s64,s32-t2   # the sampled budgets against top-k 64 only
+    python bench/cache.py --caches k64,s8,s16,s32,s64,s8-counts,s16-counts,s32-counts,s64-counts
+                                      # the sampled budgets, both weightings, against top-k 64 only
     python bench/cache.py --parts values                   # just the value errors (about a minute per k)
     python bench/cache.py --quick                          # tiny teacher and data: a smoke test of the script
 """
@@ -142,24 +144,34 @@ PARTS = ("format", "values", "quality")
 
 @dataclass(frozen=True)
 class CacheSpec:
-    """One cache of the comparison: its name, the recipe changes that describe it, its encoding."""
+    """One cache of the comparison: its name, the recipe changes that describe it, its encoding, and the folder it
+    reads (`reads`: another spec's, when only the reading differs — a sampled cache's weights)."""
 
     name: str
     changes: dict[str, Any]
     encoding: str = "q8"
+    reads: str | None = None
 
     @property
     def k(self) -> int | None:
         return self.changes.get("teacher.top_k")
 
+    @property
+    def folder(self) -> str:
+        return f"cache-{self.reads or self.name}"
+
 
 def caches(ks: tuple[int, ...], draws: tuple[int, ...], only: list[str] | None = None) -> list[CacheSpec]:
     """Every cache: top-k in q8 at each k and exact at the largest (what quantisation costs); sampled at each number
-    of draws (proposal t = 1), and at the middle one with a flatter proposal (t = 2). `only`: these names."""
+    of draws (proposal t = 1) read with the default inclusion weights and, from the same folder, with the paper's
+    count weights (`-counts`); and at the middle number with a flatter proposal (t = 2). `only`: these names."""
     specs = [CacheSpec(f"k{k}", {"teacher.top_k": k}) for k in ks]
     specs.append(CacheSpec(f"k{max(ks)}-exact", {"teacher.top_k": max(ks)}, "exact"))
     sampled = {"teacher.cache_scheme": "sampled"}
-    specs += [CacheSpec(f"s{d}", {**sampled, "teacher.sample_draws": d}) for d in draws]
+    for d in draws:
+        specs.append(CacheSpec(f"s{d}", {**sampled, "teacher.sample_draws": d}))
+        specs.append(CacheSpec(f"s{d}-counts", {**sampled, "teacher.sample_draws": d,
+                                                "teacher.sample_weights": "counts"}, reads=f"s{d}"))
     middle = draws[len(draws) // 2]
     specs.append(CacheSpec(f"s{middle}-t2", {**sampled, "teacher.sample_draws": middle,
                                               "teacher.proposal_temperature": 2.0}))
@@ -170,14 +182,16 @@ def caches(ks: tuple[int, ...], draws: tuple[int, ...], only: list[str] | None =
 
 
 def build(live: Recipe, spec: CacheSpec, out: Path) -> dict[str, Any]:
-    return build_cache(with_changes(live, **spec.changes), out / f"cache-{spec.name}", encoding=spec.encoding,
+    return build_cache(with_changes(live, **spec.changes), out / spec.folder, encoding=spec.encoding,
                        planned_only=True)
 
 
 def format_part(live: Recipe, specs: list[CacheSpec], out: Path, n_examples: int) -> dict[str, dict[str, Any]]:
     rows = {}
     for spec in specs:
-        name, folder = spec.name, out / f"cache-{spec.name}"
+        if spec.reads is not None:  # the same bytes as the folder's own spec
+            continue
+        name, folder = spec.name, out / spec.folder
         started = time.perf_counter()
         manifest = build(live, spec, out)
         row = {"bench": "cache_format", "cache": name, "k": spec.k, "scheme": manifest.get("scheme"),
@@ -213,7 +227,7 @@ def quality_part(options: DemoOptions, live: Recipe, baseline: Recipe, specs: li
     for spec in specs:
         build(live, spec, out)
         students[f"cache-{spec.name}"] = (out / f"student-{spec.name}", with_changes(
-            live, **spec.changes, **{"teacher.cache": str(out / f"cache-{spec.name}")}))
+            live, **spec.changes, **{"teacher.cache": str(out / spec.folder)}))
     top = max((s for s in specs if s.k is not None and s.encoding == "q8"), key=lambda s: s.k, default=None)
     if alpha_rows:
         students[f"live-a{ALPHA:g}"] = (out / f"live-a{ALPHA:g}", with_changes(live, **{"objective.alpha": ALPHA}))
@@ -264,8 +278,11 @@ def sampled_verdict(summary: dict[str, Any], bytes_per_token: dict[str, float]) 
     """The issue's figures: the smallest sampled budget whose student is no worse than the live teacher's on held-out
     NLL (the CI of cache − live includes 0 or lies below it: its lower end ≤ 0), else the sampled cache closest to
     that; its bytes/token and NLL − live with its CI."""
-    rows = [(bytes_per_token[name.removeprefix("cache-")], name, ci) for name, ci in summary["nll_minus_live"].items()
-            if name.removeprefix("cache-") in bytes_per_token and name.startswith("cache-s")]
+    def size(name: str) -> float | None:  # a `-counts` student reads its draws' folder
+        return bytes_per_token.get(name.removeprefix("cache-").removesuffix("-counts"))
+
+    rows = [(size(name), name, ci) for name, ci in summary["nll_minus_live"].items()
+            if size(name) is not None and name.startswith("cache-s")]
     if not rows:
         return {}
     passing = sorted((r for r in rows if r[2]["ci_low"] <= 0), key=lambda r: r[0])
@@ -282,7 +299,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=16, help="sequences for the value-error measurement")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements to run")
     parser.add_argument("--caches", help="comma-separated cache names (default: all): k8, k32, k64, k64-exact, s8, "
-                        "s16, s32, s64, s32-t2")
+                        "s16, s32, s64, s8-counts, …, s64-counts, s32-t2")
     parser.add_argument("--no-alpha", action="store_true", help=f"skip the alpha = {ALPHA:g} students")
     args = parser.parse_args()
     sys.stdout = sys.stderr

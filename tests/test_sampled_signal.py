@@ -14,7 +14,7 @@ from distill.losses.functional import token_divergence
 from distill.losses.fused_linear import LossSettings, LossWeights, fused_linear_loss, reference_linear_loss
 from distill.losses.lm_head import LMHead
 from distill.losses.sampled import sampled_forward_kl, sampled_forward_kl_grad
-from distill.losses.signals import SampledSignal, TopKSignal, distinct_counts
+from distill.losses.signals import SampledSignal, TopKSignal, distinct_counts, importance_weights
 
 V = 40
 
@@ -28,7 +28,7 @@ def test_distinct_counts_on_hand_built_draws():
 
 def test_from_logits_weights_are_frequencies_at_proposal_temperature_one():
     logits = torch.randn(6, V, generator=torch.Generator().manual_seed(0))
-    signal = SampledSignal.from_logits(logits, draws=16, generator=torch.Generator().manual_seed(1))
+    signal = SampledSignal.from_logits(logits, draws=16, generator=torch.Generator().manual_seed(1), estimator="counts")
     assert torch.allclose(signal.weights.sum(-1), torch.ones(6))
     assert torch.all(signal.weights * 16 == (signal.weights * 16).round())  # count / 16
     log_p = torch.log_softmax(logits, -1).gather(-1, signal.ids)
@@ -48,17 +48,32 @@ def _repeat(signal_rows: torch.Tensor, m: int) -> torch.Tensor:
     return signal_rows.repeat(m, 1)
 
 
+def test_inclusion_weights_on_a_hand_built_row():
+    """p / (1 − (1 − r)^N) for each drawn token, r = p at t = 1 and p^(1/t) / Z above; 0 on padding."""
+    p = torch.tensor([[0.5, 0.3, 0.0]])
+    logprobs = torch.where(p > 0, p.log(), 0.0)
+    counts = torch.tensor([[3, 1, 0]])
+    weights = importance_weights(counts, logprobs, None, 4, 1.0)
+    assert torch.allclose(weights, torch.tensor([[0.5 / (1 - 0.5**4), 0.3 / (1 - 0.7**4), 0.0]]))
+    log_z = torch.tensor([math.log(0.5**0.5 + 0.3**0.5 + 0.2**0.5)])
+    r = torch.tensor([0.5, 0.3]) ** 0.5 / log_z.exp()
+    flat = importance_weights(counts, logprobs, log_z, 4, 2.0)
+    assert torch.allclose(flat[0, :2], torch.tensor([0.5, 0.3]) / (1 - (1 - r) ** 4)) and flat[0, 2] == 0
+
+
+@pytest.mark.parametrize("estimator", ["inclusion", "counts"])
 @pytest.mark.parametrize("proposal_temperature", [1.0, 2.0])
-def test_monte_carlo_mean_of_the_gradient_is_the_dense_forward_kl_gradient(proposal_temperature):
+def test_monte_carlo_mean_of_the_gradient_is_the_dense_forward_kl_gradient(proposal_temperature, estimator):
     """E[ĝ] = q − p: the mean of M independent estimates lies within 5 standard errors of the dense gradient in every
-    component, the standard error taken from the estimates' own spread (at t = 1 it must also match the analytic
-    total variance (1 − Σ p²) / N). A biased estimator — the top-k tail bucket, frequencies without importance weights —
-    misses by tens of standard errors (checked below)."""
+    component, the standard error taken from the estimates' own spread. At t = 1 the spread must also match the
+    analytic total variance per position: (1 − Σ p²) / N for counts, Σ p²(1 − π) / π for inclusion, the latter
+    below the former. A biased estimator — the top-k tail bucket, frequencies without importance weights — misses
+    by tens of standard errors (checked below)."""
     teacher, student = _setting(0)
     m, draws = 20_000, 8
     temperature = 1.3
     signal = SampledSignal.from_logits(_repeat(teacher, m), draws, temperature, proposal_temperature,
-                                       generator=torch.Generator().manual_seed(2))
+                                       generator=torch.Generator().manual_seed(2), estimator=estimator)
     log_q = torch.log_softmax(_repeat(student.detach(), m) / temperature, -1)
     _, grads = sampled_forward_kl_grad(log_q, signal)
     grads = grads.view(m, 4, V)
@@ -66,9 +81,13 @@ def test_monte_carlo_mean_of_the_gradient_is_the_dense_forward_kl_gradient(propo
     exact = torch.softmax(student.detach() / temperature, -1) - p
     mean, se = grads.mean(0), grads.std(0) / math.sqrt(m)
     assert torch.all((mean - exact).abs() <= 5 * se + 1e-7), ((mean - exact).abs() / (se + 1e-12)).max()
-    if proposal_temperature == 1.0:  # the documented variance: Σ_v Var ĝ_v = (1 − Σ_v p_v²) / N per position
+    if proposal_temperature == 1.0:  # the documented variances of Σ_v ĝ_v per position
         total = grads.var(0).sum(-1)
-        assert torch.allclose(total, (1 - (p**2).sum(-1)) / draws, rtol=0.03)
+        counts_variance = (1 - (p**2).sum(-1)) / draws
+        inclusion = 1 - (1 - p) ** draws
+        expected = counts_variance if estimator == "counts" else (p**2 * (1 - inclusion) / inclusion).sum(-1)
+        assert torch.allclose(total, expected, rtol=0.03)
+        assert torch.all(expected <= counts_variance)
 
 
 def test_monte_carlo_mean_of_the_value_is_the_dense_forward_kl():

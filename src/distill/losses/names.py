@@ -15,3 +15,7 @@ DIVERGENCES: tuple[str, ...] = get_args(Divergence)
 # how a top-k teacher meets the student's full distribution (losses/support.py)
 TopKMode = Literal["tail", "renormalize"]
 TOPK_MODES: tuple[str, ...] = get_args(TopKMode)
+
+# how a sampled teacher signal's draws become unbiased weights (losses/signals.py: importance_weights)
+SampleWeights = Literal["inclusion", "counts"]
+SAMPLE_WEIGHTS: tuple[str, ...] = get_args(SampleWeights)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from distill.losses.lm_head import LMHead
+from distill.losses.names import SAMPLE_WEIGHTS, SampleWeights
 
 # fp32 cannot tell 1 − Σ top-k from 0 below its resolution 2⁻²⁴: a tail known only as "1 − Σ" and found empty is
 # below this, not zero (see `TopKSignal.tail`)
@@ -92,9 +93,10 @@ class SampledSignal:
     At each position `draws` tokens were drawn with replacement from the proposal r ∝ p^(1/t) (p the teacher at
     `capture_temperature`, t the proposal temperature) and kept once each. ids: (..., m) the distinct drawn tokens,
     padded to the widest position with id 0 and weight 0; logprobs: (..., m) log p of each (0 on padding);
-    weights: (..., m) the Horvitz–Thompson weights (count / draws) · p / r, so that E[Σ_j w_j f(x_j)] = Σ_v p_v f(v)
-    for any f — in particular E[weights scattered over the vocabulary] = p, which makes the forward-KL gradient
-    unbiased (see `losses/sampled.py`). With t = 1 the weights are exactly count / draws and sum to 1.
+    weights: (..., m) importance weights with E[Σ_j w_j f(x_j)] = Σ_v p_v f(v) for any f — in particular
+    E[weights scattered over the vocabulary] = p, which makes the forward-KL gradient unbiased (see
+    `losses/sampled.py`). Two such weightings, `importance_weights`: "counts" (the paper's) and "inclusion" (the
+    default, lower variance).
     """
 
     ids: torch.Tensor
@@ -104,12 +106,13 @@ class SampledSignal:
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor, draws: int, temperature: float = 1.0,
-                    proposal_temperature: float = 1.0, generator: torch.Generator | None = None) -> SampledSignal:
+                    proposal_temperature: float = 1.0, generator: torch.Generator | None = None,
+                    estimator: SampleWeights = "inclusion") -> SampledSignal:
         """Draw a sampled signal from dense teacher logits (N, V) at `temperature` (as a sampled cache does)."""
         ids, counts, logprobs, log_z = draw(torch.log_softmax(logits.float() / temperature, dim=-1), draws,
                                             proposal_temperature, generator)
         return cls(ids=ids, logprobs=logprobs,
-                   weights=importance_weights(counts, logprobs, log_z, draws, proposal_temperature),
+                   weights=importance_weights(counts, logprobs, log_z, draws, proposal_temperature, estimator),
                    capture_temperature=temperature)
 
     def distinct(self) -> torch.Tensor:
@@ -155,14 +158,31 @@ def distinct_counts(drawn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def importance_weights(counts: torch.Tensor, logprobs: torch.Tensor, log_z: torch.Tensor | None, draws: int,
-                       proposal_temperature: float) -> torch.Tensor:
-    """(count / draws) · p / r with r = p^(1/t) / Z: log(p / r) = (1 − 1/t) · log p + log Z. `log_z` (N,) is
-    log Σ_v p_v^(1/t), None when t = 1 (then p / r = 1 and the weights are the draw frequencies)."""
+                       proposal_temperature: float, estimator: SampleWeights = "inclusion") -> torch.Tensor:
+    """Unbiased weights for the distinct drawn tokens, from what a sampled cache stores. With r = p^(1/t) / Z the
+    proposal (log r = log p / t − log Z; `log_z` (N,) is None when t = 1, then r = p):
+
+    - "counts", Anshumann et al.'s Horvitz–Thompson weights over the draws: (count / N) · p / r. At t = 1 these
+      are the draw frequencies; per position the gradient's total variance is (1 − Σ p²) / N.
+    - "inclusion", Horvitz–Thompson over the distinct tokens: p / π with π = 1 − (1 − r)^N, the chance a token is
+      drawn at least once. Unbiased because E[1{v drawn}] = π_v; its variance per vocabulary entry,
+      p²(1 − π) / π, is never above the counts' p(1 − p) / N at t = 1 and vanishes for tokens nearly sure to be
+      drawn — the confident head that dominates the counts' variance (half of it at 32 draws on the demo's
+      teacher, see docs/cache.md). It ignores the counts."""
+    present = counts > 0
+    log_p = logprobs.float()
+    t = proposal_temperature
+    if estimator == "inclusion":
+        log_r = log_p if log_z is None or t == 1.0 else log_p / t - log_z.float().unsqueeze(-1)
+        inclusion = -torch.expm1(draws * log1mexp(log_r))  # 1 − (1 − r)^N, exact for tiny r and for r → 1
+        return torch.where(present, log_p.exp() / inclusion, 0.0)
+    if estimator != "counts":
+        raise ValueError(f"unknown sampled-signal estimator {estimator!r}; known: {', '.join(SAMPLE_WEIGHTS)}")
     frequency = counts.float() / draws
-    if log_z is None or proposal_temperature == 1.0:
+    if log_z is None or t == 1.0:
         return frequency
-    ratio = (1.0 - 1.0 / proposal_temperature) * logprobs.float() + log_z.float().unsqueeze(-1)
-    return torch.where(counts > 0, frequency * ratio.exp(), 0.0)
+    ratio = (1.0 - 1.0 / t) * log_p + log_z.float().unsqueeze(-1)
+    return torch.where(present, frequency * ratio.exp(), 0.0)
 
 
 @dataclass

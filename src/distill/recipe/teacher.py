@@ -19,6 +19,7 @@ from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
+from distill.losses.names import SampleWeights
 from distill.recipe.api import ApiConfig
 from distill.recipe.base import Section
 
@@ -67,6 +68,11 @@ class TeacherConfig(Section):
         default=1.0, ge=1.0, description="`cache_scheme: sampled`: draw from the teacher flattened by this temperature "
         "(p^(1/t)), reweighted back to the teacher (unbiased for any t ≥ 1). 1 draws from the teacher itself, whose "
         "weights are plain counts; above 1 reaches further into the tail at the cost of uneven weights.",
+    )
+    sample_weights: SampleWeights = Field(
+        default="inclusion", description="`cache_scheme: sampled`: how training weights the drawn tokens, both "
+        "unbiased. `inclusion`: p / P(drawn at least once), lower variance (it vanishes for tokens nearly sure to be "
+        "drawn); `counts`: the paper's count / draws · p / r. Chosen when reading, so one cache serves both.",
     )
     capture_temperature: float | None = Field(
         default=None,

@@ -98,7 +98,7 @@ def build_parts(recipe: Recipe, accelerator: Accelerator) -> RunParts:
     source: TeacherSource | None = None
     if cache is not None:
         cache.check_covers(plan.visited(cfg.max_steps))
-        source = CachedTeacher(cache, accelerator.device, name=t.cache)
+        source = CachedTeacher(cache, accelerator.device, name=t.cache, estimator=t.sample_weights)
     elif teacher is not None:
         source = LiveTeacher.for_implementation(teacher, vocab_size, recipe.objective.implementation)
     elif recipe.scores_api_live:  # the student's completions exist only now: the API scores each batch

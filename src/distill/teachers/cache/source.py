@@ -10,6 +10,7 @@ import torch
 
 from distill.data.batch import Batch
 from distill.errors import CacheError
+from distill.losses.names import SampleWeights
 from distill.losses.signals import SampledSignal, TopKSignal
 from distill.teachers.cache.store import TeacherCache
 
@@ -26,9 +27,10 @@ class CachedTeacher:
     prefetched steps are kept, so a step that never comes costs nothing but its memory until then."""
 
     def __init__(self, cache: TeacherCache, device: torch.device | str, name: str | None = None,
-                 prefetch: bool = True):
-        """`name`: how the recipe names the cache, for the run summary (default: its folder)."""
-        self.cache, self.device = cache, device
+                 prefetch: bool = True, estimator: SampleWeights = "inclusion"):
+        """`name`: how the recipe names the cache, for the run summary (default: its folder). `estimator`: how a
+        sampled cache's draws are weighted (`teacher.sample_weights`)."""
+        self.cache, self.device, self.estimator = cache, device, estimator
         self.description = f"cache {name or cache.root}"
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="cache-decode") if prefetch else None
         self._pending: dict[tuple[int, ...], Future[Signal]] = {}
@@ -45,7 +47,7 @@ class CachedTeacher:
         for key in [k for k in self._pending if k not in keep]:
             self._pending.pop(key).cancel()
         for key in keys - self._pending.keys():
-            self._pending[key] = self._pool.submit(self.cache.signal, list(key))
+            self._pending[key] = self._pool.submit(self.cache.signal, list(key), self.estimator)
 
     def signal(self, batch: Batch) -> Signal:
         if batch.examples is None:
@@ -54,7 +56,8 @@ class CachedTeacher:
         future = self._pending.pop(tuple(batch.examples), None)
         if future is not None:
             self.prefetched += 1
-        signal = (future.result() if future is not None else self.cache.signal(batch.examples)).to(self.device)
+        signal = future.result() if future is not None else self.cache.signal(batch.examples, self.estimator)
+        signal = signal.to(self.device)
         targets = batch.n_targets()
         if signal.ids.shape[0] != targets:
             raise CacheError(f"teacher.cache: the cache holds {signal.ids.shape[0]} positions for this batch, the "

@@ -24,6 +24,7 @@ import torch
 
 from distill.checksum import file_sha256
 from distill.errors import CacheError
+from distill.losses.names import SampleWeights
 from distill.losses.signals import SampledSignal, TopKSignal, importance_weights
 from distill.teachers.cache import codec, sampled_codec
 from distill.teachers.cache.fingerprint import TOPK_SCHEME, setup_differences
@@ -40,14 +41,15 @@ VOCAB = "vocab_order.npy"
 TAIL_METHOD = "logsumexp"
 
 
-def sampled_signal(record: SampledRecord, scheme: dict[str, Any], capture_temperature: float) -> SampledSignal:
-    """A decoded sampled record as the loss takes it: its rows with their importance weights under `scheme`."""
+def sampled_signal(record: SampledRecord, scheme: dict[str, Any], capture_temperature: float,
+                   estimator: SampleWeights = "inclusion") -> SampledSignal:
+    """A decoded sampled record as the loss takes it: its rows with their importance weights under `scheme` (the
+    weights are chosen when reading, so one cache serves either estimator)."""
     ids, counts, logprobs = (torch.from_numpy(a) for a in (record.ids, record.counts, record.logprobs))
     t = scheme["proposal_temperature"]
     log_z = None if t == 1.0 or record.log_z is None else torch.from_numpy(record.log_z)
-    return SampledSignal(ids=ids, logprobs=logprobs, weights=importance_weights(counts, logprobs, log_z,
-                                                                                scheme["draws"], t),
-                         capture_temperature=capture_temperature)
+    weights = importance_weights(counts, logprobs, log_z, scheme["draws"], t, estimator)
+    return SampledSignal(ids=ids, logprobs=logprobs, weights=weights, capture_temperature=capture_temperature)
 
 
 def describe_scheme(manifest: dict[str, Any]) -> str:
@@ -168,10 +170,11 @@ class TeacherCache:
             raise CacheError(f"teacher.cache: {self.manifest['shards'][shard]['data']}, example {example}: {exc}; "
                              "the shard changed after the cache was opened") from None
 
-    def signal(self, examples: list[int]) -> TopKSignal | SampledSignal:
+    def signal(self, examples: list[int], estimator: SampleWeights = "inclusion") -> TopKSignal | SampledSignal:
+        """`estimator`: how a sampled cache's draws are weighted (`importance_weights`); a top-k cache ignores it."""
         parts = [self.read(e) for e in examples]
         if self.scheme["name"] == "sampled":
-            return sampled_signal(sampled_codec.concat(parts), self.scheme, self.capture_temperature)
+            return sampled_signal(sampled_codec.concat(parts), self.scheme, self.capture_temperature, estimator)
         return TopKSignal(ids=torch.from_numpy(np.concatenate([p.ids for p in parts])),
                           logprobs=torch.from_numpy(np.concatenate([p.logprobs for p in parts])),
                           tail_logmass=torch.from_numpy(np.concatenate([p.tail for p in parts])),
