@@ -4,8 +4,8 @@ a student.
 Setting: the demo's (SmolLM2-135M-Instruct teacher, its layers 0, 6, 12, 18, 24, 29 as the student, Shakespeare,
 32 steps × 8 × 256 tokens, forward KL, alpha 0, T 1, lr 5e-4, seed 0). Caches: top-k at k in {8, 32, 64} (q8) and
 k = 64 exact; sampled (Anshumann et al. 2025) at 8, 16, 32 and 64 draws per position from the teacher itself
-(t = 1), each trained with the default inclusion weights (`sN`) and with the paper's count weights (`sN-counts`,
-the same cache folder), and 32 draws from a flatter proposal (t = 2).
+(t = 1), each trained with the default count weights (`sN`) and with inclusion weights (`sN-inclusion`, the same
+cache folder), and 32 draws from a flatter proposal (t = 2).
   format   `build_cache` (what `distill cache --planned-only` runs: the 256 sequences the 32 steps visit) →
            bytes/token of the whole folder and of the records alone, build tokens/s (teacher forward + top-k or
            draws + encode), read tokens/s (decode every record through `TeacherCache.signal`), teacher mass held.
@@ -27,7 +27,7 @@ are reused (re-running after a kill continues); `--parts` runs some of the measu
 caches.
 
     python bench/cache.py > bench/results/cache.jsonl      # ~70 min on 2 CPU cores
-    python bench/cache.py --caches k64,s8,s16,s32,s64,s8-counts,s16-counts,s32-counts,s64-counts
+    python bench/cache.py --caches k64,s8,s16,s32,s64,s8-inclusion,s16-inclusion,s32-inclusion,s64-inclusion
                                       # the sampled budgets, both weightings, against top-k 64 only
     python bench/cache.py --parts values                   # just the value errors (about a minute per k)
     python bench/cache.py --quick                          # tiny teacher and data: a smoke test of the script
@@ -163,15 +163,15 @@ class CacheSpec:
 
 def caches(ks: tuple[int, ...], draws: tuple[int, ...], only: list[str] | None = None) -> list[CacheSpec]:
     """Every cache: top-k in q8 at each k and exact at the largest (what quantisation costs); sampled at each number
-    of draws (proposal t = 1) read with the default inclusion weights and, from the same folder, with the paper's
-    count weights (`-counts`); and at the middle number with a flatter proposal (t = 2). `only`: these names."""
+    of draws (proposal t = 1) read with the default count weights and, from the same folder, with inclusion weights
+    (`-inclusion`); and at the middle number with a flatter proposal (t = 2). `only`: these names."""
     specs = [CacheSpec(f"k{k}", {"teacher.top_k": k}) for k in ks]
     specs.append(CacheSpec(f"k{max(ks)}-exact", {"teacher.top_k": max(ks)}, "exact"))
     sampled = {"teacher.cache_scheme": "sampled"}
     for d in draws:
         specs.append(CacheSpec(f"s{d}", {**sampled, "teacher.sample_draws": d}))
-        specs.append(CacheSpec(f"s{d}-counts", {**sampled, "teacher.sample_draws": d,
-                                                "teacher.sample_weights": "counts"}, reads=f"s{d}"))
+        specs.append(CacheSpec(f"s{d}-inclusion", {**sampled, "teacher.sample_draws": d,
+                                                   "teacher.sample_weights": "inclusion"}, reads=f"s{d}"))
     middle = draws[len(draws) // 2]
     specs.append(CacheSpec(f"s{middle}-t2", {**sampled, "teacher.sample_draws": middle,
                                               "teacher.proposal_temperature": 2.0}))
@@ -278,8 +278,8 @@ def sampled_verdict(summary: dict[str, Any], bytes_per_token: dict[str, float]) 
     """The issue's figures: the smallest sampled budget whose student is no worse than the live teacher's on held-out
     NLL (the CI of cache − live includes 0 or lies below it: its lower end ≤ 0), else the sampled cache closest to
     that; its bytes/token and NLL − live with its CI."""
-    def size(name: str) -> float | None:  # a `-counts` student reads its draws' folder
-        return bytes_per_token.get(name.removeprefix("cache-").removesuffix("-counts"))
+    def size(name: str) -> float | None:  # an `-inclusion` student reads its draws' folder
+        return bytes_per_token.get(name.removeprefix("cache-").removesuffix("-inclusion"))
 
     rows = [(size(name), name, ci) for name, ci in summary["nll_minus_live"].items()
             if size(name) is not None and name.startswith("cache-s")]
@@ -299,7 +299,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=16, help="sequences for the value-error measurement")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements to run")
     parser.add_argument("--caches", help="comma-separated cache names (default: all): k8, k32, k64, k64-exact, s8, "
-                        "s16, s32, s64, s8-counts, …, s64-counts, s32-t2")
+                        "s16, s32, s64, s8-inclusion, …, s64-inclusion, s32-t2")
     parser.add_argument("--no-alpha", action="store_true", help=f"skip the alpha = {ALPHA:g} students")
     args = parser.parse_args()
     sys.stdout = sys.stderr

@@ -28,7 +28,7 @@ def test_distinct_counts_on_hand_built_draws():
 
 def test_from_logits_weights_are_frequencies_at_proposal_temperature_one():
     logits = torch.randn(6, V, generator=torch.Generator().manual_seed(0))
-    signal = SampledSignal.from_logits(logits, draws=16, generator=torch.Generator().manual_seed(1), estimator="counts")
+    signal = SampledSignal.from_logits(logits, draws=16, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(signal.weights.sum(-1), torch.ones(6))
     assert torch.all(signal.weights * 16 == (signal.weights * 16).round())  # count / 16
     log_p = torch.log_softmax(logits, -1).gather(-1, signal.ids)
@@ -53,11 +53,11 @@ def test_inclusion_weights_on_a_hand_built_row():
     p = torch.tensor([[0.5, 0.3, 0.0]])
     logprobs = torch.where(p > 0, p.log(), 0.0)
     counts = torch.tensor([[3, 1, 0]])
-    weights = importance_weights(counts, logprobs, None, 4, 1.0)
+    weights = importance_weights(counts, logprobs, None, 4, 1.0, "inclusion")
     assert torch.allclose(weights, torch.tensor([[0.5 / (1 - 0.5**4), 0.3 / (1 - 0.7**4), 0.0]]))
     log_z = torch.tensor([math.log(0.5**0.5 + 0.3**0.5 + 0.2**0.5)])
     r = torch.tensor([0.5, 0.3]) ** 0.5 / log_z.exp()
-    flat = importance_weights(counts, logprobs, log_z, 4, 2.0)
+    flat = importance_weights(counts, logprobs, log_z, 4, 2.0, "inclusion")
     assert torch.allclose(flat[0, :2], torch.tensor([0.5, 0.3]) / (1 - (1 - r) ** 4)) and flat[0, 2] == 0
 
 

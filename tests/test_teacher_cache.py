@@ -60,7 +60,7 @@ def test_cache_holds_the_live_teachers_top_k_for_every_training_token(tmp_path, 
 
     cache = TeacherCache.open(tmp_path / "cache")
     examples = [0, 5, len(data.examples) - 1]
-    got = cache.signal(examples, "counts")
+    got = cache.signal(examples)
     batch = collate([data.examples[e] for e in examples], tokenizer.pad_token_id)
     with torch.no_grad():
         logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -324,7 +324,7 @@ def test_a_sampled_cache_stores_teacher_draws_reproducibly_and_trains(tmp_path, 
     data = tokenize_data(recipe.data, tokenizer)
     cache = TeacherCache.open(tmp_path / "cache")
     examples = [0, 3, len(data.examples) - 1]
-    got = cache.signal(examples, "counts")
+    got = cache.signal(examples)
     batch = collate([data.examples[e] for e in examples], tokenizer.pad_token_id)
     with torch.no_grad():
         logits = load_teacher(recipe.teacher)(input_ids=batch["input_ids"],
@@ -336,7 +336,7 @@ def test_a_sampled_cache_stores_teacher_draws_reproducibly_and_trains(tmp_path, 
     assert torch.all((got.weights * 24 - (got.weights * 24).round()).abs() < 1e-5)  # count / draws
     assert (got.logprobs - log_p.gather(-1, got.ids))[live].abs().max() < 1 / 16 + 1e-3  # the q8 step
     assert log_p.gather(-1, got.ids)[live].min() > -15  # drawn tokens are ones the teacher gives real mass
-    inclusion = cache.signal(examples)  # the default weights, p / P(drawn), read from the same records
+    inclusion = cache.signal(examples, "inclusion")  # p / P(drawn), read from the same records
     assert torch.equal(inclusion.ids, got.ids) and torch.equal(inclusion.weights > 0, live)
     p = got.logprobs.double().exp()
     assert torch.allclose(inclusion.weights[live].double(), (p / (1 - (1 - p) ** 24))[live], rtol=1e-5)

@@ -17,5 +17,5 @@ TopKMode = Literal["tail", "renormalize"]
 TOPK_MODES: tuple[str, ...] = get_args(TopKMode)
 
 # how a sampled teacher signal's draws become unbiased weights (losses/signals.py: importance_weights)
-SampleWeights = Literal["inclusion", "counts"]
+SampleWeights = Literal["counts", "inclusion"]
 SAMPLE_WEIGHTS: tuple[str, ...] = get_args(SampleWeights)

@@ -95,8 +95,8 @@ class SampledSignal:
     padded to the widest position with id 0 and weight 0; logprobs: (..., m) log p of each (0 on padding);
     weights: (..., m) importance weights with E[Σ_j w_j f(x_j)] = Σ_v p_v f(v) for any f — in particular
     E[weights scattered over the vocabulary] = p, which makes the forward-KL gradient unbiased (see
-    `losses/sampled.py`). Two such weightings, `importance_weights`: "counts" (the paper's) and "inclusion" (the
-    default, lower variance).
+    `losses/sampled.py`). Two such weightings, `importance_weights`: "counts" (the paper's, the default) and
+    "inclusion" (lower variance).
     """
 
     ids: torch.Tensor
@@ -107,7 +107,7 @@ class SampledSignal:
     @classmethod
     def from_logits(cls, logits: torch.Tensor, draws: int, temperature: float = 1.0,
                     proposal_temperature: float = 1.0, generator: torch.Generator | None = None,
-                    estimator: SampleWeights = "inclusion") -> SampledSignal:
+                    estimator: SampleWeights = "counts") -> SampledSignal:
         """Draw a sampled signal from dense teacher logits (N, V) at `temperature` (as a sampled cache does)."""
         ids, counts, logprobs, log_z = draw(torch.log_softmax(logits.float() / temperature, dim=-1), draws,
                                             proposal_temperature, generator)
@@ -158,17 +158,20 @@ def distinct_counts(drawn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def importance_weights(counts: torch.Tensor, logprobs: torch.Tensor, log_z: torch.Tensor | None, draws: int,
-                       proposal_temperature: float, estimator: SampleWeights = "inclusion") -> torch.Tensor:
+                       proposal_temperature: float, estimator: SampleWeights = "counts") -> torch.Tensor:
     """Unbiased weights for the distinct drawn tokens, from what a sampled cache stores. With r = p^(1/t) / Z the
     proposal (log r = log p / t − log Z; `log_z` (N,) is None when t = 1, then r = p):
 
     - "counts", Anshumann et al.'s Horvitz–Thompson weights over the draws: (count / N) · p / r. At t = 1 these
-      are the draw frequencies; per position the gradient's total variance is (1 − Σ p²) / N.
+      are the draw frequencies, which do not use the stored log p at all (so q8 values cost the gradient nothing);
+      per position the gradient's total variance is (1 − Σ p²) / N.
     - "inclusion", Horvitz–Thompson over the distinct tokens: p / π with π = 1 − (1 − r)^N, the chance a token is
       drawn at least once. Unbiased because E[1{v drawn}] = π_v; its variance per vocabulary entry,
       p²(1 − π) / π, is never above the counts' p(1 − p) / N at t = 1 and vanishes for tokens nearly sure to be
-      drawn — the confident head that dominates the counts' variance (half of it at 32 draws on the demo's
-      teacher, see docs/cache.md). It ignores the counts."""
+      drawn (on the demo's teacher it halves the total at 32 draws). The price: the weights are p itself, so they
+      are only as exact as the stored log p — q8 values bias them by the quantisation error. On the demo the two
+      train equally good students (docs/cache.md).
+    """
     present = counts > 0
     log_p = logprobs.float()
     t = proposal_temperature

@@ -27,7 +27,7 @@ class CachedTeacher:
     prefetched steps are kept, so a step that never comes costs nothing but its memory until then."""
 
     def __init__(self, cache: TeacherCache, device: torch.device | str, name: str | None = None,
-                 prefetch: bool = True, estimator: SampleWeights = "inclusion"):
+                 prefetch: bool = True, estimator: SampleWeights = "counts"):
         """`name`: how the recipe names the cache, for the run summary (default: its folder). `estimator`: how a
         sampled cache's draws are weighted (`teacher.sample_weights`)."""
         self.cache, self.device, self.estimator = cache, device, estimator

@@ -42,7 +42,7 @@ TAIL_METHOD = "logsumexp"
 
 
 def sampled_signal(record: SampledRecord, scheme: dict[str, Any], capture_temperature: float,
-                   estimator: SampleWeights = "inclusion") -> SampledSignal:
+                   estimator: SampleWeights = "counts") -> SampledSignal:
     """A decoded sampled record as the loss takes it: its rows with their importance weights under `scheme` (the
     weights are chosen when reading, so one cache serves either estimator)."""
     ids, counts, logprobs = (torch.from_numpy(a) for a in (record.ids, record.counts, record.logprobs))
@@ -170,7 +170,7 @@ class TeacherCache:
             raise CacheError(f"teacher.cache: {self.manifest['shards'][shard]['data']}, example {example}: {exc}; "
                              "the shard changed after the cache was opened") from None
 
-    def signal(self, examples: list[int], estimator: SampleWeights = "inclusion") -> TopKSignal | SampledSignal:
+    def signal(self, examples: list[int], estimator: SampleWeights = "counts") -> TopKSignal | SampledSignal:
         """`estimator`: how a sampled cache's draws are weighted (`importance_weights`); a top-k cache ignores it."""
         parts = [self.read(e) for e in examples]
         if self.scheme["name"] == "sampled":
