@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # lowest first; a module's layer is that of the longest prefix listed (`distill.losses.signals` → `distill.losses`)
 LAYERS: list[tuple[str, ...]] = [
-    ("distill", "distill.errors", "distill.atomic", "distill.checksum", "distill.locking"),
+    ("distill", "distill.errors", "distill.atomic", "distill.checksum", "distill.locking", "distill.progress"),
     ("distill.results", "distill.losses", "distill.builtin"),
     ("distill.recipe",),
     ("distill.data", "distill.models"),

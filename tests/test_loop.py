@@ -27,6 +27,10 @@ def test_tiny_recipe_trains_a_student_transformers_loads(tmp_path, tiny_teacher_
     out = tmp_path / "tiny"
     result = run_cli("train", "examples/recipes/tiny.yaml", "--set", f"training.output_dir={out}")
     assert result.returncode == 0, result.stderr
+    # not a terminal (captured, as under nohup or SLURM): plain lines from the first logged step (log_every 5) on
+    lines = [line for line in result.stdout.splitlines() if line.startswith("train ")]
+    assert lines[0].startswith("train 5/60 (8%) loss ") and " tok/s · elapsed " in lines[0], result.stdout
+    assert lines[-1].startswith("train 60/60 (100%) loss ") and "━" not in result.stdout
     student = AutoModelForCausalLM.from_pretrained(out / "student")
     tokenizer = AutoTokenizer.from_pretrained(out / "student")
     assert student.config.num_hidden_layers == 2

@@ -151,7 +151,7 @@ def generate(
         _quiet_libraries()
         from distill.generation.run import run_generation
 
-        m = run_generation(loaded, overwrite=overwrite, progress=sys.stderr.isatty())
+        m = run_generation(loaded, overwrite=overwrite, progress=True)
         c, n, passed = m["counts"], m["counts"]["samples_per_prompt"], m["pass_at_k"]
         out = Path(loaded.generate.output) if loaded.generate else Path()
         typer.echo(f"generate: {c['samples']:,} samples of {c['prompts']:,} prompts; accepted "
@@ -476,7 +476,7 @@ def defenses_gradient(
         _quiet_libraries()
         from distill.defenses.gradient import write_gradient
 
-        meta = write_gradient(proxy, str(data), out, device=device, progress=sys.stderr.isatty())
+        meta = write_gradient(proxy, str(data), out, device=device, progress=True)
         typer.echo(f"gradient: {out} — proxy {proxy}, {meta['rows']} rows, {meta['targets']} target tokens")
 
 

@@ -63,7 +63,7 @@ def trace_loss(model: Any, ids: list[int], labels: list[int]) -> torch.Tensor:
 def compute_gradient(model: Any, traces: list[tuple[list[int], list[int]]], progress: bool = False
                      ) -> dict[str, torch.Tensor]:
     """g over `traces`, one trace at a time (exact, and memory that does not grow with the data)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from distill.progress import progress as progress_display
 
     was_training = model.training
     model.eval()
@@ -72,8 +72,7 @@ def compute_gradient(model: Any, traces: list[tuple[list[int], list[int]]], prog
         p.requires_grad_(True)
         p.grad = None
     try:
-        columns = (TextColumn("gradient"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, disable=not progress) as bar:
+        with progress_display("gradient", disable=not progress) as bar:
             job = bar.add_task("gradient", total=len(traces))
             for ids, labels in traces:
                 (trace_loss(model, ids, labels) / len(traces)).backward()

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -93,10 +92,10 @@ def _generate(options: ReasoningOptions) -> dict[str, Any]:
     if stale:
         console.print("generate: settings changed since the last run; generating again")
     try:
-        return run_generation(recipe, overwrite=stale, progress=sys.stderr.isatty())
+        return run_generation(recipe, overwrite=stale, progress=True)
     except SetupChanged as exc:  # the journal's own check: a setup the manifest does not show (the tokenizer)
         console.print(f"generate: {exc}; generating again")
-        return run_generation(recipe, overwrite=True, progress=sys.stderr.isatty())
+        return run_generation(recipe, overwrite=True, progress=True)
 
 
 def _arm_data(options: ReasoningOptions, manifest: dict[str, Any]) -> dict[str, Path]:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from distill.progress import progress as progress_display
 
 ECE_BINS = 15
 BASE_COLUMNS = ("tokens", "nll", "correct")
@@ -107,8 +108,7 @@ def score_documents(models: dict[str, torch.nn.Module], documents: Sequence[Sequ
     n_tokens = 0
     for model in models.values():
         model.eval()
-    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   disable=not progress)
+    bar = progress_display(label, disable=not progress)
     with bar, torch.inference_mode():
         task = bar.add_task(label, total=len(documents))
         for start in range(0, len(documents), batch_size):

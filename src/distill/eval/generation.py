@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from distill.errors import DataError, ModelError
+from distill.progress import progress as progress_display
 
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
@@ -67,7 +68,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
     model.eval()
     start = time.perf_counter()
     try:
-        with torch.inference_mode(), _progress_bar(progress) as bar:
+        with torch.inference_mode(), progress_display("generate", disable=not progress) as bar:
             job = bar.add_task(description, total=len(prompts))
             for first in range(0, len(order), batch_size):
                 rows = order[first:first + batch_size]
@@ -104,13 +105,6 @@ def _tokenizer_ids_only(n_tokens: int) -> Any:
             return scores
 
     return LogitsProcessorList([TokenizerIdsOnly()])
-
-
-def _progress_bar(enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    disable=not enabled)
 
 
 # ------------------------------------------------------------------------------------------------------ running

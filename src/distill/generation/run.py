@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from distill.atomic import temporary_name, write_json, write_jsonl
 from distill.errors import DataError, RecipeError
 from distill.generation.backends import ApiBackend, Completion, LocalBackend
@@ -28,6 +26,7 @@ from distill.generation.prompts import Prompt, load_prompts
 from distill.generation.selection import rates, select
 from distill.generation.verifiers import Verdict, build_verifier
 from distill.locking import FolderLock, clear_owned
+from distill.progress import progress as progress_display
 from distill.recipe.schema import GenerationRecipe, Recipe
 from distill.results.provenance import provenance
 
@@ -148,10 +147,8 @@ def _generate(backend: Any, todo: list[tuple[Prompt, int]], journal: Journal, ve
     done = total - len(todo)
     accepted = sum(bool(r["accepted"]) for r in journal.rows.values())
     tokens, start = 0, time.perf_counter()
-    columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress) as bar:
-        job = bar.add_task("generate", total=total, completed=done, rate="", speed="")
+    with progress_display("generating", "{rate}", "{speed}", disable=not progress) as bar:
+        job = bar.add_task("generating", total=total, completed=done, rate="", speed="")
 
         def on_done(finished: list[tuple[Prompt, int, Completion]]) -> None:
             nonlocal accepted, tokens, done

@@ -22,14 +22,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from distill.atomic import write_folder
 from distill.errors import CheckpointError, RecipeError, TrainingError
@@ -37,6 +29,7 @@ from distill.locking import FolderLock
 from distill.losses.signals import signal_sums
 from distill.models import count_parameters
 from distill.objectives.registry import build_objective
+from distill.progress import progress as progress_display
 from distill.recipe import Recipe, dump_recipe
 from distill.results.layout import CHECKPOINTS, METRICS, RECIPE, STUDENT
 from distill.training import checkpoint
@@ -127,11 +120,7 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
     metrics = MetricsLog(run_dir, state.step) if main else None
 
     # --- steps
-    progress = Progress(
-        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        disable=not main,
-    )
+    progress = progress_display("train", "loss {loss}", "{tps} tok/s", disable=not main)
     task = progress.add_task("train", total=cfg.max_steps, completed=state.step, loss="—", tps="—")
     world, device = accelerator.num_processes, accelerator.device
     window_start, window_tokens, skipped_in_a_row = time.perf_counter(), 0, 0

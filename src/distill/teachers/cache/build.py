@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from distill import __version__
 from distill.atomic import write_json
@@ -36,6 +35,7 @@ from distill.errors import CacheError, RecipeError
 from distill.locking import LOCK_NAME, FolderLock, clear_owned
 from distill.losses.lm_head import check_head
 from distill.models import check_logit_width, load_teacher, load_tokenizer, output_width
+from distill.progress import progress as progress_display
 from distill.recipe import Recipe
 from distill.teachers.cache import codec, sampled_codec
 from distill.teachers.cache.fingerprint import setup_differences
@@ -180,9 +180,7 @@ def _write_shards(out: Path, shards: list[tuple[int, list[int]]], tokens: list[i
                   encoding: str, rank_of: np.ndarray, progress: bool) -> int:
     """Append the signal of every pending example of these shards (continuing each from its journal), sealing each
     shard once its last example is in; returns the tokens computed. `tokens`: target tokens per example."""
-    bar = Progress(TextColumn("[bold]cache"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tokens"),
-                   TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"),
-                   TimeRemainingColumn(), disable=not progress)
+    bar = progress_display("cache", "{tps} tok/s", unit="tokens", disable=not progress)
     task = bar.add_task("cache", total=sum(tokens[e] for _, examples in shards for e in examples), tps="—")
     pending: dict[int, list[int]] = {}
     for number, examples in shards:
