@@ -1,14 +1,14 @@
 """The distillation game, measured: what each serve-time defense costs the teacher's own users against what it takes
 from a thief who distils the teacher's outputs (issue 14; docs/defenses.md has the threat model).
 
-    .venv/bin/python bench/defense_game.py                # the full table: two worker processes (~56-70 min)
+    .venv/bin/python bench/defense_game.py                # the full table, two workers (~45 min)
     .venv/bin/python bench/defense_game.py --quick        # a smoke run on the tiny built-in teacher (~2 min)
     .venv/bin/python bench/defense_game.py --configs base,watermark_d4 --seeds 0
 
 Design (defaults in `Options`):
   task      the reasoning recipe's: reasoning-gym basic_arithmetic (2 terms, 1-2 digits, + and -), chat prompts with
             its system prompt, the `final_number` verifier; teacher SmolLM2-135M-Instruct (builtin, offline).
-  per seed  32 training problems (task seed 1,000 + 1,000·seed) the thief sends to the defended teacher, one sample
+  per seed  24 training problems (task seed 1,000 + 1,000·seed) the thief sends to the defended teacher, one sample
             each; 16 held-out problems (seed 3,000,000 + 1,000·seed) whose *undefended* teacher traces are the
             thief's held-out set (the adaptive thief's gradient) and the defender's (antidistillation's gradient),
             as in the Distillation Game's code; 40 evaluation problems (seed 5,000,000, questions seen in training
@@ -16,7 +16,7 @@ Design (defaults in `Options`):
   teacher   utility = the share of its defended answers to the training problems the verifier accepts: what the
             defense costs the people the API serves, on exactly the traffic the thief saw.
   thieves   the reasoning recipe's student (the teacher without layers 26-27), fine-tuned with seqkd for `steps`
-            steps of `batch_size` rows, lr `lr`, on 32 rows chosen by each thief (distill.attacks.students):
+            steps of `batch_size` rows, lr `lr`, on 24 rows chosen by each thief (distill.attacks.students):
             passive (all), adaptive (value-resampled, β 1) and verifier (accepted only); on the base and truncation
             rows also a log-prob thief (the passive rows plus logit KD, seqkd alpha 0.5, on the top-k log-probs the
             API returns: k = 20 undefended, none at k = 0). Gain = the student's greedy accuracy on the evaluation
@@ -62,14 +62,14 @@ class Options:
     teacher: str = "builtin:smollm2-135m-instruct"
     layers: tuple[int, ...] = tuple(i for i in range(30) if i not in (26, 27))
     seeds: tuple[int, ...] = (0, 1, 2)
-    train_problems: int = 32
+    train_problems: int = 24
     holdout_problems: int = 16
     eval_problems: int = 40
     temperature: float = 0.8
     top_p: float = 0.95
     max_new_tokens: int = 80
     eval_max_new_tokens: int = 64
-    steps: int = 4
+    steps: int = 3
     batch_size: int = 8
     lr: float = 2e-4
     beta: float = 1.0
@@ -104,8 +104,9 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--train-problems", type=int)
     p.add_argument("--eval-problems", type=int)
     p.add_argument("--threads", type=int)
-    p.add_argument("--shard", help="K/N: run only the K-th of N interleaved (seed, config) shares (run --prepare "
-                   "first, then N processes, then once more without --shard for the table)")
+    p.add_argument("--shard", help="K/N: one of N worker processes, each taking the next (seed, config) no other "
+                   "has claimed (run --prepare first, then N processes, then once more without --shard for the "
+                   "table)")
     p.add_argument("--prepare", action="store_true", help="only the shared stages: the untrained student's "
                    "evaluation, the held-out traces and antidistillation's gradients")
     p.add_argument("--workers", type=int, default=2, help="processes (1 torch thread each) that share the cells: "
@@ -153,17 +154,18 @@ def run(options: Options) -> dict[str, Any]:
     support.emit({"kind": "eval", "model": "init", "accuracy": init_eval["accuracy"]})
     holdouts = {seed: game.holdout_traces(seed) for seed in options.seeds}
     if options.prepare:
+        support.clear_claims(out)
         for seed in options.seeds:
             for config in options.configs:
                 if support.CONFIGS[config]["defense"] == "antidistillation":
                     game.keyfile(seed, config, holdouts[seed])
         return {"prepared": True}
-    # sharded, each process takes every n-th (seed, config); a config that re-uses another's samples (truncation)
-    # is left to the final unsharded pass, which reads its source's finished cells
+    # sharded, each process takes the next (seed, config) no other has claimed; a config that re-uses another's
+    # samples (truncation) is left to the final unsharded pass, which reads its source's finished cells
     pairs = [(seed, config) for seed in options.seeds for config in options.configs
              if not (options.shard and support.CONFIGS[config].get("same_samples_as"))]
-    for i, (seed, config) in enumerate(pairs):
-        if options.shard and i % options.shard[1] != options.shard[0]:
+    for seed, config in pairs:
+        if options.shard and not support.claim(out, seed, config):
             continue
         teacher_rows = game.teacher_rows(seed, config, holdouts[seed])
         for thief in options.thieves:
@@ -172,7 +174,6 @@ def run(options: Options) -> dict[str, Any]:
             cell = game.cell(seed, config, thief, teacher_rows, holdouts[seed])
             cells.append(cell)
             support.emit({"kind": "cell", **{k: v for k, v in cell.items() if k != "eval_rows"}})
-        game.drop_checkpoints(seed, config)
     if options.shard:
         return {"shard": list(options.shard), "cells": len(cells)}
     summary = support.summarize(options, init_eval, cells)
@@ -188,7 +189,7 @@ def run_workers(argv: list[str], options: Options) -> None:
     finishes, so a worker killed and started again resumes); the table is made afterwards from the stored cells."""
     import subprocess
 
-    run(replace(options, prepare=True))
+    run(replace(options, prepare=True))  # also clears a killed run's claims
     base = [sys.executable, __file__, *argv]
     env = {**os.environ, "OMP_NUM_THREADS": str(options.threads)}
     procs = [subprocess.Popen([*base, "--shard", f"{k}/{options.workers}"], env=env) for k in range(options.workers)]

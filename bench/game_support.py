@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -129,7 +130,8 @@ class Game:
                "objective": {"kind": "seqkd", "alpha": 1.0},
                "training": {"output_dir": str(output), "max_steps": o.steps, "batch_size": o.batch_size,
                             "micro_batch_size": o.batch_size, "lr": o.lr, "warmup_steps": 0,
-                            "save_every": o.steps, "log_every": 1}}
+                            # only the student is wanted: no resumable checkpoint (1.5 GB, ~10% of a cell)
+                            "save_every": o.steps + 1, "save_final": False, "log_every": 1}}
         return validate_recipe(raw, source="defense game thief recipe")
 
     def evaluate_once(self, name: str, model_dir: Path) -> dict[str, Any]:
@@ -328,11 +330,27 @@ class Game:
         return {"p_value": test["pvalue"]["p_value"], "log10_p_value": test["pvalue"].get("log10_p_value"),
                 "pairs": test["pairs_scored"], "green": test.get("green")}
 
-    def drop_checkpoints(self, seed: int, config: str) -> None:
-        """The thieves' students are evaluated; their checkpoints (~0.5 GB each) go."""
-        for thief in self.o.thieves:
-            for folder in (self.out / f"seed{seed}" / config / thief / "run").glob("checkpoints"):
-                shutil.rmtree(folder, ignore_errors=True)
+
+# ---------------------------------------------------------------------------------------------------- workers
+CLAIMS = "claims"
+
+
+def clear_claims(out: Path) -> None:
+    """Forget which worker took which (seed, config): before workers start (a killed run's claims are stale; its
+    finished cells are on disk and are skipped anyway)."""
+    shutil.rmtree(out / CLAIMS, ignore_errors=True)
+
+
+def claim(out: Path, seed: int, config: str) -> bool:
+    """Take (seed, config) for this worker unless another took it first: creating the claim file is atomic, so
+    workers share the pairs as they free up (a static split left one worker idle for minutes at the end)."""
+    folder = out / CLAIMS
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(folder / f"seed{seed}-{config}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------- summary

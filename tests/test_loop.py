@@ -131,6 +131,19 @@ def test_existing_run_is_not_overwritten_and_resume_checks_the_recipe(tmp_path, 
     assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3, 4, 5, 6]
 
 
+def test_save_final_false_leaves_only_the_student(tmp_path, text_data, tiny_teacher_dir):
+    """A run that needs only its student (a sweep, a benchmark's thief) skips the last checkpoint; a resume is then
+    refused with the reason rather than silently starting over."""
+    recipe = base_recipe(text_data, tmp_path / "run", training={"max_steps": 2, "save_every": 5, "save_final": False})
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    result = run_cli("train", str(path))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run" / "student" / "model.safetensors").exists()
+    assert not list((tmp_path / "run" / "checkpoints").glob("step-*"))
+    resumed = run_cli("train", str(path), "--resume", "--set", "training.max_steps=4")
+    assert resumed.returncode == 2 and "no checkpoint to resume from" in resumed.stderr
+
+
 def test_fresh_student_from_a_config_without_a_teacher(tmp_path, text_data, tiny_teacher_dir):
     """(b) a fresh architecture; alpha = 1 is the no-distillation baseline and needs no teacher, only a tokenizer."""
     recipe = base_recipe(text_data, tmp_path / "run", objective={"alpha": 1.0})

@@ -34,6 +34,12 @@ class TrainingConfig(Section):
     min_lr_ratio: float = Field(default=0.0, ge=0.0, le=1.0, description="Final learning rate as a fraction of `lr`.")
     max_grad_norm: float | None = Field(default=1.0, gt=0.0, description="Clip the global gradient norm; null = off.")
     save_every: int = Field(default=100, ge=1, description="Write a resumable checkpoint every N steps.")
+    save_final: bool = Field(
+        default=True,
+        description="Also write a resumable checkpoint at the last step. false: a run that needs only its student (a "
+        "sweep, a benchmark) skips it, and cannot then be extended with --resume unless a save_every checkpoint "
+        "exists.",
+    )
     keep_checkpoints: int = Field(default=2, ge=1, description="Keep only the newest N checkpoints.")
     log_every: int = Field(default=1, ge=1, description="Write metrics every N steps.")
     precision: Literal["fp32", "bf16", "fp16"] = Field(

@@ -200,7 +200,7 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
                 metrics.log(done, row)
                 progress.update(task, completed=done, loss=f"{loss:.4f}", tps=f"{tps:,.0f}")
                 window_start, window_tokens = time.perf_counter(), 0
-            if done % cfg.save_every == 0 or done == cfg.max_steps:
+            if done % cfg.save_every == 0 or (done == cfg.max_steps and cfg.save_final):
                 _save_checkpoint(accelerator, ckpt_root, student, optimizer, scheduler, scaler, state, recipe_yaml,
                                  cfg.keep_checkpoints)
 
