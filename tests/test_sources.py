@@ -186,10 +186,14 @@ def test_missing_source(tmp_path: Path) -> None:
 
 
 def test_unsupported_file_type(tmp_path: Path) -> None:
-    path = tmp_path / "data.csv"
+    path = tmp_path / "data.xlsx"
     path.write_text("text\nhello\n")
-    with pytest.raises(DataError, match=r"unsupported file type '\.csv'"):
+    with pytest.raises(DataError, match=r"unsupported file type '\.xlsx'.*\.csv"):
         read_records(str(path))
+    compressed_parquet = tmp_path / "data.parquet.gz"
+    compressed_parquet.write_bytes(b"")
+    with pytest.raises(DataError, match=r"unsupported file type '\.parquet\.gz'"):
+        read_records(str(compressed_parquet))
 
 
 def test_folder_without_text_files(tmp_path: Path) -> None:

@@ -21,9 +21,10 @@ from distill.data.formatting import (
     encode_messages,
     encode_prompt_completion,
     encode_text,
+    use_chat_template,
 )
-from distill.data.identity import tokenizer_identity
-from distill.data.sources import read_records
+from distill.data.identity import sha256_json, tokenizer_identity
+from distill.data.normalize import read_training_records
 from distill.data.token_store import META, TokenStore, source_sha256, store_key, store_root, write_store
 from distill.errors import DataError
 from distill.recipe import DataConfig
@@ -78,18 +79,22 @@ def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Tokeni
     (data/token_store.py): later runs and other processes memory-map it instead of tokenizing again."""
     if not cfg.token_cache:
         return _tokenize(cfg, tokenizer)
-    key = store_key(cfg.model_dump(mode="json", exclude={"token_cache"}), source_sha256(cfg.train),
+    use_chat_template(tokenizer, cfg.chat_template)
+    sources = [source_sha256(s.path) for s in cfg.sources()]
+    key = store_key(cfg.model_dump(mode="json", exclude={"token_cache"}), sha256_json(sources),
                     tokenizer_identity(tokenizer)["sha256"])
     root = store_root() / key
     if not (root / META).exists():
         data = _tokenize(cfg, tokenizer)
-        write_store(root, data.examples, {"data_format": data.format, "dropped": data.dropped, "train": cfg.train})
+        write_store(root, data.examples, {"data_format": data.format, "dropped": data.dropped,
+                                          "train": cfg.describe()})
     store = TokenStore(root)
     return TokenizedData(store, store.meta["data_format"], store.meta["dropped"])
 
 
 def _tokenize(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenizedData:
-    records = read_records(cfg.train, limit=cfg.max_examples, encoding=cfg.encoding)
+    use_chat_template(tokenizer, cfg.chat_template)
+    records = read_training_records(cfg)
     fmt = detect_format(records[0], cfg.format, cfg.text_field)
     if fmt == "text":
         documents = encode_text(records, tokenizer, cfg.text_field)
@@ -103,7 +108,7 @@ def _tokenize(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenizedD
                     for i, record in enumerate(records)]
     kept = [e for e in examples if e.n_targets > 0]
     if not kept:
-        raise DataError(f"data.train: {cfg.train} yields no trainable tokens at max_length={cfg.max_length} "
+        raise DataError(f"data.train: {cfg.describe()} yields no trainable tokens at max_length={cfg.max_length} "
                         f"({len(records)} records, format {fmt}); check the data or raise data.max_length")
     return TokenizedData(kept, fmt, dropped=len(examples) - len(kept))
 

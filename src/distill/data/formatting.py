@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import get_args
 
 from transformers import PreTrainedTokenizerBase
@@ -37,6 +38,21 @@ class Example:
     def n_targets(self) -> int:
         """Tokens the loss predicts: labelled positions after the first (position 0 has no predecessor)."""
         return sum(1 for label in self.labels[1:] if label != IGNORE_INDEX)
+
+
+def use_chat_template(tokenizer: PreTrainedTokenizerBase, template: str | None) -> None:
+    """Render chat with `template` (`data.chat_template`: Jinja, or the path of a file holding it) instead of the
+    tokenizer's own. The tokenizer keeps it, so the student is saved with the template it was trained with, and the
+    tokenizer's identity (token store, teacher cache) changes with it."""
+    if template is None:
+        return
+    if "{{" not in template and "{%" not in template:
+        path = Path(template)
+        if not path.is_file():
+            raise DataError(f"data.chat_template: {template!r} is neither a Jinja template (no {{{{ or {{%) nor a "
+                            "file holding one")
+        template = path.read_text(encoding="utf-8")
+    tokenizer.chat_template = template
 
 
 def detect_format(record: Record, declared: str, text_field: str = "text", field: str = "data.format") -> str:

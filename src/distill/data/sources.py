@@ -1,5 +1,6 @@
-"""Read records (dicts) from the supported sources: JSONL, Parquet, a folder of .txt files, a `datasets` folder
-(saved with `save_to_disk`), or a `builtin:NAME` data set. Problems name the file and line.
+"""Read records (dicts) from the supported sources: JSONL (plain or compressed), JSON, CSV/TSV, Parquet, a glob or
+a folder of such shards, a folder of .txt files, a `datasets` folder (saved with `save_to_disk`), or a
+`builtin:NAME` data set (file kinds and shards: `file_formats.py`). Problems name the file and line.
 
 Text is decoded strictly in the declared encoding (`data.encoding`): a file in another encoding is an error that
 names the file and line, never text silently full of U+FFFD. Records remember where they came from
@@ -9,12 +10,14 @@ and line too.
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from distill.builtin.registry import is_builtin, materialize
+from distill.data.file_formats import check_shards, expand, is_glob, kind_of, open_binary, read_with_datasets, shards_in
 from distill.errors import DataError
 
 Record = dict[str, Any]
@@ -23,26 +26,68 @@ BOM = "\ufeff"
 
 class Records(list[Record]):
     """The records of one source, and where each came from: `where(i)` is "FILE, line N" for JSONL (the physical
-    line), "FILE, row N" for Parquet and `datasets` folders, and the file itself for a folder of .txt files.
+    line), "FILE, row N" for Parquet, JSON, CSV and `datasets` folders, and the file itself for a folder of .txt
+    files; records of several files (shards, a mixture) ask the part they came from.
 
     A list, so callers that only want the records use it as one; slicing gives a plain list (use `head`)."""
 
-    def __init__(self, records: Iterable[Record], path: Path, unit: Literal["line", "row", "file"],
-                 numbers: Sequence[int] | None = None, files: Sequence[Path] | None = None):
+    def __init__(self, records: Iterable[Record], path: Path, unit: Literal["line", "row", "file", "part"],
+                 numbers: Sequence[int] | None = None, files: Sequence[Path] | None = None,
+                 origins: Sequence[tuple[Records, int]] | None = None):
         super().__init__(records)
         self.path, self.unit = path, unit
         self._numbers, self._files = list(numbers or ()), list(files or ())
+        self._origins = list(origins or ())  # unit "part": each record's (part, index in it)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Records], path: Path) -> Records:
+        """The records of `parts` one after the other (shards of one source)."""
+        offsets = [0]
+        for part in parts:
+            offsets.append(offsets[-1] + len(part))
+        merged = cls([r for part in parts for r in part], path, "part")
+        merged._origins = _Origins(parts, offsets)  # type: ignore[assignment]
+        return merged
+
+    @classmethod
+    def picked(cls, picks: Sequence[tuple[Records, int]], path: Path) -> Records:
+        """The records `picks` names — (part, index) each, in that order (a mixture)."""
+        return cls([part[i] for part, i in picks], path, "part", origins=picks)
 
     def where(self, index: int) -> str:
         """Where record `index` (0-based) came from, for messages a person reads."""
+        if self.unit == "part":
+            part, inner = self._origins[index]
+            return part.where(inner)
         if self.unit == "file":
             return str(self._files[index])
         number = self._numbers[index] if self.unit == "line" else index + 1
         return f"{self.path}, {self.unit} {number}"
 
+    def replaced(self, rows: Sequence[Record]) -> Records:
+        """`rows` (one per record, in order) in place of the records, still knowing where each came from."""
+        if len(rows) != len(self):
+            raise ValueError(f"{len(rows)} rows for {len(self)} records")
+        new = Records(rows, self.path, self.unit, self._numbers, self._files)
+        new._origins = self._origins
+        return new
+
     def head(self, n: int) -> Records:
         """The first `n` records, still knowing where they came from."""
+        if self.unit == "part":
+            return Records.picked([self._origins[i] for i in range(min(n, len(self)))], self.path)
         return Records(self[:n], self.path, self.unit, self._numbers[:n], self._files[:n])
+
+
+class _Origins:
+    """(part, index in it) of each record of concatenated parts, found by bisection instead of stored per record."""
+
+    def __init__(self, parts: Sequence[Records], offsets: list[int]):
+        self.parts, self.offsets = parts, offsets
+
+    def __getitem__(self, index: int) -> tuple[Records, int]:
+        part = bisect.bisect_right(self.offsets, index) - 1
+        return self.parts[part], index - self.offsets[part]
 
 
 def location(records: Sequence[Record], index: int) -> str:
@@ -52,31 +97,54 @@ def location(records: Sequence[Record], index: int) -> str:
 
 
 def read_records(source: str, field: str = "data.train", limit: int | None = None,
-                 encoding: str = "utf-8") -> Records:
-    """The records of `source`; `encoding` decodes .jsonl and .txt files (strictly). Errors start with `field`."""
+                 encoding: str = "utf-8", split: str = "train") -> Records:
+    """The records of `source`; `encoding` decodes JSONL and .txt files (strictly); `split`: the split of a
+    `datasets` folder that has several. Errors start with `field`."""
     path = Path(source)
     if is_builtin(source):
         path = builtin_split(source, field)
-    if not path.exists():
+    if not is_builtin(source) and is_glob(source) and not path.exists():
+        records = _read_shards(expand(source, field), path, field, limit, encoding)
+    elif not path.exists():
         raise DataError(f"{field}: no such file or folder: {source}")
-    if path.is_dir():
+    elif path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-            records = _read_saved_dataset(path, field)
+            records = _read_saved_dataset(path, field, split)
         elif (path / "train.jsonl").exists():  # built-in data sets are folders with a train.jsonl
             records = _read_jsonl(path / "train.jsonl", field, limit, encoding)
+        elif shards := shards_in(path):
+            records = _read_shards(check_shards(shards, source, field), path, field, limit, encoding)
         else:
             records = _read_text_folder(path, field, encoding)
-    elif path.suffix == ".jsonl":
-        records = _read_jsonl(path, field, limit, encoding)
-    elif path.suffix == ".parquet":
-        records = _read_parquet(path, field)
+    elif kind_of(path) is not None:
+        records = _read_file(path, field, limit, encoding)
     else:
-        raise DataError(f"{field}: unsupported file type {path.suffix!r} ({source}); use .jsonl, .parquet, "
-                        "a folder of .txt files or a `datasets` folder")
+        raise DataError(f"{field}: unsupported file type {''.join(path.suffixes) or path.name!r} ({source}); use "
+                        ".jsonl, .json, .csv, .tsv or .parquet (.jsonl, .json and .csv may be compressed: .gz, "
+                        ".bz2, .xz, .zst), a glob or folder of them, a folder of .txt files or a `datasets` folder")
     records = records.head(limit) if limit else records
     if not records:
         raise DataError(f"{field}: {source} holds no records")
     return records
+
+
+def _read_file(path: Path, field: str, limit: int | None, encoding: str) -> Records:
+    kind, _ = kind_of(path)  # type: ignore[misc]
+    if kind == ".jsonl":
+        return _read_jsonl(path, field, limit, encoding)
+    if kind == ".parquet":
+        return _read_parquet(path, field)
+    return Records(read_with_datasets(path, field), path, "row")
+
+
+def _read_shards(files: list[Path], path: Path, field: str, limit: int | None, encoding: str) -> Records:
+    """The shards in order, read until `limit` records are in."""
+    parts: list[Records] = []
+    for file in files:
+        parts.append(_read_file(file, field, limit, encoding))
+        if limit and sum(len(p) for p in parts) >= limit:
+            break
+    return Records.concat(parts, path)
 
 
 def builtin_split(source: str, field: str) -> Path:
@@ -116,10 +184,11 @@ def _lines(path: Path, field: str, encoding: str) -> Iterator[tuple[int, str]]:
     knows its line) wherever the encoding writes a newline as the byte 0x0A; other encodings (UTF-16, UTF-32) are
     decoded whole."""
     if "\n".encode(encoding) != b"\n":
-        text = _decode(path.read_bytes(), path, field, encoding)
+        with open_binary(path) as f:
+            text = _decode(f.read(), path, field, encoding)
         yield from enumerate(text.split("\n"), start=1)  # not splitlines: JSON strings may hold U+2028 raw
         return
-    with open(path, "rb") as f:
+    with open_binary(path) as f:
         for number, raw in enumerate(f, start=1):
             try:
                 line = raw.decode(encoding)
@@ -155,7 +224,7 @@ def _read_parquet(path: Path, field: str) -> Records:
         raise DataError(f"{field}: cannot read Parquet file {path}: {exc}") from None
 
 
-def _read_saved_dataset(path: Path, field: str) -> Records:
+def _read_saved_dataset(path: Path, field: str, split: str = "train") -> Records:
     import datasets
 
     if (path / "state.json").exists() and not any(path.glob("*.arrow")):  # datasets fails on it with an IndexError
@@ -165,9 +234,10 @@ def _read_saved_dataset(path: Path, field: str) -> Records:
     except Exception as exc:
         raise DataError(f"{field}: cannot load the `datasets` folder {path}: {exc}") from None
     if isinstance(loaded, datasets.DatasetDict):
-        if "train" not in loaded:
-            raise DataError(f"{field}: {path} has splits {list(loaded)} but no 'train'")
-        loaded = loaded["train"]
+        if split not in loaded:
+            raise DataError(f"{field}: {path} has splits {list(loaded)} but no {split!r}; choose one with "
+                            "data.split (or a mixture source's split)")
+        loaded = loaded[split]
     return Records(loaded.to_list(), path, "row")
 
 

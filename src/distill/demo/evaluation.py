@@ -8,7 +8,7 @@ from pathlib import Path
 from distill.demo.plan import DemoOptions
 from distill.eval.runner import load_eval_set
 from distill.eval.suite import ModelEntry, Suite, run_suite
-from distill.eval.training_text import read_training_texts
+from distill.eval.training_text import recipe_training_texts
 from distill.recipe import Recipe
 from distill.results.schema import DEMO_KIND, EvalResult
 
@@ -25,9 +25,7 @@ def evaluate_demo(options: DemoOptions, paths: dict[str, Path | str], recipes: d
     if options.ood:
         sets.append(load_eval_set(options.ood, name="ood", max_docs=options.ood_docs, seed=options.seed,
                                   description="out of domain: maths word problems with worked solutions"))
-    data = recipes["kd"].data
-    train_texts = read_training_texts(data.train, fmt=data.format, text_field=data.text_field,
-                                      limit=data.max_examples, field="data.train", encoding=data.encoding)
+    train_texts = recipe_training_texts(recipes["kd"].data)
     suite = Suite(models=models, sets=sets, reference="teacher", baseline="baseline",
                   pairs=[("kd", "baseline"), ("kd", "init"), ("baseline", "init")],
                   tasks=[(task, options.task_n) for task in options.tasks], train_texts=train_texts,

@@ -9,7 +9,8 @@ from pathlib import Path
 from distill.errors import DataError
 from distill.eval.runner import load_eval_set
 from distill.eval.suite import ModelEntry, Suite
-from distill.eval.training_text import TrainingTexts, read_training_texts
+from distill.eval.training_text import TrainingTexts, read_training_texts, recipe_training_texts
+from distill.recipe import DataConfig
 from distill.results.layout import RECIPE, STUDENT
 
 
@@ -95,15 +96,15 @@ def build_suite(models: list[str], *, data: str, reference: str | None, baseline
 
 
 def _training_texts(train_data: str | None, recipe: dict | None) -> TrainingTexts | None:
-    """The training text for the contamination check: `--train-data`, else the run's `data.train` read as its
-    recipe reads it (format, text field, and only the first `max_examples` records, the ones it trained on). The
-    recipe's text field applies to `--train-data` too; its format does not (that file may be another one)."""
+    """The training text for the contamination check: `--train-data`, else the run's training data read as its
+    recipe reads it (source or mixture, columns, format, text field, and only the first `max_examples` records, the
+    ones it trained on). The recipe's text field applies to `--train-data` too; its format does not (that file may
+    be another one)."""
     data = (recipe or {}).get("data") or {}
     text_field = data.get("text_field") or "text"
     encoding = data.get("encoding") or "utf-8"
     if train_data is not None:
         return read_training_texts(train_data, text_field=text_field, field="--train-data", encoding=encoding)
-    if not data.get("train"):
+    if not data.get("train") and not data.get("mixture"):
         return None
-    return read_training_texts(str(data["train"]), fmt=str(data.get("format") or "auto"), text_field=text_field,
-                               limit=data.get("max_examples"), field="the run's data.train", encoding=encoding)
+    return recipe_training_texts(DataConfig.model_validate(data), field="the run's data.train")

@@ -13,8 +13,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, get_args, overload
 
+from distill.data.normalize import read_training_records
 from distill.data.sources import read_records
-from distill.recipe import DataFormat
+from distill.recipe import DataConfig, DataFormat
 
 FORMATS: tuple[str, ...] = get_args(DataFormat)  # named once, in the recipe's data.format
 
@@ -111,3 +112,11 @@ def read_training_texts(source: str, *, fmt: str = "auto", text_field: str = "te
     records = read_records(source, field=field, limit=limit, encoding=encoding)
     texts = [text for record in records if (text := record_text(record, fmt, text_field)) is not None]
     return TrainingTexts(texts, source, len(records), describe_format(fmt, text_field))
+
+
+def recipe_training_texts(data: DataConfig, field: str = "data.train") -> TrainingTexts:
+    """The training text exactly as a recipe's data section reads it: its source or mixture, renamed columns,
+    ShareGPT turns as messages, its format and text field, and only the first `max_examples` records."""
+    records = read_training_records(data, field=field)
+    texts = [text for record in records if (text := record_text(record, data.format, data.text_field)) is not None]
+    return TrainingTexts(texts, data.describe(), len(records), describe_format(data.format, data.text_field))

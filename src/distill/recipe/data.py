@@ -5,19 +5,53 @@ from __future__ import annotations
 import codecs
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from distill.recipe.base import Section
+from distill.recipe.base import FieldProblem, Section
 
 # the record formats training reads (data/formatting.py); `auto` picks one of them from the first record
 RecordFormat = Literal["text", "prompt_completion", "messages"]
 DataFormat = Literal["auto", RecordFormat]
 
 
+SOURCE_HELP = ("a .jsonl, .json, .csv, .tsv or .parquet file (.jsonl/.json/.csv also compressed: .gz, .bz2, .xz, "
+               ".zst), a glob or a folder of such shards, a folder of .txt files, a `datasets` folder (save_to_disk), "
+               "or `builtin:NAME`")
+COLUMNS_HELP = ("Rename the source's columns to the names distill reads, {distill_name: source_column}, e.g. "
+                "{prompt: question, completion: answer} or {messages: conversations}. ShareGPT turns "
+                "({from: human|gpt|system, value}) under `conversations` become `messages` without it.")
+
+
+class DataSource(Section):
+    """One source of a `data.mixture`."""
+
+    path: str = Field(description=f"The source: {SOURCE_HELP}.")
+    weight: float = Field(default=1.0, gt=0.0, description="Its share of the mixture, relative to the others' weights.")
+    split: str = Field(default="train", description="The split of a `datasets` folder that holds several.")
+    columns: dict[str, str] = Field(default_factory=dict, description=COLUMNS_HELP)
+
+
 class DataConfig(Section):
-    train: str = Field(
-        description="Training data: a .jsonl or .parquet file, a folder of .txt files, a `datasets` folder "
-        "(save_to_disk), or `builtin:NAME`.",
+    train: str | None = Field(
+        default=None,
+        description=f"Training data: {SOURCE_HELP}. Or `mixture` instead.",
+    )
+    mixture: list[DataSource] | None = Field(
+        default=None,
+        description="Several sources mixed by weight instead of `train`: each next record comes from source i with "
+        "probability weight_i / Σ weight (a draw seeded by the recipe's seed), each source read in its own seeded "
+        "order, until the first source runs out (none repeats). Each source has its own `split` and `columns`.",
+    )
+    mixture_seed: int = Field(
+        default=0, description="Seeds the mixture's draw and each source's order. Apart from the recipe's `seed`, so "
+        "runs with other training seeds see the same data.",
+    )
+    split: str = Field(default="train", description="For `train`: the split of a `datasets` folder that holds several.")
+    columns: dict[str, str] = Field(default_factory=dict, description=f"For `train`: {COLUMNS_HELP}")
+    chat_template: str | None = Field(
+        default=None,
+        description="A chat template (Jinja) to render `messages` with instead of the tokenizer's, or the path of a "
+        "file holding one. The student is saved with it.",
     )
     format: DataFormat = Field(
         default="auto",
@@ -50,6 +84,25 @@ class DataConfig(Section):
         "`utf-16`, ...). Decoding is strict: a file that does not decode is an error naming its line, never "
         "replacement characters.",
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.train is None) == (self.mixture is None):
+            raise FieldProblem("train", "give either data.train (one source) or data.mixture (several), not "
+                               + ("both" if self.train is not None else "neither"))
+        if self.mixture is not None and not self.mixture:
+            raise FieldProblem("mixture", "needs at least one source")
+        return self
+
+    def sources(self) -> list[DataSource]:
+        """The sources read: `train` as a source of weight 1 with this section's split and columns, or `mixture`."""
+        if self.mixture is not None:
+            return list(self.mixture)
+        return [DataSource(path=str(self.train), split=self.split, columns=self.columns)]
+
+    def describe(self) -> str:
+        """How messages name the data: the path, or the mixture's paths."""
+        return self.train if self.train is not None else " + ".join(s.path for s in self.sources())
 
     @field_validator("encoding")
     @classmethod

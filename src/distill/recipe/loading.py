@@ -176,10 +176,13 @@ def _did_you_mean_value(value: Any, allowed: str) -> str:
 
 
 def check_paths(recipe: Recipe) -> None:
-    """Local paths that a recipe names must exist; hub ids and builtins are checked when loaded."""
-    data = recipe.data.train
-    if not data.startswith(BUILTIN_PREFIX) and not Path(data).exists():
-        raise RecipeError(f"data.train: no such file or folder: {data} (paths are relative to the current directory)")
+    """Local paths that a recipe names must exist; hub ids and builtins are checked when loaded, globs when read."""
+    for i, source in enumerate(recipe.data.sources()):
+        data = source.path
+        field = "data.train" if recipe.data.mixture is None else f"data.mixture[{i}].path"
+        if not data.startswith(BUILTIN_PREFIX) and not any(c in data for c in "*?[") and not Path(data).exists():
+            raise RecipeError(f"{field}: no such file or folder: {data} (paths are relative to the current "
+                              "directory)")
 
 
 def dump_recipe(recipe: Recipe) -> str:

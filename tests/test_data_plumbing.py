@@ -1,0 +1,191 @@
+"""Data as people have it: JSON, compressed JSONL, CSV/TSV, folders and globs of shards, a `datasets` folder's
+chosen split, renamed columns, ShareGPT conversations, a chat-template override, and weighted mixtures reproducible
+by seed."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import math
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from distill.data.dataset import tokenize_data
+from distill.data.normalize import mix, read_training_records
+from distill.data.sources import Records, read_records
+from distill.errors import DataError
+from distill.recipe import DataConfig
+
+ROWS = [{"prompt": f"What is {i} + 1?", "completion": f" {i + 1}"} for i in range(7)]
+
+
+def _jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+WRITERS = {
+    "data.jsonl.gz": lambda p, rows: p.write_bytes(gzip.compress(_jsonl(rows))),
+    "data.jsonl.bz2": lambda p, rows: p.write_bytes(bz2.compress(_jsonl(rows))),
+    "data.jsonl.xz": lambda p, rows: p.write_bytes(lzma.compress(_jsonl(rows))),
+    "data.jsonl.zst": lambda p, rows: p.write_bytes(zstandard.ZstdCompressor().compress(_jsonl(rows))),
+    "data.json": lambda p, rows: p.write_text(json.dumps(rows)),
+    "data.json.gz": lambda p, rows: p.write_bytes(gzip.compress(json.dumps(rows).encode())),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_json_and_compressed_jsonl_read_the_same_records(tmp_path, name):
+    path = tmp_path / name
+    WRITERS[name](path, ROWS)
+    records = read_records(str(path))
+    assert list(records) == ROWS
+    assert records.where(2) == (f"{path}, line 3" if ".jsonl" in name else f"{path}, row 3")
+
+
+def test_a_bad_line_in_a_compressed_jsonl_is_named(tmp_path):
+    path = tmp_path / "bad.jsonl.gz"
+    path.write_bytes(gzip.compress(_jsonl(ROWS[:2]) + b"{not json\n"))
+    with pytest.raises(DataError, match=r"bad\.jsonl\.gz, line 3: invalid JSON"):
+        read_records(str(path))
+
+
+@pytest.mark.parametrize("suffix, delimiter", [(".csv", ","), (".tsv", "\t"), (".csv.gz", ",")])
+def test_csv_and_tsv(tmp_path, suffix, delimiter):
+    path = tmp_path / f"data{suffix}"
+    lines = [delimiter.join(["question", "answer"])] + [delimiter.join([r["prompt"], r["completion"]]) for r in ROWS]
+    text = "\n".join(lines) + "\n"
+    path.write_bytes(gzip.compress(text.encode()) if suffix.endswith(".gz") else text.encode())
+    records = read_records(str(path))
+    assert [r["question"] for r in records] == [r["prompt"] for r in ROWS]
+
+
+def test_a_folder_and_a_glob_of_shards_read_in_sorted_order(tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for i, start in enumerate(range(0, 7, 3)):
+        pq.write_table(pa.Table.from_pylist(ROWS[start:start + 3]), folder / f"part-{i:03d}.parquet")
+    assert list(read_records(str(folder))) == ROWS
+    jsonl = tmp_path / "j"
+    jsonl.mkdir()
+    for i, start in enumerate(range(0, 7, 2)):
+        (jsonl / f"shard-{i}.jsonl.gz").write_bytes(gzip.compress(_jsonl(ROWS[start:start + 2])))
+    records = read_records(str(jsonl / "shard-*.jsonl.gz"))
+    assert list(records) == ROWS
+    assert records.where(3) == f"{jsonl / 'shard-1.jsonl.gz'}, line 2"  # each record names its shard and line
+    assert list(read_records(str(jsonl / "shard-*.jsonl.gz"), limit=3)) == ROWS[:3]
+    with pytest.raises(DataError, match="matches no files"):
+        read_records(str(tmp_path / "nothing-*.jsonl"))
+    (jsonl / "extra.csv").write_text("prompt,completion\na,b\n")
+    with pytest.raises(DataError, match=r"mixes \.csv, \.jsonl files"):
+        read_records(str(jsonl))
+
+
+def test_a_datasets_folder_split_is_chosen(tmp_path):
+    import datasets
+
+    splits = datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS[:4]),
+                                   "validation": datasets.Dataset.from_list(ROWS[4:])})
+    splits.save_to_disk(str(tmp_path / "ds"))
+    assert list(read_records(str(tmp_path / "ds"))) == ROWS[:4]
+    assert list(read_records(str(tmp_path / "ds"), split="validation")) == ROWS[4:]
+    with pytest.raises(DataError, match=r"splits \['train', 'validation'\] but no 'test'; choose one with data.split"):
+        read_records(str(tmp_path / "ds"), split="test")
+
+
+def test_columns_are_renamed_and_a_missing_one_is_named(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    rows = [{"question": r["prompt"], "answer": r["completion"], "id": i} for i, r in enumerate(ROWS)]
+    path.write_bytes(_jsonl(rows))
+    data = DataConfig(train=str(path), columns={"prompt": "question", "completion": "answer"})
+    records = read_training_records(data)
+    assert [{k: r[k] for k in ("prompt", "completion")} for r in records] == ROWS
+    assert "question" not in records[0] and records[0]["id"] == 0
+    with pytest.raises(DataError, match=r"qa\.jsonl, line 1: no column 'query' to rename"):
+        read_training_records(DataConfig(train=str(path), columns={"prompt": "query"}))
+
+
+def test_sharegpt_conversations_become_messages(tmp_path, tiny_tokenizer):
+    path = tmp_path / "sharegpt.jsonl"
+    conversations = [{"conversations": [{"from": "system", "value": "Be brief."},
+                                        {"from": "human", "value": r["prompt"]},
+                                        {"from": "gpt", "value": r["completion"]}]} for r in ROWS]
+    path.write_bytes(_jsonl(conversations))
+    records = read_training_records(DataConfig(train=str(path)))
+    assert records[0]["messages"] == [{"role": "system", "content": "Be brief."},
+                                      {"role": "user", "content": ROWS[0]["prompt"]},
+                                      {"role": "assistant", "content": ROWS[0]["completion"]}]
+    data = tokenize_data(DataConfig(train=str(path), max_length=64, token_cache=False), tiny_tokenizer)
+    assert data.format == "messages" and len(data.examples) == len(ROWS)
+    path.write_bytes(_jsonl([{"conversations": [{"from": "narrator", "value": "x"}]}]))
+    with pytest.raises(DataError, match=r"sharegpt\.jsonl, line 1: conversations\[0\] is from 'narrator'"):
+        read_training_records(DataConfig(train=str(path)))
+
+
+def test_a_chat_template_override_renders_the_training_text(tmp_path, tiny_tokenizer):
+    path = tmp_path / "chat.jsonl"
+    path.write_bytes(_jsonl([{"messages": [{"role": "user", "content": r["prompt"]},
+                                           {"role": "assistant", "content": r["completion"]}]} for r in ROWS]))
+    template = ("{% for m in messages %}{% if m['role'] == 'assistant' %}<<{{ m['content'] }}>>"
+                "{% else %}[{{ m['content'] }}]{% endif %}{% endfor %}")
+    (tmp_path / "t.jinja").write_text(template)
+    base = tokenize_data(DataConfig(train=str(path), max_length=64, token_cache=False), tiny_tokenizer)
+    for given in (template, str(tmp_path / "t.jinja")):
+        tokenizer = type(tiny_tokenizer).from_pretrained(tiny_tokenizer.name_or_path)
+        custom = tokenize_data(DataConfig(train=str(path), max_length=64, token_cache=False, chat_template=given),
+                               tokenizer)
+        text = tokenizer.decode(custom.examples[0].input_ids)
+        assert text.startswith("[What is 0 + 1?]<<") and tokenizer.chat_template == template
+        assert custom.examples[0].input_ids != base.examples[0].input_ids
+    with pytest.raises(DataError, match="neither a Jinja template"):
+        tokenize_data(DataConfig(train=str(path), chat_template="missing.jinja", token_cache=False), tiny_tokenizer)
+
+
+def _source(tmp_path: Path, name: str, n: int) -> Path:
+    path = tmp_path / f"{name}.jsonl"
+    path.write_bytes(_jsonl([{"text": f"{name} {i}"} for i in range(n)]))
+    return path
+
+
+def test_a_weighted_mixture_follows_its_weights_and_its_seed(tmp_path):
+    a, b = _source(tmp_path, "a", 3000), _source(tmp_path, "b", 3000)
+    mixture = [{"path": str(a), "weight": 3.0}, {"path": str(b), "weight": 1.0}]
+    records = read_training_records(DataConfig(mixture=mixture))
+    texts = [r["text"] for r in records]
+    share = sum(t.startswith("a ") for t in texts) / len(texts)
+    assert abs(share - 0.75) < 4 * math.sqrt(0.75 * 0.25 / len(texts))  # within sampling error
+    assert len(texts) == len(set(texts)) and sum(t.startswith("a ") for t in texts) == 3000  # first exhausted
+    assert records.where(0).endswith("line " + str(int(texts[0].split()[1]) + 1))
+    again = read_training_records(DataConfig(mixture=mixture))
+    other = read_training_records(DataConfig(mixture=mixture, mixture_seed=1))
+    assert [r["text"] for r in again] == texts and [r["text"] for r in other] != texts
+    assert len(read_training_records(DataConfig(mixture=mixture, max_examples=10))) == 10
+
+
+def test_mixture_sources_of_different_formats_are_refused(tmp_path):
+    text = _source(tmp_path, "t", 5)
+    chat = tmp_path / "c.jsonl"
+    chat.write_bytes(_jsonl(ROWS))
+    with pytest.raises(DataError, match=r"different formats \(.*t\.jsonl: text, .*c\.jsonl: prompt_completion\)"):
+        read_training_records(DataConfig(mixture=[{"path": str(text)}, {"path": str(chat)}]))
+
+
+def test_train_and_mixture_are_exclusive():
+    with pytest.raises(ValueError, match=r"either data\.train .* not both"):
+        DataConfig(train="x.jsonl", mixture=[{"path": "y.jsonl"}])
+    with pytest.raises(ValueError, match="not neither"):
+        DataConfig()
+
+
+def test_mix_stops_when_the_first_source_runs_out():
+    parts = [Records([{"part": n, "i": i} for i in range(n)], Path(f"p{n}"), "row") for n in (5, 50)]
+    picked = mix(parts, [1.0, 1.0], seed=0)
+    small = sorted(r["i"] for r in picked if r["part"] == 5)
+    large = [r["i"] for r in picked if r["part"] == 50]
+    assert small == [0, 1, 2, 3, 4] and len(large) == len(set(large)) < 50
+    assert all(picked.where(j) == f"p{r['part']}, row {r['i'] + 1}" for j, r in enumerate(picked))
