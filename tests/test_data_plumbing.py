@@ -189,3 +189,13 @@ def test_mix_stops_when_the_first_source_runs_out():
     large = [r["i"] for r in picked if r["part"] == 50]
     assert small == [0, 1, 2, 3, 4] and len(large) == len(set(large)) < 50
     assert all(picked.where(j) == f"p{r['part']}, row {r['i'] + 1}" for j, r in enumerate(picked))
+
+
+@pytest.mark.parametrize("recipe", ["data-csv-columns.yaml", "data-sharegpt.yaml", "data-mixture.yaml"])
+def test_each_data_shape_example_passes_check(recipe, tiny_teacher_dir):
+    """`distill check` reads, renames, converts, mixes and tokenizes the example's data exactly as training would."""
+    from conftest import run_cli
+
+    result = run_cli("check", f"examples/recipes/{recipe}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok" in result.stdout
