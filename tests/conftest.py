@@ -77,11 +77,12 @@ def write_recipe(path: Path, recipe: dict[str, Any]) -> Path:
     return path
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python -m distill ARGS` in a subprocess, as a user would."""
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+            cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run `python -m distill ARGS` in a subprocess, as a user would (from `cwd`, the repository by default)."""
     return subprocess.run(
         [sys.executable, "-m", "distill", *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})}, cwd=REPO,
+        env={**os.environ, **(env or {})}, cwd=cwd,
     )
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from distill.errors import RecipeError
 from distill.recipe.base import BUILTIN_PREFIX, FieldProblem, _section_type
 from distill.recipe.objective import OBJECTIVE_CONFIGS
+from distill.recipe.portable import run_folder_of, with_absolute_paths
 from distill.recipe.schema import TRAINING_SECTIONS, GenerationRecipe, Recipe
 
 # sections that are a union told apart by `kind` (objective, from its second kind on): pydantic puts the member's tag
@@ -22,8 +23,12 @@ _TAGGED: dict[str, dict[str, type[BaseModel]]] = {"objective": OBJECTIVE_CONFIGS
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read, override and validate a recipe; every problem becomes one `RecipeError` line."""
+    """Read, override and validate a recipe; every problem becomes one `RecipeError` line. A run's own
+    `recipe.yaml` trains into the folder it sits in, wherever that folder was moved (`portable.py`)."""
     raw = _read_raw(Path(path))
+    run_folder = run_folder_of(Path(path))
+    if run_folder is not None and isinstance(raw.get("training"), dict):
+        raw["training"]["output_dir"] = str(run_folder)
     for item in overrides:
         apply_override(raw, item)
     recipe = validate_recipe(raw, source=str(path))
@@ -186,5 +191,6 @@ def check_paths(recipe: Recipe) -> None:
 
 
 def dump_recipe(recipe: Recipe) -> str:
-    """The fully resolved recipe (defaults filled in), as written next to a run."""
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    """The fully resolved recipe (defaults filled in, local paths absolute: `portable.py`), as written next to a
+    run."""
+    return yaml.safe_dump(with_absolute_paths(recipe.model_dump(mode="json")), sort_keys=False)

@@ -22,6 +22,7 @@ from distill.atomic import temporary_name
 from distill.errors import CheckpointError
 from distill.locking import LOCK_NAME
 from distill.recipe import Recipe, validate_recipe
+from distill.recipe.portable import with_absolute_paths
 from distill.results.layout import CHECKPOINTS, MARKER, RECIPE, RUN_ENTRIES, STUDENT
 from distill.training import checkpoint
 
@@ -109,9 +110,11 @@ def _check_resumable(recipe: Recipe, ckpt: Path) -> None:
 
 def _comparable(recipe: Recipe) -> dict:
     """The recipe as --resume compares it: resolved defaults (a capture temperature left to follow the loss's equals
-    the value it resolves to, as older runs wrote it), without the fields a resume may change."""
-    dump = recipe.model_dump(mode="json")
-    for key in RESUMABLE_CHANGES:
+    the value it resolves to, as older runs wrote it), local paths absolute (a run writes them so; older runs wrote
+    them as given), without the fields a resume may change — `output_dir` among them: a moved run is resumed in
+    its new place."""
+    dump = with_absolute_paths(recipe.model_dump(mode="json"))
+    for key in (*RESUMABLE_CHANGES, "output_dir"):
         dump["training"].pop(key)
     if dump.get("teacher"):
         dump["teacher"]["capture_temperature"] = recipe.capture_temperature
