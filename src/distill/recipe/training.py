@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
 from distill.recipe.base import FieldProblem, Section
+
+# experiment trackers: accelerate's names (training/trackers.py maps each to the package it needs)
+Tracker = Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio"]
+TRACKERS: tuple[str, ...] = get_args(Tracker)
 
 
 class TrainingConfig(Section):
@@ -42,6 +46,17 @@ class TrainingConfig(Section):
     )
     keep_checkpoints: int = Field(default=2, ge=1, description="Keep only the newest N checkpoints.")
     log_every: int = Field(default=1, ge=1, description="Write metrics every N steps.")
+    trackers: list[Tracker] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="Experiment trackers that get the metrics besides metrics.jsonl, through accelerate: tensorboard "
+        "(into the run's tensorboard/), wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio. Each but "
+        "tensorboard is installed only when you want it (`pip install wandb`) and configured as its library is "
+        "(WANDB_MODE=offline, MLFLOW_TRACKING_URI, ...). [] = metrics.jsonl only.",
+    )
+    run_name: str | None = Field(
+        default=None, description="The project / experiment name trackers file the run under; null = the run "
+        "folder's name.",
+    )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         default="fp32",
         description="Mixed precision of the student's forward/backward (bf16 needs a GPU to be fast). fp16 needs a "

@@ -37,6 +37,7 @@ from distill.training.metrics import MetricsLog
 from distill.training.run_dir import prepare_run_dir
 from distill.training.schedule import keep_fused, make_optimizer, make_scheduler, schedule_of
 from distill.training.setup import RunParts, build_parts
+from distill.training.trackers import accelerate_trackers, log_to_trackers, start_trackers
 
 TOKENS = "_input_tokens"  # summed beside the loss terms for throughput; never divided by the target count
 # names a metrics row gives the loop's own values: an objective's or a signal's term may not take them
@@ -61,7 +62,9 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> P
 
 def _accelerator(recipe: Recipe) -> Accelerator:
     precision = recipe.training.precision
-    accelerator = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision))
+    trackers = accelerate_trackers(recipe.training.trackers)
+    accelerator = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), log_with=trackers or None,
+                              project_dir=recipe.training.output_dir if trackers else None)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise TrainingError(f"the launcher started {launched} processes but accelerate sees "
@@ -117,7 +120,8 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
             accelerator.print(f"resuming from {resume_from} (step {state.step})")
     elif resume and main:
         accelerator.print(f"no checkpoint in {ckpt_root}; starting from step 0")
-    metrics = MetricsLog(run_dir, state.step) if main else None
+    metrics = MetricsLog(run_dir, state.step, tensorboard="tensorboard" in cfg.trackers) if main else None
+    start_trackers(accelerator, recipe, run_dir)
 
     # --- steps
     progress = progress_display("train", "loss {loss}", "{tps} tok/s", disable=not main)
@@ -198,6 +202,7 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
                 if scaler is not None:
                     row.update(loss_scale=scale, skipped=skipped)
                 metrics.log(done, row)
+                log_to_trackers(accelerator, done, row)
                 progress.update(task, completed=done, loss=f"{loss:.4f}", tps=f"{tps:,.0f}")
                 window_start, window_tokens = time.perf_counter(), 0
             if done % cfg.save_every == 0 or (done == cfg.max_steps and cfg.save_final):

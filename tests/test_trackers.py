@@ -1,0 +1,45 @@
+"""Experiment trackers through accelerate: MLflow written offline to a local folder gets the same metrics as
+metrics.jsonl and the recipe as parameters; TensorBoard can be switched off; a tracker whose package is missing is
+refused in one line before any work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import base_recipe, run_cli, write_recipe
+from distill.training.metrics import read_metrics
+from distill.training.trackers import flat_config
+
+
+def test_mlflow_offline_gets_every_logged_step(tmp_path, text_data, tiny_teacher_dir, monkeypatch):
+    import mlflow  # a dev dependency (mlflow-skinny)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the local folder store behind this
+    store = f"file://{tmp_path / 'mlruns'}"
+    recipe = base_recipe(text_data, tmp_path / "run", training={"trackers": ["mlflow"], "run_name": "kd-test"})
+    result = run_cli("train", str(write_recipe(tmp_path / "r.yaml", recipe)),
+                     env={"MLFLOW_TRACKING_URI": store, "MLFLOW_ALLOW_FILE_STORE": "true"})
+    assert result.returncode == 0, result.stderr
+    client = mlflow.MlflowClient(store)
+    [run] = client.search_runs([client.get_experiment_by_name("kd-test").experiment_id])
+    history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")]
+    assert history == [(m["step"], pytest.approx(m["loss"])) for m in read_metrics(tmp_path / "run")]
+    assert run.data.params["training.lr"] == "0.001" and run.data.params["teacher.model"] == "builtin:tiny-teacher"
+    assert not (tmp_path / "run" / "tensorboard").exists()  # not asked for
+
+
+def test_a_missing_tracker_package_is_refused_in_one_line(tmp_path, text_data):
+    recipe = base_recipe(text_data, tmp_path / "run", training={"trackers": ["tensorboard", "clearml"]})
+    result = run_cli("train", str(write_recipe(tmp_path / "r.yaml", recipe)))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: training.trackers: clearml needs the `clearml` package"), line
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_flat_config_is_what_trackers_take():
+    flat = flat_config({"seed": 0, "data": {"train": "x.jsonl", "columns": {}, "mixture": None},
+                        "student": {"from_teacher": {"layers": [0, 3]}}})
+    assert flat == {"seed": 0, "data.train": "x.jsonl", "data.mixture": "null", "student.from_teacher.layers": "[0, 3]"}
+    assert all(isinstance(v, int | float | str) for v in flat.values()) and json.loads(flat["data.mixture"]) is None
