@@ -199,3 +199,38 @@ def test_each_data_shape_example_passes_check(recipe, tiny_teacher_dir):
     result = run_cli("check", f"examples/recipes/{recipe}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok" in result.stdout
+
+
+def test_a_changed_shard_behind_a_glob_is_tokenized_again(tmp_path, tiny_tokenizer, monkeypatch):
+    """The token store's key hashes the files a glob matches, not the pattern: a rewritten shard is never served
+    from the old store."""
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(_jsonl([{"text": "one two three"}] * 8))
+    cfg = DataConfig(train=str(folder / "*.jsonl"), max_length=16, packing=False)
+    before = tokenize_data(cfg, tiny_tokenizer)
+    (folder / "a.jsonl").write_bytes(_jsonl([{"text": "four five six seven"}] * 3))
+    after = tokenize_data(cfg, tiny_tokenizer)
+    assert len(before.examples) == 8 and len(after.examples) == 3
+
+
+def test_csv_cells_stay_text(tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_text("prompt,completion\nWhat is 3 + 4?,007\nEmpty?,\n")
+    assert list(read_records(str(path))) == [{"prompt": "What is 3 + 4?", "completion": "007"},
+                                             {"prompt": "Empty?", "completion": ""}]
+
+
+def test_sharegpt_turns_renamed_to_messages_are_converted(tmp_path):
+    path = tmp_path / "chat.jsonl"
+    path.write_bytes(_jsonl([{"dialog": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}]))
+    records = read_training_records(DataConfig(train=str(path), columns={"messages": "dialog"}))
+    assert records[0]["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+
+
+def test_a_folder_of_documents_with_a_stray_data_file_is_refused(tmp_path):
+    (tmp_path / "doc.txt").write_text("a document")
+    (tmp_path / "meta.json").write_text('{"k": 1}')
+    with pytest.raises(DataError, match=r"both \.txt documents .* and data files"):
+        read_records(str(tmp_path))

@@ -55,10 +55,11 @@ def test_the_original_recipe_still_resumes_its_run(tmp_path, text_data, tiny_tea
 def test_only_existing_local_paths_become_absolute(tmp_path):
     (tmp_path / "data.jsonl").write_text("{}\n")
     raw = {"data": {"train": "data.jsonl", "chat_template": "{{ messages }}",
-                    "mixture": [{"path": "data.jsonl"}, {"path": "missing/*.jsonl"}]},
+                    "mixture": [{"path": "data.jsonl"}, {"path": "missing/*.jsonl"}, {"path": "*.jsonl"}]},
            "teacher": {"model": "HuggingFaceTB/SmolLM2-135M"}, "tokenizer": "builtin:tiny-teacher"}
     out = with_absolute_paths(raw, tmp_path)
     assert out["data"]["train"] == str(tmp_path / "data.jsonl") == out["data"]["mixture"][0]["path"]
-    assert out["data"]["mixture"][1]["path"] == "missing/*.jsonl"
+    assert out["data"]["mixture"][1]["path"] == "missing/*.jsonl"  # matches nothing: left as given
+    assert out["data"]["mixture"][2]["path"] == str(tmp_path / "*.jsonl")  # a glob that matches: anchored
     assert out["data"]["chat_template"] == "{{ messages }}" and out["tokenizer"] == "builtin:tiny-teacher"
     assert out["teacher"]["model"] == "HuggingFaceTB/SmolLM2-135M"

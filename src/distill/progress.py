@@ -75,7 +75,7 @@ class LineProgress:
 
     def __post_init__(self) -> None:
         if self.interval is None:
-            self.interval = float(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL))
+            self.interval = interval_from_env()
 
     def __enter__(self) -> LineProgress:
         return self
@@ -102,7 +102,7 @@ class LineProgress:
             task.completed += advance
         task.fields.update(fields)
         now = time.monotonic()
-        done = task.total is not None and task.completed >= task.total
+        done = bool(task.total) and task.completed >= task.total
         if task.printed is None or done or now - task.printed >= self.interval:
             self._print(task)
 
@@ -131,6 +131,21 @@ class LineProgress:
         index = self._tasks.index(task)
         print(self.line(index), file=self.file, flush=True)
         task.printed, task.printed_at = time.monotonic(), task.completed
+
+
+def interval_from_env() -> float:
+    """Seconds between lines: `DISTILL_PROGRESS_SECONDS`, else 30; a value that is not a number ≥ 0 is named in a
+    warning and the default used (a typo must not stop a training job)."""
+    raw = os.environ.get(INTERVAL_ENV)
+    try:
+        value = float(raw) if raw is not None else DEFAULT_INTERVAL
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        print(f"warning: {INTERVAL_ENV}={raw!r} is not a number of seconds; printing progress every "
+              f"{DEFAULT_INTERVAL:g} s", file=sys.stderr)
+        return DEFAULT_INTERVAL
+    return value
 
 
 def _has_fields(template: str, values: dict[str, Any]) -> bool:

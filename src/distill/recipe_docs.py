@@ -45,7 +45,7 @@ description live; change them there and regenerate this file.
   `distill eval`'s contamination check work from any directory. A recipe read from a run folder (beside its
   `.distill-run` marker) trains into that folder wherever it now is: `distill train MOVED/recipe.yaml --resume`
   continues a moved run, and `--resume` does not compare `output_dir`. Data and models the run read must stay
-  where they were (or be given anew with `--set`).
+  where they were: `--resume` compares their paths.
 - **Overrides**: `--set a.b=c` sets any field from the command line, e.g. `--set training.lr=1e-4` or
   `--set 'student.from_teacher.layers=[0, 3]'` (quoted for the shell); the value is parsed as YAML, and `--set` may
   be repeated. `--set student.from_teacher=null` removes a section.

@@ -24,7 +24,8 @@ from distill.data.formatting import (
     use_chat_template,
 )
 from distill.data.identity import sha256_json, tokenizer_identity
-from distill.data.normalize import read_training_records
+from distill.data.normalize import read_source, read_training_records
+from distill.data.sources import Records
 from distill.data.token_store import META, TokenStore, source_sha256, store_key, store_root, write_store
 from distill.errors import DataError
 from distill.recipe import DataConfig
@@ -94,8 +95,18 @@ def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Tokeni
 
 def _tokenize(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenizedData:
     use_chat_template(tokenizer, cfg.chat_template)
-    records = read_training_records(cfg)
-    fmt = detect_format(records[0], cfg.format, cfg.text_field)
+    records = split_validation(read_training_records(cfg), cfg)[0]
+    examples, fmt, dropped = _examples(records, cfg, tokenizer)
+    if not examples:
+        raise DataError(f"data.train: {cfg.describe()} yields no trainable tokens at max_length={cfg.max_length} "
+                        f"({len(records)} records, format {fmt}); check the data or raise data.max_length")
+    return TokenizedData(examples, fmt, dropped=dropped)
+
+
+def _examples(records: Records, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase,
+              field: str = "data.format") -> tuple[list[Example], str, int]:
+    """(examples with something to learn, the format, how many were dropped): packed text or one per record."""
+    fmt = detect_format(records[0], cfg.format, cfg.text_field, field=field)
     if fmt == "text":
         documents = encode_text(records, tokenizer, cfg.text_field)
         if cfg.packing:
@@ -107,10 +118,41 @@ def _tokenize(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenizedD
         examples = [_truncate(encode(record, tokenizer, records.where(i)), cfg.max_length)
                     for i, record in enumerate(records)]
     kept = [e for e in examples if e.n_targets > 0]
-    if not kept:
-        raise DataError(f"data.train: {cfg.describe()} yields no trainable tokens at max_length={cfg.max_length} "
-                        f"({len(records)} records, format {fmt}); check the data or raise data.max_length")
-    return TokenizedData(kept, fmt, dropped=len(examples) - len(kept))
+    return kept, fmt, len(examples) - len(kept)
+
+
+def split_validation(records: Records, cfg: DataConfig) -> tuple[Records, Records | None]:
+    """(training records, held-out records): `data.validation_fraction` of the records, chosen by a permutation
+    seeded with `data.mixture_seed`, are held out and never trained on; without a fraction, (records, None)."""
+    if cfg.validation_fraction <= 0:
+        return records, None
+    n_held = max(1, round(len(records) * cfg.validation_fraction))
+    if n_held >= len(records):
+        raise DataError(f"data.validation_fraction: {cfg.validation_fraction:g} of {len(records)} records leaves "
+                        "none to train on")
+    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(cfg.mixture_seed)).tolist()
+    held = set(order[:n_held])
+    pick = [(records, i) for i in range(len(records))]
+    return (Records.picked([p for p in pick if p[1] not in held], records.path),
+            Records.picked([p for p in pick if p[1] in held], records.path))
+
+
+def tokenize_validation(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> list[Example] | None:
+    """The validation examples (`data.validation`, read like `train`, or the held-out `validation_fraction`),
+    tokenized the way training's are; None without validation data."""
+    if not cfg.has_validation:
+        return None
+    use_chat_template(tokenizer, cfg.chat_template)
+    if cfg.validation is not None:
+        records = read_source(cfg.validation, columns=cfg.columns, split=cfg.validation_split,
+                              field="data.validation", limit=None, encoding=cfg.encoding)
+    else:
+        records = split_validation(read_training_records(cfg), cfg)[1]
+    examples, _, _ = _examples(records, cfg, tokenizer, field="data.validation")
+    if not examples:
+        raise DataError(f"data.validation: {len(records)} records yield no tokens to score at max_length="
+                        f"{cfg.max_length}")
+    return examples
 
 
 class BatchPlan:

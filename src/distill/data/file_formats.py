@@ -11,8 +11,10 @@ Arrow cache.
 from __future__ import annotations
 
 import bz2
+import csv
 import glob
 import gzip
+import io
 import lzma
 from collections.abc import Callable
 from pathlib import Path
@@ -33,8 +35,6 @@ GLOB_CHARS = "*?["
 
 
 def _zstd_open(path: Path) -> IO[bytes]:
-    import io
-
     import zstandard
 
     return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")))
@@ -94,7 +94,13 @@ def read_with_datasets(path: Path, field: str) -> list[dict[str, Any]]:
 
     kind, _ = kind_of(path)  # type: ignore[misc]
     builder = KINDS[kind]
-    options: dict[str, Any] = {"sep": "\t"} if kind == ".tsv" else {}
+    options: dict[str, Any] = {}
+    if builder == "csv":  # every cell as the text it is ("007" stays "007", an empty cell ""), never a guessed number
+        sep = "\t" if kind == ".tsv" else ","
+        with open_binary(path) as raw:
+            header = next(csv.reader(io.TextIOWrapper(raw, encoding="utf-8-sig"), delimiter=sep), [])
+        options = {"sep": sep, "na_filter": False,
+                   "features": datasets.Features({name: datasets.Value("string") for name in header})}
     try:
         loaded = datasets.load_dataset(builder, data_files=[str(path)], split="train", **options)
     except Exception as exc:

@@ -40,25 +40,38 @@ def rename_columns(records: Records, columns: dict[str, str], field: str) -> Rec
 
 
 def sharegpt_to_messages(records: Records, field: str) -> Records:
-    """Records with ShareGPT `conversations` (and no `messages`) get `messages` in the chat templates' shape."""
-    if not records or "conversations" not in records[0] or "messages" in records[0]:
+    """Records with ShareGPT `conversations` (and no `messages`) get `messages` in the chat templates' shape; so do
+    `messages` of ShareGPT turns (`data.columns` renamed `conversations` to `messages`)."""
+    if not records:
+        return records
+    first = records[0]
+    if "conversations" in first and "messages" not in first:
+        key = "conversations"
+    elif _sharegpt_turns(first.get("messages")):
+        key = "messages"
+    else:
         return records
     out = []
     for i, record in enumerate(records):
-        turns = record.get("conversations")
+        turns = record.get(key)
         if not isinstance(turns, list):
-            raise DataError(f"{field}: {records.where(i)}: 'conversations' must be a list of {{from, value}} turns")
+            raise DataError(f"{field}: {records.where(i)}: {key!r} must be a list of ShareGPT {{from, value}} turns")
         messages = []
         for j, turn in enumerate(turns):
             if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
-                raise DataError(f"{field}: {records.where(i)}: conversations[{j}] is not a {{from, value}} turn")
+                raise DataError(f"{field}: {records.where(i)}: {key}[{j}] is not a {{from, value}} turn")
             role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
             if role is None:
-                raise DataError(f"{field}: {records.where(i)}: conversations[{j}] is from {turn['from']!r}; known "
+                raise DataError(f"{field}: {records.where(i)}: {key}[{j}] is from {turn['from']!r}; known "
                                 f"speakers: {', '.join(sorted(SHAREGPT_ROLES))}")
             messages.append({"role": role, "content": turn["value"]})
-        out.append({**{k: v for k, v in record.items() if k != "conversations"}, "messages": messages})
+        out.append({**{k: v for k, v in record.items() if k != key}, "messages": messages})
     return records.replaced(out)
+
+
+def _sharegpt_turns(turns: Any) -> bool:
+    return (isinstance(turns, list) and bool(turns) and isinstance(turns[0], dict) and "from" in turns[0]
+            and "value" in turns[0] and "role" not in turns[0])
 
 
 def read_source(path: str, *, columns: dict[str, str], split: str, field: str, limit: int | None,

@@ -113,6 +113,11 @@ def read_records(source: str, field: str = "data.train", limit: int | None = Non
         elif (path / "train.jsonl").exists():  # built-in data sets are folders with a train.jsonl
             records = _read_jsonl(path / "train.jsonl", field, limit, encoding)
         elif shards := shards_in(path):
+            texts = sorted(path.rglob("*.txt"))
+            if texts:
+                raise DataError(f"{field}: {path} holds both .txt documents ({texts[0].name}, …) and data files "
+                                f"({shards[0].name}, …); point data.train at one kind (a glob such as "
+                                f"{path}/*{''.join(shards[0].suffixes)})")
             records = _read_shards(check_shards(shards, source, field), path, field, limit, encoding)
         else:
             records = _read_text_folder(path, field, encoding)
@@ -244,6 +249,8 @@ def _read_saved_dataset(path: Path, field: str, split: str = "train") -> Records
 def _read_text_folder(path: Path, field: str, encoding: str) -> Records:
     files = sorted(p for p in path.rglob("*.txt") if p.is_file())
     if not files:
-        raise DataError(f"{field}: folder {path} has no .txt files (nor a `datasets` dataset_info.json)")
+        raise DataError(f"{field}: folder {path} has no .txt files, data files (.jsonl, .json, .csv, .parquet, …) "
+                        f"nor a `datasets` dataset_info.json; for shards in subfolders use a glob such as "
+                        f"{path}/**/*.parquet")
     texts = [_decode(f.read_bytes(), f, field, encoding) for f in files]
     return Records([{"text": t} for t in texts], path, "file", files=files)

@@ -31,6 +31,7 @@ import numpy as np
 
 from distill import __version__
 from distill.builtin.registry import cache_dir, is_builtin
+from distill.data.file_formats import expand, is_glob
 from distill.data.formatting import Example
 
 FORMAT_VERSION = 1
@@ -43,15 +44,21 @@ def store_root() -> Path:
 
 
 def source_sha256(source: str) -> str:
-    """The sha256 of a data source's bytes: a file, or every file under a folder (paths and bytes, in sorted order).
-    A built-in data set is named by itself (its contents are fixed by the distill version)."""
+    """The sha256 of a data source's bytes: a file, every file under a folder, or every file a glob matches (paths
+    and bytes, in sorted order). A built-in data set is named by itself (its contents are fixed by the distill
+    version)."""
     if is_builtin(source):
         return hashlib.sha256(source.encode()).hexdigest()
     path = Path(source)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    if not path.exists() and is_glob(source):
+        files = expand(source, "data.train")
+        path = Path(".")
+    else:
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     digest = hashlib.sha256()
     for file in files:
-        digest.update(str(file.relative_to(path) if file != path else file.name).encode() + b"\0")
+        name = file.name if file == path else str(file) if path == Path(".") else str(file.relative_to(path))
+        digest.update(name.encode() + b"\0")
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)

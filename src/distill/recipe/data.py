@@ -39,7 +39,7 @@ class DataConfig(Section):
     mixture: list[DataSource] | None = Field(
         default=None,
         description="Several sources mixed by weight instead of `train`: each next record comes from source i with "
-        "probability weight_i / Σ weight (a draw seeded by the recipe's seed), each source read in its own seeded "
+        "probability weight_i / Σ weight (a draw seeded by `mixture_seed`), each source read in its own seeded "
         "order, until the first source runs out (none repeats). Each source has its own `split` and `columns`.",
     )
     mixture_seed: int = Field(
@@ -47,6 +47,17 @@ class DataConfig(Section):
         "runs with other training seeds see the same data.",
     )
     split: str = Field(default="train", description="For `train`: the split of a `datasets` folder that holds several.")
+    validation: str | None = Field(
+        default=None,
+        description="Validation data, read like `train` (its `columns` too; a `datasets` folder's "
+        f"`validation_split`): {SOURCE_HELP}. Evaluated every `training.eval_every` steps.",
+    )
+    validation_split: str = Field(default="validation", description="The split `validation` reads from a `datasets` "
+                                  "folder that holds several.")
+    validation_fraction: float = Field(
+        default=0.0, ge=0.0, lt=0.5, description="Instead of `validation`: hold out this share of the training "
+        "records (chosen with `mixture_seed`, before tokenization), never trained on.",
+    )
     columns: dict[str, str] = Field(default_factory=dict, description=f"For `train`: {COLUMNS_HELP}")
     chat_template: str | None = Field(
         default=None,
@@ -92,7 +103,14 @@ class DataConfig(Section):
                                + ("both" if self.train is not None else "neither"))
         if self.mixture is not None and not self.mixture:
             raise FieldProblem("mixture", "needs at least one source")
+        if self.validation is not None and self.validation_fraction > 0:
+            raise FieldProblem("validation_fraction", "give either data.validation (a source) or a held-out "
+                               "data.validation_fraction, not both")
         return self
+
+    @property
+    def has_validation(self) -> bool:
+        return self.validation is not None or self.validation_fraction > 0
 
     def sources(self) -> list[DataSource]:
         """The sources read: `train` as a source of weight 1 with this section's split and columns, or `mixture`."""

@@ -38,15 +38,16 @@ def _path_slots(raw: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
 
 def with_absolute_paths(raw: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
     """`raw` (a recipe as a mapping, changed in place and returned) with each local path that exists under `base`
-    (default: the working directory) made absolute. Templates, hub ids, builtins and missing paths stay as given."""
+    (default: the working directory), or glob that matches files there, made absolute. Templates, hub ids,
+    builtins and missing paths stay as given."""
     base = Path.cwd() if base is None else base
     for node, key in _path_slots(raw):
         value = node[key]
         if value.startswith(BUILTIN_PREFIX) or "{{" in value or "{%" in value or Path(value).is_absolute():
             continue
         candidate = base / value
-        if candidate.exists():
-            node[key] = str(candidate.resolve())
+        if candidate.exists() or (any(c in value for c in "*?[") and any(base.glob(value))):
+            node[key] = str(candidate.resolve()) if candidate.exists() else str(base.resolve() / value)
     return raw
 
 

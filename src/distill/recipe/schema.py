@@ -37,6 +37,15 @@ class Recipe(Section):
     )
 
     @model_validator(mode="after")
+    def _validation_when_evaluated(self) -> Recipe:
+        t = self.training
+        if (t.eval_every is not None or t.keep_best is not None) and not self.data.has_validation:
+            field = "eval_every" if t.eval_every is not None else "keep_best"
+            raise FieldProblem(f"training.{field}", "needs validation data: data.validation (a source) or "
+                               "data.validation_fraction (a held-out share of data.train)")
+        return self
+
+    @model_validator(mode="after")
     def _teacher_when_needed(self) -> Recipe:
         if self.teacher is None and self.objective.alpha < 1.0:
             raise FieldProblem("teacher", "required unless objective.alpha is 1 (plain cross-entropy)")

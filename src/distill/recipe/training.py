@@ -53,9 +53,22 @@ class TrainingConfig(Section):
         "tensorboard is installed only when you want it (`pip install wandb`) and configured as its library is "
         "(WANDB_MODE=offline, MLFLOW_TRACKING_URI, ...). [] = metrics.jsonl only.",
     )
+    eval_every: int | None = Field(
+        default=None, ge=1, description="With validation data (`data.validation` or `data.validation_fraction`): "
+        "evaluate the student every N steps and at the last (NLL, and agreement and KL with a live teacher), "
+        "logged in metrics.jsonl as val_*. null = at the last step only.",
+    )
+    keep_best: Literal["val_nll", "val_agreement", "val_kl"] | None = Field(
+        default=None, description="Keep the student of the best evaluation by this metric in the run's best/ (NLL "
+        "and KL lower, agreement higher is better), with best.json saying its step and value.",
+    )
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, description="With `keep_best`: stop after this many evaluations in a row without a new "
+        "best. The final student is then the last one; best/ holds the best.",
+    )
     run_name: str | None = Field(
-        default=None, description="The project / experiment name trackers file the run under; null = the run "
-        "folder's name.",
+        default=None, description="The run's name in the trackers (filed under the project / experiment "
+        "`distill`); null = the run folder's name.",
     )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         default="fp32",
@@ -63,6 +76,13 @@ class TrainingConfig(Section):
         "GPU (refused on a CPU) and a dynamic loss scaler: a step whose gradients overflow is skipped and logged.",
     )
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations in backward to save memory.")
+
+    @model_validator(mode="after")
+    def _patience_needs_a_metric(self) -> TrainingConfig:
+        if self.early_stopping_patience is not None and self.keep_best is None:
+            raise FieldProblem("early_stopping_patience", "needs training.keep_best, the metric whose best it "
+                               "waits for")
+        return self
 
     @model_validator(mode="after")
     def _batch_divides(self) -> TrainingConfig:

@@ -19,8 +19,10 @@ STUDENT = "student"  # the final student, a plain Hugging Face folder
 STUDENT_TMP = temporary_name(STUDENT)  # the student while it is written, renamed into place when complete
 CHECKPOINTS = "checkpoints"  # step-NNNNNNNN/ folders (training/checkpoint.py)
 TENSORBOARD = "tensorboard"
+BEST = "best"  # training.keep_best: the best student so far, with best.json (training/validation.py)
+BEST_TMP = temporary_name(BEST)
 # what a run writes at the top of its folder; CHECKPOINTS is cleared of distill's checkpoints only (run_dir.py)
-RUN_ENTRIES = (MARKER, RECIPE, METRICS, METRICS_TMP, STUDENT, STUDENT_TMP, TENSORBOARD)
+RUN_ENTRIES = (MARKER, RECIPE, METRICS, METRICS_TMP, STUDENT, STUDENT_TMP, TENSORBOARD, BEST, BEST_TMP)
 
 # ---- result files and the report -------------------------------------------------------------------------------
 EVAL = "eval.json"  # `distill eval --out`'s default name; the demo's evaluation (results/schema.py: EvalResult)

@@ -39,6 +39,7 @@ class TrainState:
     format_version: int = FORMAT_VERSION
     skipped_steps: int = 0  # steps the fp16 loss scaler skipped (overflowed gradients)
     batches: dict[str, Any] | None = None  # the batch source's state_dict (older checkpoints: none, the plan's step)
+    validation: dict[str, Any] | None = None  # keep_best's state (training/validation.py BestTracker)
 
 
 def checkpoint_name(step: int) -> str:

@@ -31,13 +31,14 @@ from distill.models import count_parameters
 from distill.objectives.registry import build_objective
 from distill.progress import progress as progress_display
 from distill.recipe import Recipe, dump_recipe
-from distill.results.layout import CHECKPOINTS, METRICS, RECIPE, STUDENT
+from distill.results.layout import BEST, CHECKPOINTS, METRICS, RECIPE, STUDENT
 from distill.training import checkpoint
 from distill.training.metrics import MetricsLog
 from distill.training.run_dir import prepare_run_dir
 from distill.training.schedule import keep_fused, make_optimizer, make_scheduler, schedule_of
 from distill.training.setup import RunParts, build_parts
 from distill.training.trackers import accelerate_trackers, log_to_trackers, start_trackers
+from distill.training.validation import BestTracker, Validator, save_best, teacher_model_of
 
 TOKENS = "_input_tokens"  # summed beside the loss terms for throughput; never divided by the target count
 # names a metrics row gives the loop's own values: an objective's or a signal's term may not take them
@@ -122,6 +123,14 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
         accelerator.print(f"no checkpoint in {ckpt_root}; starting from step 0")
     metrics = MetricsLog(run_dir, state.step, tensorboard="tensorboard" in cfg.trackers) if main else None
     start_trackers(accelerator, recipe, run_dir)
+    validator = (Validator(parts.validation, cfg.micro_batch_size, parts.tokenizer.pad_token_id)
+                 if parts.validation else None)
+    teacher_model = teacher_model_of(teacher)
+    if cfg.keep_best in ("val_agreement", "val_kl") and teacher_model is None:
+        raise RecipeError(f"training.keep_best: {cfg.keep_best} compares the student with a live teacher, which this "
+                          "run does not load (a cache, an API, or alpha 1); use val_nll")
+    best = BestTracker.from_state(cfg.keep_best, state.validation) if cfg.keep_best else None
+    stopped_early = False
 
     # --- steps
     progress = progress_display("train", "loss {loss}", "{tps} tok/s", disable=not main)
@@ -191,23 +200,37 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
             state.tokens_seen += tokens
             state.batches = batches.state_dict()
             window_tokens += tokens
-            if main and (done % cfg.log_every == 0 or done == cfg.max_steps or skipped):
+            val: dict[str, float] = {}
+            if validator is not None and (done == cfg.max_steps or (cfg.eval_every and done % cfg.eval_every == 0)):
+                val = validator.evaluate(accelerator, student, teacher_model)
+                if best is not None:
+                    if best.update(done, val) and main:
+                        save_best(run_dir / BEST, student, parts.tokenizer, best)
+                    state.validation = best.state_dict()
+                    patience = cfg.early_stopping_patience
+                    stopped_early = patience is not None and best.since_best >= patience and done < cfg.max_steps
+            if main and (done % cfg.log_every == 0 or done == cfg.max_steps or skipped or val or stopped_early):
                 elapsed = time.perf_counter() - window_start
                 tps = window_tokens / max(elapsed, 1e-9)
                 terms = {n: v for n, v in means.items() if n in pieces.terms}
                 row = {"loss": loss, **terms, "lr": lr,
                        "grad_norm": grad_norm if math.isfinite(grad_norm) else None, "tokens_per_s": tps,
                        "tokens_seen": state.tokens_seen, "targets": global_targets,
-                       **{n: v for n, v in means.items() if n not in terms}}  # e.g. the top-k's teacher_mass
+                       **{n: v for n, v in means.items() if n not in terms}, **val}  # e.g. teacher_mass
                 if scaler is not None:
                     row.update(loss_scale=scale, skipped=skipped)
                 metrics.log(done, row)
                 log_to_trackers(accelerator, done, row)
                 progress.update(task, completed=done, loss=f"{loss:.4f}", tps=f"{tps:,.0f}")
                 window_start, window_tokens = time.perf_counter(), 0
-            if done % cfg.save_every == 0 or (done == cfg.max_steps and cfg.save_final):
+            if done % cfg.save_every == 0 or (done == cfg.max_steps and cfg.save_final) or stopped_early:
                 _save_checkpoint(accelerator, ckpt_root, student, optimizer, scheduler, scaler, state, recipe_yaml,
                                  cfg.keep_checkpoints)
+            if stopped_early:
+                accelerator.print(f"early stopping at step {done}: {best.metric} has not improved for "
+                                  f"{best.since_best} evaluations (best {best.best:.4f} at step {best.best_step}, in "
+                                  f"{run_dir / BEST})")
+                break
 
     # --- the final student, as a plain Hugging Face folder
     out = run_dir / STUDENT
@@ -217,8 +240,10 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
             parts.tokenizer.save_pretrained(tmp)
         metrics.close()
         skipped_note = f" ({state.skipped_steps} steps skipped by the fp16 loss scaler)" if state.skipped_steps else ""
+        best_note = (f"; the best by {best.metric} ({best.best:.4f}, step {best.best_step}) in {run_dir / BEST}"
+                     if best is not None and best.best is not None else "")
         accelerator.print(f"student saved to {out}{skipped_note}; metrics in {run_dir / METRICS}, "
-                          f"checkpoints in {ckpt_root}")
+                          f"checkpoints in {ckpt_root}{best_note}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return out

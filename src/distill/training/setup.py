@@ -13,7 +13,8 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from distill.data.dataset import BatchPlan, TokenizedData, tokenize_data
+from distill.data.dataset import BatchPlan, TokenizedData, tokenize_data, tokenize_validation
+from distill.data.formatting import Example
 from distill.generation.engine import Engine
 from distill.generation.sampling import SamplingParams
 from distill.losses.lm_head import check_head
@@ -45,6 +46,7 @@ class RunParts:
     student: PreTrainedModel
     teacher: TeacherSource | None  # None: cross-entropy only (alpha = 1)
     batches: DatasetBatches  # or StudentSamples, the on-policy kinds' source
+    validation: list[Example] | None = None  # data.validation or the held-out fraction, tokenized
 
     @property
     def vocab_size(self) -> int:
@@ -62,6 +64,7 @@ def build_parts(recipe: Recipe, accelerator: Accelerator) -> RunParts:
         teacher = load_teacher(t) if need_model else None
         student = build_student(recipe, tokenizer, teacher)
         data = tokenize_data(recipe.data, tokenizer)
+        validation = tokenize_validation(recipe.data, tokenizer)
     check_data_for(recipe.objective, data.format)
     objective = recipe.objective
     # an on-policy row is its prompt (≤ max_length) and up to max_new_tokens the student writes
@@ -104,7 +107,7 @@ def build_parts(recipe: Recipe, accelerator: Accelerator) -> RunParts:
     elif recipe.scores_api_live:  # the student's completions exist only now: the API scores each batch
         source = ApiTeacher(t.api, tokenizer, t.top_k)
     batches = _batch_source(recipe, data, plan, accelerator.process_index, tokenizer, student)
-    return RunParts(tokenizer, data, student, source, batches)
+    return RunParts(tokenizer, data, student, source, batches, validation)
 
 
 def _batch_source(recipe: Recipe, data: TokenizedData, plan: BatchPlan, rank: int, tokenizer, student

@@ -37,12 +37,17 @@ def accelerate_trackers(names: list[str]) -> list[str]:
     return wanted
 
 
+PROJECT = "distill"  # the W&B project / MLflow experiment runs are filed under, so they can be compared
+
+
 def start_trackers(accelerator: Accelerator, recipe: Recipe, run_dir: Path) -> None:
-    """Open the trackers' runs, filed under `training.run_name` (else the run folder's name), with the recipe as
-    their configuration."""
+    """Open the trackers' runs in the project `distill`, each run named `training.run_name` (else the run folder's
+    name), with the recipe as its configuration."""
     if accelerator.log_with:
-        accelerator.init_trackers(recipe.training.run_name or run_dir.resolve().name,
-                                  config=flat_config(recipe.model_dump(mode="json")))
+        name = recipe.training.run_name or run_dir.resolve().name
+        names = {"wandb": {"name": name}, "mlflow": {"run_name": name}}  # the others name runs themselves
+        accelerator.init_trackers(PROJECT, config=flat_config(recipe.model_dump(mode="json")),
+                                  init_kwargs={k: v for k, v in names.items() if k in recipe.training.trackers})
 
 
 def flat_config(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
