@@ -50,7 +50,7 @@ class _FakeCache:
     def __init__(self, rows: int):
         self.rows = rows
 
-    def signal(self, examples):
+    def signal(self, examples, estimator="counts"):
         logits = torch.randn(self.rows, 11, generator=torch.Generator().manual_seed(0))
         return TopKSignal.from_logits(logits, 4)
 

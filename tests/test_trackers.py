@@ -8,19 +8,21 @@ import json
 
 import pytest
 
-from conftest import base_recipe, run_cli, write_recipe
+from conftest import base_recipe
+from distill.recipe import validate_recipe
+from distill.training.loop import train
 from distill.training.metrics import read_metrics
 from distill.training.trackers import flat_config
 
 
 def test_mlflow_offline_gets_every_logged_step(tmp_path, text_data, tiny_teacher_dir, monkeypatch):
     import mlflow  # a dev dependency (mlflow-skinny)
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the local folder store behind this
+
     store = f"file://{tmp_path / 'mlruns'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the local folder store behind this
     recipe = base_recipe(text_data, tmp_path / "run", training={"trackers": ["mlflow"], "run_name": "kd-test"})
-    result = run_cli("train", str(write_recipe(tmp_path / "r.yaml", recipe)),
-                     env={"MLFLOW_TRACKING_URI": store, "MLFLOW_ALLOW_FILE_STORE": "true"})
-    assert result.returncode == 0, result.stderr
+    train(validate_recipe(recipe))
     client = mlflow.MlflowClient(store)
     [run] = client.search_runs([client.get_experiment_by_name("distill").experiment_id])
     assert run.info.run_name == "kd-test"

@@ -11,12 +11,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import base_recipe, run_cli, write_recipe
+from conftest import base_recipe
 from distill.data.batch import Batch, shifted_targets
 from distill.data.dataset import split_validation, tokenize_data, tokenize_validation
 from distill.data.normalize import read_training_records
 from distill.errors import RecipeError
-from distill.recipe import DataConfig, validate_recipe
+from distill.recipe import DataConfig, load_recipe, validate_recipe
+from distill.training.loop import train
 from distill.training.metrics import read_metrics
 
 
@@ -26,11 +27,11 @@ def _recipe(text_data, out, **training):
     return recipe
 
 
-def _train(tmp_path, recipe, *extra):
-    result = run_cli("train", str(write_recipe(tmp_path / f"{recipe['training']['output_dir'].split('/')[-1]}.yaml",
-                                               recipe)), *extra)
-    assert result.returncode == 0, result.stderr
-    return result
+def _train(recipe, capsys) -> str:
+    """Train in this process (a subprocess would add seconds of imports per run); returns what it printed."""
+    capsys.readouterr()
+    train(validate_recipe(recipe))
+    return capsys.readouterr().out
 
 
 def _by_hand_nll(student_dir, examples) -> float:
@@ -47,9 +48,9 @@ def _by_hand_nll(student_dir, examples) -> float:
     return total / count
 
 
-def test_validation_metrics_and_the_best_student(tmp_path, text_data, tiny_teacher_dir, tiny_tokenizer):
+def test_validation_metrics_and_the_best_student(tmp_path, text_data, tiny_teacher_dir, tiny_tokenizer, capsys):
     recipe = _recipe(text_data, tmp_path / "run", eval_every=2, keep_best="val_nll", log_every=1)
-    result = _train(tmp_path, recipe)
+    printed = _train(recipe, capsys)
     rows = read_metrics(tmp_path / "run")
     evaluated = [r for r in rows if "val_nll" in r]
     assert [r["step"] for r in evaluated] == [2, 4, 6] and all("val_nll" not in r for r in rows if r["step"] % 2)
@@ -57,7 +58,7 @@ def test_validation_metrics_and_the_best_student(tmp_path, text_data, tiny_teach
     best = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
     lowest = min(evaluated, key=lambda r: r["val_nll"])
     assert best == {"metric": "val_nll", "value": lowest["val_nll"], "step": lowest["step"]}
-    assert "the best by val_nll" in result.stdout
+    assert "the best by val_nll" in printed
     # the logged value is the NLL of the kept student on exactly the held-out sequences, by hand
     cfg = validate_recipe(recipe).data
     held = tokenize_validation(cfg, tiny_tokenizer)
@@ -76,7 +77,7 @@ def test_the_held_out_share_is_never_trained_on(tmp_path, text_data, tiny_tokeni
         len(e.input_ids) for e in full.examples)
 
 
-def test_keep_best_and_early_stopping_resume_exactly(tmp_path, text_data, tiny_teacher_dir):
+def test_keep_best_and_early_stopping_resume_exactly(tmp_path, text_data, tiny_teacher_dir, capsys):
     """At lr 0.1 the agreement peaks at step 1 and never recovers in 6 steps, so a resume that lost the best so far
     would crown a later step; and patience 2 stops the run at step 3. The interruption: the run's copy without its
     last checkpoint and student, resumed from step 4 with the same recipe."""
@@ -84,13 +85,14 @@ def test_keep_best_and_early_stopping_resume_exactly(tmp_path, text_data, tiny_t
 
     settings = {"eval_every": 1, "keep_best": "val_agreement", "lr": 0.1, "log_every": 1}
     recipe = _recipe(text_data, tmp_path / "straight", **settings)
-    _train(tmp_path, recipe)
+    _train(recipe, capsys)
     shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
     shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-00000006")
     shutil.rmtree(tmp_path / "resumed" / "student")
     (tmp_path / "resumed" / "best" / "best.json").unlink()  # must be written again, from the restored state
-    resumed = run_cli("train", str(tmp_path / "resumed" / "recipe.yaml"), "--resume")
-    assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stderr
+    capsys.readouterr()
+    train(load_recipe(tmp_path / "resumed" / "recipe.yaml"), resume=True)  # a run-folder recipe: into that folder
+    assert "resuming from" in capsys.readouterr().out
     straight = json.loads((tmp_path / "straight" / "best" / "best.json").read_text())
     assert straight["step"] < 4, "the setting no longer makes an early best; the resume check would not bite"
     assert not (tmp_path / "resumed" / "best" / "best.json").exists()  # no new best after step 4: not rewritten
@@ -101,8 +103,8 @@ def test_keep_best_and_early_stopping_resume_exactly(tmp_path, text_data, tiny_t
     assert val == [(r["step"], r["val_agreement"]) for r in read_metrics(tmp_path / "straight")]
 
     stopping = _recipe(text_data, tmp_path / "stopped", **settings, early_stopping_patience=2)
-    result = _train(tmp_path, stopping)
-    assert "early stopping at step 3: val_agreement has not improved for 2 evaluations" in result.stdout
+    printed = _train(stopping, capsys)
+    assert "early stopping at step 3: val_agreement has not improved for 2 evaluations" in printed
     assert read_metrics(tmp_path / "stopped")[-1]["step"] == 3
     assert (tmp_path / "stopped" / "checkpoints" / "step-00000003").is_dir()
     assert (tmp_path / "stopped" / "student").is_dir() and not math.isnan(straight["value"])
