@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from distill.data.dataset import BatchPlan, tokenize_data
+from distill.data.dataset import BatchPlan, tokenize_data, tokenize_validation
 from distill.errors import DistillError
 from distill.models import (
     check_context_length,
@@ -90,6 +90,10 @@ def check_recipe(recipe: Recipe, processes: int = 1) -> CheckReport:
             dropped = f", {data.dropped} dropped (nothing to learn)" if data.dropped else ""
             report.facts["data"] = (f"{len(data.examples):,} sequences ({data.format}), "
                                     f"{data.n_targets:,} target tokens{dropped}")
+            held = attempt(lambda: tokenize_validation(recipe.data, tokenizer))
+            if held:
+                report.facts["validation"] = (f"{len(held):,} sequences, "
+                                              f"{sum(e.n_targets for e in held):,} target tokens")
             tr = recipe.training
             plan = attempt(lambda: BatchPlan(len(data.examples), tr.batch_size, tr.micro_batch_size, processes,
                                              recipe.seed))
