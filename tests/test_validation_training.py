@@ -5,7 +5,6 @@ both resumed exactly after a checkpoint."""
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -77,37 +76,58 @@ def test_the_held_out_share_is_never_trained_on(tmp_path, text_data, tiny_tokeni
         len(e.input_ids) for e in full.examples)
 
 
-def test_keep_best_and_early_stopping_resume_exactly(tmp_path, text_data, tiny_teacher_dir, capsys):
-    """At lr 0.1 the agreement peaks at step 1 and never recovers in 6 steps, so a resume that lost the best so far
-    would crown a later step; and patience 2 stops the run at step 3. The interruption: the run's copy without its
-    last checkpoint and student, resumed from step 4 with the same recipe."""
+def _interrupted_copy(run, to, validation_state=None):
+    """The run as a kill after its step-4 checkpoint leaves it (no step-6 checkpoint, no student, no best.json); with
+    `validation_state`, that checkpoint's keep_best state replaced (and its checksum updated)."""
+    import hashlib
     import shutil
 
-    settings = {"eval_every": 1, "keep_best": "val_agreement", "lr": 0.1, "log_every": 1}
-    recipe = _recipe(text_data, tmp_path / "straight", **settings)
-    _train(recipe, capsys)
-    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
-    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-00000006")
-    shutil.rmtree(tmp_path / "resumed" / "student")
-    (tmp_path / "resumed" / "best" / "best.json").unlink()  # must be written again, from the restored state
+    shutil.copytree(run, to)
+    shutil.rmtree(to / "checkpoints" / "step-00000006")
+    shutil.rmtree(to / "student")
+    (to / "best" / "best.json").unlink()
+    if validation_state is not None:
+        ckpt = to / "checkpoints" / "step-00000004"
+        state = json.loads((ckpt / "state.json").read_text())
+        state["validation"] = validation_state
+        (ckpt / "state.json").write_text(json.dumps(state))
+        manifest = json.loads((ckpt / "manifest.json").read_text())
+        manifest["files"]["state.json"] = hashlib.sha256((ckpt / "state.json").read_bytes()).hexdigest()
+        (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    return to
+
+
+def test_keep_best_and_early_stopping_resume_exactly(tmp_path, text_data, tiny_teacher_dir, capsys):
+    """A resume restores the best so far from the checkpoint: the step-4 checkpoint's state is replaced by an
+    unbeatable best (agreement 2.0 at step 1, 3 evaluations ago), so the resumed run must keep it — never write
+    best.json, count on to 5 evaluations since — where a resume that lost the state would crown step 5 or 6.
+    The same state with patience 2 stops the resumed run at its first evaluation. Evaluations themselves resume
+    exactly: the resumed run logs the uninterrupted run's values."""
+    settings = {"eval_every": 1, "keep_best": "val_agreement", "log_every": 1}
+    _train(_recipe(text_data, tmp_path / "straight", **settings), capsys)
+    unbeatable = {"metric": "val_agreement", "best": 2.0, "best_step": 1, "since_best": 3}
+
+    resumed = _interrupted_copy(tmp_path / "straight", tmp_path / "resumed", unbeatable)
     capsys.readouterr()
-    train(load_recipe(tmp_path / "resumed" / "recipe.yaml"), resume=True)  # a run-folder recipe: into that folder
+    train(load_recipe(resumed / "recipe.yaml"), resume=True)  # a run-folder recipe trains into that folder
     assert "resuming from" in capsys.readouterr().out
-    straight = json.loads((tmp_path / "straight" / "best" / "best.json").read_text())
-    assert straight["step"] < 4, "the setting no longer makes an early best; the resume check would not bite"
-    assert not (tmp_path / "resumed" / "best" / "best.json").exists()  # no new best after step 4: not rewritten
-    state = json.loads((tmp_path / "resumed" / "checkpoints" / "step-00000006" / "state.json").read_text())
-    assert state["validation"] == {"metric": "val_agreement", "best": straight["value"],
-                                   "best_step": straight["step"], "since_best": 6 - straight["step"]}
-    val = [(r["step"], r["val_agreement"]) for r in read_metrics(tmp_path / "resumed")]
+    assert not (resumed / "best" / "best.json").exists()
+    state = json.loads((resumed / "checkpoints" / "step-00000006" / "state.json").read_text())
+    assert state["validation"] == {**unbeatable, "since_best": 5}
+    val = [(r["step"], r["val_agreement"]) for r in read_metrics(resumed)]
     assert val == [(r["step"], r["val_agreement"]) for r in read_metrics(tmp_path / "straight")]
 
-    stopping = _recipe(text_data, tmp_path / "stopped", **settings, early_stopping_patience=2)
-    printed = _train(stopping, capsys)
-    assert "early stopping at step 3: val_agreement has not improved for 2 evaluations" in printed
-    assert read_metrics(tmp_path / "stopped")[-1]["step"] == 3
-    assert (tmp_path / "stopped" / "checkpoints" / "step-00000003").is_dir()
-    assert (tmp_path / "stopped" / "student").is_dir() and not math.isnan(straight["value"])
+    stopping = _interrupted_copy(tmp_path / "straight", tmp_path / "stopped", unbeatable)
+    printed = _resume(stopping, capsys, "training.early_stopping_patience=2")
+    assert "early stopping at step 5: val_agreement has not improved for 4 evaluations" in printed
+    assert read_metrics(stopping)[-1]["step"] == 5
+    assert (stopping / "checkpoints" / "step-00000005").is_dir() and (stopping / "student").is_dir()
+
+
+def _resume(run, capsys, *overrides) -> str:
+    capsys.readouterr()
+    train(load_recipe(run / "recipe.yaml", list(overrides)), resume=True)
+    return capsys.readouterr().out
 
 
 def test_evaluation_settings_need_what_they_measure(text_data, tmp_path):

@@ -32,7 +32,8 @@ _IGNORED = {LOCK_NAME, ".DS_Store", "Thumbs.db", ".ipynb_checkpoints"}
 
 # Training fields that may differ on --resume. Only max_steps changes the computation: the learning-rate schedule is
 # extended from the resumed step on (training/schedule.py).
-RESUMABLE_CHANGES = {"max_steps", "save_every", "save_final", "log_every", "keep_checkpoints", "trackers", "run_name"}
+RESUMABLE_CHANGES = {"max_steps", "save_every", "save_final", "log_every", "keep_checkpoints", "trackers", "run_name",
+                     "eval_every", "early_stopping_patience"}
 
 
 def contents(run_dir: Path) -> list[str]:
