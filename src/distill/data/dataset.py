@@ -78,9 +78,9 @@ def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Tokeni
     nothing to learn after truncation to `max_length`. With `data.token_cache` (the default) the result is read
     from, or first written to, a token store keyed by the tokenizer, the settings and the source's bytes
     (data/token_store.py): later runs and other processes memory-map it instead of tokenizing again."""
+    use_chat_template(tokenizer, cfg.chat_template)  # before the tokenizer's identity keys the store
     if not cfg.token_cache:
         return _tokenize(cfg, tokenizer)
-    use_chat_template(tokenizer, cfg.chat_template)
     sources = [source_sha256(s.path) for s in cfg.sources()]
     key = store_key(cfg.model_dump(mode="json", exclude={"token_cache"}), sha256_json(sources),
                     tokenizer_identity(tokenizer)["sha256"])
@@ -94,7 +94,6 @@ def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Tokeni
 
 
 def _tokenize(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenizedData:
-    use_chat_template(tokenizer, cfg.chat_template)
     records = split_validation(read_training_records(cfg), cfg)[0]
     examples, fmt, dropped = _examples(records, cfg, tokenizer)
     if not examples:
@@ -132,9 +131,8 @@ def split_validation(records: Records, cfg: DataConfig) -> tuple[Records, Record
                         "none to train on")
     order = torch.randperm(len(records), generator=torch.Generator().manual_seed(cfg.mixture_seed)).tolist()
     held = set(order[:n_held])
-    pick = [(records, i) for i in range(len(records))]
-    return (Records.picked([p for p in pick if p[1] not in held], records.path),
-            Records.picked([p for p in pick if p[1] in held], records.path))
+    return (Records.picked([(records, i) for i in range(len(records)) if i not in held], records.path),
+            Records.picked([(records, i) for i in sorted(held)], records.path))
 
 
 def tokenize_validation(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> list[Example] | None:

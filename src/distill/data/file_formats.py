@@ -31,7 +31,6 @@ COMPRESSIONS: dict[str, Callable[[Path], IO[bytes]]] = {
 }
 # kinds of data file and the `datasets` builder that reads each (None: our own reader)
 KINDS: dict[str, str | None] = {".jsonl": None, ".parquet": None, ".json": "json", ".csv": "csv", ".tsv": "csv"}
-GLOB_CHARS = "*?["
 
 
 def _zstd_open(path: Path) -> IO[bytes]:
@@ -48,10 +47,6 @@ def kind_of(path: Path) -> tuple[str, str | None] | None:
     if not rest or rest[-1] not in KINDS or (compression and rest[-1] == ".parquet"):
         return None
     return rest[-1], compression
-
-
-def is_glob(source: str) -> bool:
-    return any(c in source for c in GLOB_CHARS)
 
 
 def expand(source: str, field: str) -> list[Path]:

@@ -16,6 +16,7 @@ import torch
 from distill.data.formatting import detect_format
 from distill.data.sources import Records, read_records
 from distill.errors import DataError
+from distill.recipe import DataConfig
 
 # ShareGPT speakers and the chat roles they become
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
@@ -100,7 +101,7 @@ def mix(parts: list[Records], weights: list[float], seed: int) -> Records:
     return Records.picked(picks, parts[0].path)
 
 
-def read_training_records(data: Any, field: str = "data.train") -> Records:
+def read_training_records(data: DataConfig, field: str = "data.train") -> Records:
     """The records a recipe's data section (`DataConfig`) trains on: `train` (renamed, converted), or its `mixture`
     mixed by `mixture_seed`; then the first `max_examples`."""
     sources = data.sources()

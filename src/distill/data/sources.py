@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill.builtin.registry import is_builtin, materialize
-from distill.data.file_formats import check_shards, expand, is_glob, kind_of, open_binary, read_with_datasets, shards_in
+from distill.data.file_formats import check_shards, expand, kind_of, open_binary, read_with_datasets, shards_in
 from distill.errors import DataError
+from distill.recipe.base import is_glob
 
 Record = dict[str, Any]
 BOM = "\ufeff"

@@ -31,8 +31,9 @@ import numpy as np
 
 from distill import __version__
 from distill.builtin.registry import cache_dir, is_builtin
-from distill.data.file_formats import expand, is_glob
+from distill.data.file_formats import expand
 from distill.data.formatting import Example
+from distill.recipe.base import is_glob
 
 FORMAT_VERSION = 1
 META = "meta.json"
@@ -51,13 +52,12 @@ def source_sha256(source: str) -> str:
         return hashlib.sha256(source.encode()).hexdigest()
     path = Path(source)
     if not path.exists() and is_glob(source):
-        files = expand(source, "data.train")
-        path = Path(".")
+        named = [(str(file), file) for file in expand(source, "data.train")]
     else:
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        named = [(file.name if file == path else str(file.relative_to(path)), file) for file in files]
     digest = hashlib.sha256()
-    for file in files:
-        name = file.name if file == path else str(file) if path == Path(".") else str(file.relative_to(path))
+    for name, file in named:
         digest.update(name.encode() + b"\0")
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):

@@ -1,5 +1,6 @@
 """What every recipe section shares: the `Section` base (unknown keys are errors), `FieldProblem` for cross-field
-checks that blame one field, the `builtin:` prefix, and the walk from a field's annotation to its section class."""
+checks that blame one field, the `builtin:` prefix, how a glob is told from a path, and the walk from a field's
+annotation to its section class."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from pydantic import BaseModel, ConfigDict
 
 from distill.builtin import BUILTIN_PREFIX
 
-__all__ = ["BUILTIN_PREFIX", "FieldProblem", "Section"]
+__all__ = ["BUILTIN_PREFIX", "FieldProblem", "Section", "is_glob"]
+
+GLOB_CHARS = "*?["  # a data source holding one of these names files by pattern (data/file_formats.py expands it)
+
+
+def is_glob(source: str) -> bool:
+    return any(c in source for c in GLOB_CHARS)
 
 
 class FieldProblem(ValueError):

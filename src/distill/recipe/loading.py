@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from distill.errors import RecipeError
-from distill.recipe.base import BUILTIN_PREFIX, FieldProblem, _section_type
+from distill.recipe.base import BUILTIN_PREFIX, FieldProblem, _section_type, is_glob
 from distill.recipe.objective import OBJECTIVE_CONFIGS
 from distill.recipe.portable import run_folder_of, with_absolute_paths
 from distill.recipe.schema import TRAINING_SECTIONS, GenerationRecipe, Recipe
@@ -185,7 +185,7 @@ def check_paths(recipe: Recipe) -> None:
     for i, source in enumerate(recipe.data.sources()):
         data = source.path
         field = "data.train" if recipe.data.mixture is None else f"data.mixture[{i}].path"
-        if not data.startswith(BUILTIN_PREFIX) and not any(c in data for c in "*?[") and not Path(data).exists():
+        if not data.startswith(BUILTIN_PREFIX) and not is_glob(data) and not Path(data).exists():
             raise RecipeError(f"{field}: no such file or folder: {data} (paths are relative to the current "
                               "directory)")
 

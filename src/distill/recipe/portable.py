@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from distill.recipe.base import BUILTIN_PREFIX
+from distill.recipe.base import BUILTIN_PREFIX, is_glob
 from distill.results.layout import MARKER
 
 # (section, field) pairs that may hold a local path; `data.mixture` holds a list of sources with a `path` each
@@ -46,7 +46,7 @@ def with_absolute_paths(raw: dict[str, Any], base: Path | None = None) -> dict[s
         if value.startswith(BUILTIN_PREFIX) or "{{" in value or "{%" in value or Path(value).is_absolute():
             continue
         candidate = base / value
-        if candidate.exists() or (any(c in value for c in "*?[") and any(base.glob(value))):
+        if candidate.exists() or (is_glob(value) and any(base.glob(value))):
             node[key] = str(candidate.resolve()) if candidate.exists() else str(base.resolve() / value)
     return raw
 
