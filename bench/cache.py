@@ -50,7 +50,7 @@ import harness
 from distill.data.batch import Batch
 from distill.data.dataset import tokenize_data
 from distill.demo.plan import DemoOptions, recipe_for
-from distill.eval.runner import load_eval_set
+from distill.eval.eval_set import load_eval_set
 from distill.eval.suite import ModelEntry, Suite, run_suite
 from distill.losses.divergences import kl
 from distill.losses.signals import TopKSignal

@@ -139,7 +139,8 @@ def _loud_padding_twins(tokenizer, seed: int):
 
 def test_padding_rows_do_not_change_nll_ece_or_agreement(tiny_tokenizer):
     from distill.builtin.corpus import tiny_stories
-    from distill.eval.runner import EvalSet, evaluate_set
+    from distill.eval.eval_set import EvalSet
+    from distill.eval.runner import evaluate_set
 
     teacher_padded, teacher_cut = _loud_padding_twins(tiny_tokenizer, seed=0)
     student_padded, student_cut = _loud_padding_twins(tiny_tokenizer, seed=1)

@@ -213,6 +213,13 @@ def evaluate(
         help="Models to compare: a folder, NAME=FOLDER, or a training run folder (its student; its teacher becomes "
         "the reference).", show_default=False)],
     data: Annotated[str, typer.Option("--data", help="Held-out data: .jsonl/.parquet/folder/builtin:NAME/SPLIT.")],
+    data_format: Annotated[str, typer.Option(
+        "--format", help="Record format: auto (from the first record), text (every token scored), prompt_completion "
+        "(completion tokens scored) or messages (assistant turns scored, rendered with the chat template).")
+    ] = "auto",
+    chat_template: Annotated[str | None, typer.Option(
+        "--chat-template", help="Chat template (Jinja, or a file) for `messages` data instead of the first "
+        "model's own.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Where to write the result JSON.")] = Path(EVAL),
     reference: Annotated[str | None, typer.Option(
         "--reference", help="Teacher to measure agreement/KL against: FOLDER or NAME=FOLDER.")] = None,
@@ -245,7 +252,8 @@ def evaluate(
         check_output_path(out)  # before the slow part, not after it
         suite = build_suite(models, data=data, reference=reference, baseline=baseline, text_field=text_field,
                             slice_by=slice_by or [], max_docs=max_docs, train_data=train_data, tasks=task or [],
-                            task_n=task_n, max_length=max_length, seed=seed)
+                            task_n=task_n, max_length=max_length, seed=seed, fmt=data_format,
+                            chat_template=chat_template)
         result = run_suite(suite)
         from distill.eval.summary_table import print_summary
 

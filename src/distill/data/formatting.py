@@ -40,7 +40,8 @@ class Example:
         return sum(1 for label in self.labels[1:] if label != IGNORE_INDEX)
 
 
-def use_chat_template(tokenizer: PreTrainedTokenizerBase, template: str | None) -> None:
+def use_chat_template(tokenizer: PreTrainedTokenizerBase, template: str | None,
+                      field: str = "data.chat_template") -> None:
     """Render chat with `template` (`data.chat_template`: Jinja, or the path of a file holding it) instead of the
     tokenizer's own. The tokenizer keeps it, so the student is saved with the template it was trained with, and the
     tokenizer's identity (token store, teacher cache) changes with it."""
@@ -49,7 +50,7 @@ def use_chat_template(tokenizer: PreTrainedTokenizerBase, template: str | None) 
     if "{{" not in template and "{%" not in template:
         path = Path(template)
         if not path.is_file():
-            raise DataError(f"data.chat_template: {template!r} is neither a Jinja template (no {{{{ or {{%) nor a "
+            raise DataError(f"{field}: {template!r} is neither a Jinja template (no {{{{ or {{%) nor a "
                             "file holding one")
         template = path.read_text(encoding="utf-8")
     tokenizer.chat_template = template
@@ -62,7 +63,7 @@ def detect_format(record: Record, declared: str, text_field: str = "text", field
     inferred = (
         "messages" if "messages" in keys
         else "prompt_completion" if {"prompt", "completion"} <= keys
-        else "text" if "text" in keys
+        else "text" if text_field in keys
         else None
     )
     if declared == "auto":
@@ -91,24 +92,27 @@ def encode_text(records: Sequence[Record], tokenizer: PreTrainedTokenizerBase, t
     return [[*ids, tokenizer.eos_token_id] for ids in encoded]
 
 
-def encode_prompt_completion(record: Record, tokenizer: PreTrainedTokenizerBase, where: str) -> Example:
-    """`where` names the record in errors ("FILE, line N", see `Records.where`)."""
+def encode_prompt_completion(record: Record, tokenizer: PreTrainedTokenizerBase, where: str,
+                             field: str = "data.train") -> Example:
+    """`where` names the record in errors ("FILE, line N", see `Records.where`), `field` the setting or option that
+    named its source (`distill eval` passes its own)."""
     prompt, completion = record.get("prompt"), record.get("completion")
     if not isinstance(prompt, str) or not isinstance(completion, str):
-        raise DataError(f"data.train: {where}: needs string 'prompt' and 'completion' fields "
+        raise DataError(f"{field}: {where}: needs string 'prompt' and 'completion' fields "
                         f"(keys: {sorted(record)})")
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return Example(prompt_ids + completion_ids, [IGNORE_INDEX] * len(prompt_ids) + completion_ids)
 
 
-def encode_messages(record: Record, tokenizer: PreTrainedTokenizerBase, where: str) -> Example:
+def encode_messages(record: Record, tokenizer: PreTrainedTokenizerBase, where: str,
+                    field: str = "data.train") -> Example:
     """Render a chat with the tokenizer's template; label the tokens of assistant turns only.
 
     Assistant spans are found by rendering growing prefixes of the conversation: the text of turn i runs from the
     end of `render(messages[:i], add_generation_prompt=True)` to the end of `render(messages[:i+1])`. Tokens whose
     first character falls in such a span are labelled. This works for any template that renders prefixes
-    consistently, which is checked. `where` names the record in errors ("FILE, line N").
+    consistently, which is checked. `where` names the record in errors ("FILE, line N"), `field` its source's setting.
     """
     if tokenizer.chat_template is None:
         raise DataError("data.format: chat `messages` need a tokenizer with a chat template, and this one has none; "
@@ -116,14 +120,14 @@ def encode_messages(record: Record, tokenizer: PreTrainedTokenizerBase, where: s
     messages = record.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
                                                  for m in messages):
-        raise DataError(f"data.train: {where}: 'messages' must be a list of {{role, content}} objects")
-    messages = _plain_messages(messages, where)
+        raise DataError(f"{field}: {where}: 'messages' must be a list of {{role, content}} objects")
+    messages = _plain_messages(messages, where, field)
 
     def render(turns: list[dict], generation_prompt: bool = False) -> str:
         try:
             return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
         except Exception as exc:  # the template's own checks (role order, roles it knows) or a jinja error
-            raise DataError(f"data.train: {where}: the chat template cannot render this conversation "
+            raise DataError(f"{field}: {where}: the chat template cannot render this conversation "
                             f"({type(exc).__name__}: {exc}); fix the record or use a tokenizer whose chat "
                             "template accepts it") from exc
 
@@ -134,11 +138,11 @@ def encode_messages(record: Record, tokenizer: PreTrainedTokenizerBase, where: s
             continue
         start_text, end_text = render(messages[:i], generation_prompt=True), render(messages[: i + 1])
         if not (full.startswith(start_text) and full.startswith(end_text)):
-            raise DataError(f"data.train: {where}: the chat template does not render conversation prefixes "
+            raise DataError(f"{field}: {where}: the chat template does not render conversation prefixes "
                             "consistently, so assistant turns cannot be located")
         spans.append((len(start_text), len(end_text)))
     if not spans:
-        raise DataError(f"data.train: {where}: no assistant turn to learn from")
+        raise DataError(f"{field}: {where}: no assistant turn to learn from")
     encoding = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
     labels = [tok if any(s <= begin < e for s, e in spans) else IGNORE_INDEX
@@ -146,7 +150,7 @@ def encode_messages(record: Record, tokenizer: PreTrainedTokenizerBase, where: s
     return Example(list(ids), labels)
 
 
-def _plain_messages(messages: list[dict], where: str) -> list[dict]:
+def _plain_messages(messages: list[dict], where: str, field: str) -> list[dict]:
     """The conversation with every `content` a string, the record left untouched.
 
     OpenAI-style content — a list of `{"type": "text", "text": ...}` parts — is joined into one string (with no
@@ -157,20 +161,21 @@ def _plain_messages(messages: list[dict], where: str) -> list[dict]:
     for j, message in enumerate(messages):
         content = message["content"]
         if isinstance(content, list):
-            content = "".join(_text_of(part, f"messages[{j}].content[{k}]", where) for k, part in enumerate(content))
+            content = "".join(_text_of(part, f"messages[{j}].content[{k}]", where, field)
+                              for k, part in enumerate(content))
         elif not isinstance(content, str):
             shown = "null" if content is None else f"{type(content).__name__} ({content!r:.40})"
-            raise DataError(f"data.train: {where}: messages[{j}].content is {shown}; it must be a string or a list of "
+            raise DataError(f"{field}: {where}: messages[{j}].content is {shown}; it must be a string or a list of "
                             '{"type": "text", "text": ...} parts')
         plain.append({**message, "content": content})
     return plain
 
 
-def _text_of(part: object, name: str, where: str) -> str:
+def _text_of(part: object, name: str, where: str, field: str) -> str:
     if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
         return part["text"]
     kind = part.get("type") if isinstance(part, dict) else None
     if isinstance(kind, str) and kind != "text":
-        raise DataError(f"data.train: {where}: {name} is a {kind!r} part; only text parts can be trained on, so "
+        raise DataError(f"{field}: {where}: {name} is a {kind!r} part; only text parts can be trained on, so "
                         "drop that part or the record")
-    raise DataError(f"data.train: {where}: {name} is not a {{type, text}} part with a string `text`")
+    raise DataError(f"{field}: {where}: {name} is not a {{type, text}} part with a string `text`")

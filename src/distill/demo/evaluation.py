@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill.demo.plan import DemoOptions
-from distill.eval.runner import load_eval_set
+from distill.eval.eval_set import load_eval_set
 from distill.eval.suite import ModelEntry, Suite, run_suite
 from distill.eval.training_text import recipe_training_texts
 from distill.recipe import Recipe

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from distill.errors import DataError
-from distill.eval.runner import load_eval_set
+from distill.eval.eval_set import load_eval_set
 from distill.eval.suite import ModelEntry, Suite
 from distill.eval.training_text import TrainingTexts, read_training_texts, recipe_training_texts
 from distill.recipe import DataConfig
@@ -58,7 +58,7 @@ def check_output_path(out: Path, option: str = "--out") -> None:
 
 def build_suite(models: list[str], *, data: str, reference: str | None, baseline: str | None, text_field: str,
                 slice_by: list[str], max_docs: int | None, train_data: str | None, tasks: list[str], task_n: int,
-                max_length: int, seed: int) -> Suite:
+                max_length: int, seed: int, fmt: str = "auto", chat_template: str | None = None) -> Suite:
     if max_docs is not None and max_docs < 1:
         raise DataError(f"--max-docs {max_docs}: evaluate at least 1 document, or leave --max-docs out to evaluate "
                         "them all")
@@ -90,9 +90,10 @@ def build_suite(models: list[str], *, data: str, reference: str | None, baseline
     pairs = [(e.name, baseline) for e in entries if baseline and e.name not in (baseline, ref_name)]
     train_texts = _training_texts(train_data, recipes[0] if recipes else None)
     eval_set = load_eval_set(data, name=Path(data).stem or "eval", description=f"held-out data {data}",
-                             text_field=text_field, slice_fields=slice_by, max_docs=max_docs, seed=seed)
+                             text_field=text_field, slice_fields=slice_by, max_docs=max_docs, seed=seed, fmt=fmt)
     return Suite(models=entries, sets=[eval_set], reference=ref_name, baseline=baseline, pairs=pairs,
-                 tasks=[(t, task_n) for t in tasks], train_texts=train_texts, max_length=max_length, seed=seed)
+                 tasks=[(t, task_n) for t in tasks], train_texts=train_texts, max_length=max_length, seed=seed,
+                 chat_template=chat_template)
 
 
 def _training_texts(train_data: str | None, recipe: dict | None) -> TrainingTexts | None:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from distill.data.formatting import IGNORE_INDEX
 from distill.progress import progress as progress_display
 
 ECE_BINS = 15
@@ -90,12 +91,15 @@ class ScoreResult:
 
 
 def score_documents(models: dict[str, torch.nn.Module], documents: Sequence[Sequence[int]], *,
-                    reference: str | None = None, batch_size: int = 4, pad_token_id: int = 0,
+                    labels: Sequence[Sequence[int]] | None = None, reference: str | None = None,
+                    batch_size: int = 4, pad_token_id: int = 0,
                     vocab_size: int | None = None, device: str | torch.device = "cpu", progress: bool = True,
                     label: str = "score") -> ScoreResult:
     """Run every model over every document (teacher-forced) and return per-document statistics for each.
 
     Documents are batched in order with right padding; a document needs at least 2 tokens to predict one.
+    `labels` (aligned with the documents, as in training) limit the scored tokens to those whose label is not
+    IGNORE_INDEX — a chat's assistant turns, a completion; None scores every token after the first.
     `vocab_size` is the tokenizer's size (`len(tokenizer)`): every model's logits are cut to it before the softmax,
     so padded output rows carry no probability. None keeps every column (for models that are not padded).
     """
@@ -116,11 +120,14 @@ def score_documents(models: dict[str, torch.nn.Module], documents: Sequence[Sequ
             width = max(len(d) for d in batch)
             ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
+            scored = torch.zeros((len(batch), width), dtype=torch.bool)
             for row, doc in enumerate(batch):
                 ids[row, :len(doc)] = torch.tensor(doc)
                 mask[row, :len(doc)] = 1
+                scored[row, :len(doc)] = True if labels is None else \
+                    torch.tensor(labels[start + row]) != IGNORE_INDEX
             ids, mask = ids.to(device), mask.to(device)
-            valid = mask[:, 1:].bool()
+            valid = scored[:, 1:].to(device)
             targets = ids[:, 1:][valid]
             doc_of_token = (torch.arange(len(batch), device=device)[:, None].expand_as(valid))[valid]
             n_tokens += int(valid.sum())

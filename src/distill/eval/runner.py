@@ -7,90 +7,20 @@ recovered — is computed from the per-document sums that pass leaves behind.
 
 from __future__ import annotations
 
-import hashlib
-import random
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from distill.data.sources import read_records
-from distill.errors import DataError
 from distill.eval import metrics
 from distill.eval.bootstrap import bootstrap_ci
 from distill.eval.contamination import contamination_result
 from distill.eval.doc_stats import DocStats, score_documents
+from distill.eval.eval_set import SCORED, EvalSet
 
 LENGTH_BUCKETS = ((0, 128, "<128 tokens"), (128, 256, "128–255 tokens"), (256, 512, "256–511 tokens"),
                   (512, 10**9, "≥512 tokens"))
-
-
-@dataclass
-class EvalSet:
-    """Documents of one evaluation set, with the fields to slice by."""
-
-    name: str
-    source: str
-    description: str
-    records: list[dict[str, Any]]
-    text_field: str = "text"
-    slice_fields: list[str] = field(default_factory=list)
-
-    @property
-    def texts(self) -> list[str]:
-        return [r[self.text_field] for r in self.records]
-
-    def sha256(self) -> str:
-        digest = hashlib.sha256()
-        for text in self.texts:
-            digest.update(text.encode("utf-8") + b"\0")
-        return digest.hexdigest()
-
-
-def load_eval_set(source: str, *, name: str, description: str = "", text_field: str = "text",
-                  slice_fields: Sequence[str] = (), max_docs: int | None = None, seed: int = 0) -> EvalSet:
-    """Read an eval set; with `max_docs`, take a deterministic sample spread evenly over the first slice field's
-    values (so every slice keeps enough documents for an interval)."""
-    if max_docs is not None and max_docs < 1:
-        raise DataError(f"eval set {name}: max_docs={max_docs} leaves nothing to evaluate; ask for at least 1 "
-                        "document, or for all of them (no limit)")
-    records = read_records(source, field=f"eval set {name}")
-    for i, record in enumerate(records):
-        if not isinstance(record.get(text_field), str) or not record[text_field].strip():
-            raise DataError(f"eval set {name}: record {i} of {source} has no non-empty string field {text_field!r}")
-        for key in slice_fields:
-            if key not in record:
-                raise DataError(f"eval set {name}: record {i} of {source} has no field {key!r} to slice by "
-                                f"(fields: {sorted(record)})")
-    if max_docs is not None and max_docs < len(records):
-        records = _spread_sample(records, max_docs, slice_fields[0] if slice_fields else None, seed)
-    return EvalSet(name, source, description, records, text_field, list(slice_fields))
-
-
-def _spread_sample(records: list[dict[str, Any]], n: int, key: str | None, seed: int) -> list[dict[str, Any]]:
-    groups: dict[Any, list[int]] = defaultdict(list)
-    for i, record in enumerate(records):
-        groups[record.get(key) if key else None].append(i)
-    rng = random.Random(seed)
-    queues = [rng.sample(idx, len(idx)) for _, idx in sorted(groups.items(), key=lambda kv: str(kv[0]))]
-    chosen: list[int] = []
-    while len(chosen) < n:
-        for queue in queues:
-            if queue and len(chosen) < n:
-                chosen.append(queue.pop())
-    return [records[i] for i in sorted(chosen)]
-
-
-def tokenize_documents(texts: Sequence[str], tokenizer, max_length: int) -> list[list[int]]:
-    ids = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
-    docs = [d[:max_length] for d in ids]
-    short = [i for i, d in enumerate(docs) if len(d) < 2]
-    if short:
-        raise DataError(f"eval documents {short[:5]} have fewer than 2 tokens; nothing to predict")
-    return docs
 
 
 def length_bucket(n_tokens: int) -> str:
@@ -102,15 +32,17 @@ def evaluate_set(models: dict[str, torch.nn.Module], tokenizer, eval_set: EvalSe
                  train_texts: Sequence[str] | None = None, max_length: int = 512, batch_size: int = 4, seed: int = 0,
                  n_resamples: int = 2000, ngram: int = 8) -> tuple[dict[str, Any], dict[str, float]]:
     """The `sets.<name>` block of eval.json / summary.json, and each model's scoring tokens/s."""
-    docs = tokenize_documents(eval_set.texts, tokenizer, max_length)
-    scored = score_documents(models, docs, reference=reference, batch_size=batch_size,
+    docs = eval_set.encode(tokenizer, max_length)
+    scored = score_documents(models, [d.input_ids for d in docs], labels=[d.labels for d in docs],
+                             reference=reference, batch_size=batch_size,
                              pad_token_id=tokenizer.pad_token_id or 0, vocab_size=len(tokenizer),
                              label=f"eval {eval_set.name}")
     stats = scored.stats
     kw = {"seed": seed, "n_resamples": n_resamples}
     block: dict[str, Any] = {
         "description": eval_set.description, "path": eval_set.source, "sha256": eval_set.sha256(),
-        "n_docs": len(docs), "n_tokens": int(sum(len(d) - 1 for d in docs)),
+        "format": eval_set.format, "scored": SCORED[eval_set.format],
+        "n_docs": len(docs), "n_tokens": int(sum(d.n_targets for d in docs)),
         "metrics": {name: _as_dicts(metrics.metric_intervals(s, **kw)) for name, s in stats.items()},
         "paired": {f"{a}_minus_{b}": _as_dicts(metrics.paired_intervals(stats[a], stats[b], **kw)) for a, b in pairs},
         "gap_recovered": {},
@@ -122,7 +54,7 @@ def evaluate_set(models: dict[str, torch.nn.Module], tokenizer, eval_set: EvalSe
             name: metrics.gap_recovered(s, stats[baseline], stats[reference], **kw).as_dict()
             for name, s in stats.items() if name not in (reference, baseline)}
     fields = {key: [str(r[key]) for r in eval_set.records] for key in eval_set.slice_fields}
-    fields["length"] = [length_bucket(len(d) - 1) for d in docs]
+    fields["length"] = [length_bucket(d.n_targets) for d in docs]
     block["slices"] = {key: _slices(stats, values, pairs, kw) for key, values in fields.items()}
     block["contamination"], block["contamination_reason"] = contamination_result(train_texts, eval_set.texts,
                                                                                  n=ngram)

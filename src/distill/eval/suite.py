@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from distill.eval.bootstrap import bootstrap_ci
-from distill.eval.runner import EvalSet, evaluate_set, model_info
+from distill.eval.eval_set import EvalSet
+from distill.eval.runner import evaluate_set, model_info
 from distill.results.provenance import provenance
 from distill.results.schema import EVAL_KIND, EvalResult
 
@@ -36,6 +37,7 @@ class Suite:
     pairs: list[tuple[str, str]] = field(default_factory=list)  # paired differences a − b to report
     tasks: list[tuple[str, int]] = field(default_factory=list)  # (task spec, items)
     train_texts: Sequence[str] | None = None  # for the contamination check
+    chat_template: str | None = None  # renders chat eval sets instead of the tokenizer's own (Jinja or a file)
     max_length: int = 512
     batch_size: int = 4
     seed: int = 0
@@ -54,6 +56,7 @@ def load_model(name: str, path: str | Path):
 
 
 def run_suite(suite: Suite) -> EvalResult:
+    from distill.data.formatting import use_chat_template
     from distill.eval.generation import generate
     from distill.models import check_logit_width, check_same_vocab, load_tokenizer, output_width
 
@@ -61,9 +64,14 @@ def run_suite(suite: Suite) -> EvalResult:
     for role_name in (suite.reference, suite.baseline, *[n for pair in suite.pairs for n in pair]):
         if role_name is not None and role_name not in names:
             raise ValueError(f"{role_name!r} is not one of the evaluated models {names}")
-    tokenizer = load_tokenizer("model", suite.models[0].path)
-    for entry in suite.models[1:]:
-        check_same_vocab(tokenizer, load_tokenizer(f"model {entry.name}", entry.path))
+    # The first evaluated model's tokenizer, not the reference's: it renders chat sets, and a student is saved with
+    # the chat template it was trained with (data.chat_template), which may not be its teacher's.
+    first = next((m for m in suite.models if m.name != suite.reference), suite.models[0])
+    tokenizer = load_tokenizer(f"model {first.name}", first.path)
+    use_chat_template(tokenizer, suite.chat_template, field="--chat-template")
+    for entry in suite.models:
+        if entry is not first:
+            check_same_vocab(tokenizer, load_tokenizer(f"model {entry.name}", entry.path))
     loaded = {m.name: load_model(m.name, m.path) for m in suite.models}
     for entry in suite.models:  # wider is padding, cut off when scoring; narrower cannot be scored at all
         check_logit_width(f"model {entry.name} ({entry.path})", output_width(loaded[entry.name]), len(tokenizer))

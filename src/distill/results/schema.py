@@ -152,9 +152,11 @@ class EvalSetResult(Block):
 
     description: str | None = None
     path: str | None = None
-    sha256: str | None = None  # of the documents' texts
+    sha256: str | None = None  # of the documents' texts (of their scored fields, for chat and prompt/completion)
+    format: str | None = None  # the records' format: text | prompt_completion | messages
+    scored: str | None = None  # which tokens were scored, in words (eval/eval_set.py: SCORED)
     n_docs: int | None = None
-    n_tokens: int | None = None  # predicted tokens
+    n_tokens: int | None = None  # predicted (scored) tokens
     metrics: dict[str, Intervals] = {}  # model → metric → interval
     paired: Paired = {}
     gap_recovered: Intervals = {}  # model → interval
