@@ -269,12 +269,13 @@ def evaluate(
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(
-        help="Folder holding summary.json (a demo run) or eval.json (`distill eval --out DIR/eval.json`), or the "
-        "result file itself.", show_default=False)],
+        help="Folder holding summary.json (a demo run) or eval.json (`distill eval --out DIR/eval.json`), a "
+        "training run folder (its curves, validation and recipe), or the result file itself.", show_default=False)],
     debug: DebugOpt = False,
 ) -> None:
     """Render report.html (self-contained, images embedded) and report.md from a run's result files, next to them.
-    From an eval.json the training sections are left out: it holds no training facts."""
+    An eval.json written into a training run folder is shown with that run's training; elsewhere it holds no
+    training facts, and the training section is left out."""
     with _reported(debug):
         from distill.report.render import write_report
 

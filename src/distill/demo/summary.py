@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from distill.demo.plan import DemoOptions
-from distill.errors import DataError
 from distill.recipe import Recipe, dump_recipe
-from distill.results.layout import METRICS
-from distill.results.metrics import read_metrics
+from distill.results.metrics import training_facts as run_training_facts
 from distill.results.schema import DEMO_KIND, DemoSummary, EvalResult
 
 
@@ -26,13 +24,5 @@ def build_summary(options: DemoOptions, result: EvalResult, recipes: dict[str, R
 
 
 def training_facts(recipe: Recipe) -> dict[str, Any]:
-    """Steps, tokens and training wall time of a finished run, from its metrics.jsonl (one line per step), so the
-    figure stays right for a run that was killed and resumed."""
-    run_dir = Path(recipe.training.output_dir)
-    rows = read_metrics(run_dir)
-    if not rows:
-        raise DataError(f"{run_dir / METRICS} is empty; train the run first")
-    seen = [0] + [r["tokens_seen"] for r in rows]
-    wall = sum((seen[i + 1] - seen[i]) / r["tokens_per_s"] for i, r in enumerate(rows) if r["tokens_per_s"] > 0)
-    return {"run_dir": run_dir.name, "steps": rows[-1]["step"], "tokens": rows[-1]["tokens_seen"],
-            "wall_s": round(wall, 1), "final_loss": rows[-1]["loss"], "recipe": dump_recipe(recipe)}
+    """The facts of a finished demo run (results/metrics.py), with its resolved recipe."""
+    return run_training_facts(Path(recipe.training.output_dir), dump_recipe(recipe))

@@ -8,6 +8,10 @@ DataError naming the file and the field, raised while it is loaded.
 
 An `audit.json` (`distill audit`) next to the result file adds the audit section (report/audit.py); a folder holding
 only an audit.json, or the audit.json itself, gives a report of the audit alone.
+
+A training run folder (`distill report RUN`) gives the report of that run: its curves, validation metrics, best
+checkpoint and recipe (report/training_runs.py); once `distill eval ... --out RUN/eval.json` has written a result
+into it, the evaluation and the run's training section together.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ import jinja2
 from distill.report.audit import build_audit_view
 from distill.report.cells import human_count
 from distill.report.game import build_game_view
+from distill.report.training_runs import is_training_run, run_view, training
 from distill.report.view import build_view
 from distill.results.audit import AUDIT, AuditResult, is_audit_file, load_audit
 from distill.results.game import GAME, GameResult, is_game_file, load_game
 from distill.results.io import load_result, result_file
-from distill.results.layout import REPORT_HTML, REPORT_MD, RESULT_FILES
+from distill.results.layout import RECIPE, REPORT_HTML, REPORT_MD, RESULT_FILES
+from distill.results.metrics import training_facts
+from distill.results.schema import TrainingFacts
 
 __all__ = ["build_view", "result_file", "write_report"]
 
@@ -40,25 +47,55 @@ def _environment() -> jinja2.Environment:
 
 def write_report(run_dir: Path, *, out_dir: Path | None = None) -> tuple[Path, Path]:
     """Write report.html and report.md for the summary.json or eval.json in `run_dir` (or for `run_dir` itself, a
-    result file) into `out_dir`, default the result file's folder; return their paths. Raises DataError when there
-    is no result file, it is of another schema version, or a field has the wrong shape."""
-    path = _source(Path(run_dir))
-    if is_game_file(path):
-        view = game_only_view(load_game(path), path.parent)
-    elif is_audit_file(path):
-        view = audit_only_view(load_audit(path), path.parent)
+    result file, or a training run folder) into `out_dir`, default the result file's folder; return their paths.
+    Raises DataError when there is no result file, it is of another schema version, or a field has the wrong
+    shape."""
+    run_dir = Path(run_dir)
+    if _run_only(run_dir):
+        view, folder = run_view(run_dir), run_dir
     else:
-        view = build_view(load_result(path), path.parent)
-        audit = path.parent / AUDIT
-        view["audit"] = build_audit_view(load_audit(audit)) if audit.is_file() else None
-        view["game"] = None
-    out_dir = Path(out_dir) if out_dir is not None else path.parent
+        path = _source(run_dir)
+        view, folder = _result_view(path), path.parent
+    out_dir = Path(out_dir) if out_dir is not None else folder
     out_dir.mkdir(parents=True, exist_ok=True)
     env = _environment()
     html, md = out_dir / REPORT_HTML, out_dir / REPORT_MD
     html.write_text(env.get_template("report.html.j2").render(**view), encoding="utf-8")
     md.write_text(env.get_template("report.md.j2").render(**view), encoding="utf-8")
     return html, md
+
+
+def _result_view(path: Path) -> dict[str, Any]:
+    """The view of a result file: a game's, an audit's, or an evaluation's (with the audit beside it, and the
+    training section of the run it was written into)."""
+    if is_game_file(path):
+        return game_only_view(load_game(path), path.parent)
+    if is_audit_file(path):
+        return audit_only_view(load_audit(path), path.parent)
+    view = build_view(load_result(path), path.parent)
+    if not view["training"] and is_training_run(path.parent):  # `distill eval RUN --out RUN/eval.json`
+        view["training"] = _run_training(path.parent, view["models"])
+    audit = path.parent / AUDIT
+    view["audit"] = build_audit_view(load_audit(audit)) if audit.is_file() else None
+    view["game"] = None
+    return view
+
+
+def _run_only(run_dir: Path) -> bool:
+    """A training run folder with no result file in it: its report is the run's own."""
+    return run_dir.is_dir() and is_training_run(run_dir) and not any(
+        (run_dir / name).is_file() for name in RESULT_FILES)
+
+
+def _run_training(folder: Path, models: list) -> dict[str, Any]:
+    """The training section of the run an eval.json was written into; its student is the model named after the
+    run folder (`distill eval RUN` names it so), else the first student."""
+    name = folder.resolve().name
+    named = next((m.name for m in models if m.name == name), None) or next(
+        (m.name for m in models if m.role == "student"), name)
+    recipe = (folder / RECIPE).read_text(encoding="utf-8") if (folder / RECIPE).is_file() else None
+    facts = TrainingFacts.model_validate(training_facts(folder, recipe, name=str(folder.resolve())))
+    return training({named: facts}, models, folder)
 
 
 def _source(run_dir: Path) -> Path:

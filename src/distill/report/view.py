@@ -32,7 +32,8 @@ from distill.report.cells import (
     rate,
     to_ci,
 )
-from distill.report.sections import calibration, tasks, training
+from distill.report.sections import calibration, tasks
+from distill.report.training_runs import training
 from distill.results.schema import Contamination, DemoSummary, EvalResult, EvalSetResult, Paired, SliceEntry
 
 ROLE_RANK = {"teacher": 0, "student": 1, "baseline": 2, "init": 3}  # then every other role, in file order
@@ -120,7 +121,8 @@ def _eval_set(name: str, s: EvalSetResult, models: list[Model], roles: Roles, pr
         overall = nll[student.name].mean - nll[teacher.name].mean
     return {
         "name": name, "label": s.description or name, "primary": primary, "n_docs": s.n_docs,
-        "n_tokens": s.n_tokens, "path": s.path, "sha256": (s.sha256 or "")[:12], "columns": [k.title for k in columns],
+        "n_tokens": s.n_tokens, "path": s.path, "sha256": (s.sha256 or "")[:12],
+        "scored": s.scored or "—", "columns": [k.title for k in columns],
         "rows": rows, "nll": nll, "paired_raw": s.paired, "paired": paired_table(s.paired, models, METRICS),
         "gap": [{"model": m, "cell": ci_cell(gaps[m.name], GAP)} for m in models if gaps[m.name]], "gap_ci": gaps,
         "slices": _slices(s.slices, models, roles, overall),

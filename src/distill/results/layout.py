@@ -21,6 +21,7 @@ CHECKPOINTS = "checkpoints"  # step-NNNNNNNN/ folders (training/checkpoint.py)
 TENSORBOARD = "tensorboard"
 BEST = "best"  # training.keep_best: the best student so far, with best.json (training/validation.py)
 BEST_TMP = temporary_name(BEST)
+BEST_JSON = "best.json"  # in BEST: the metric, its value and the step of the kept student
 # what a run writes at the top of its folder; CHECKPOINTS is cleared of distill's checkpoints only (run_dir.py)
 RUN_ENTRIES = (MARKER, RECIPE, METRICS, METRICS_TMP, STUDENT, STUDENT_TMP, TENSORBOARD, BEST, BEST_TMP)
 

@@ -13,6 +13,8 @@ from distill.errors import DataError
 from distill.results.io import first_problem
 from distill.results.layout import METRICS
 
+HIGHER_IS_BETTER = {"val_agreement"}  # validation metrics where higher is better; the rest are better lower
+
 
 class MetricsRow(BaseModel):
     """One logged step (schema version: `SCHEMA_VERSION`, the result files'). Besides the fields named here, each
@@ -72,3 +74,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
                             "`distill train`") from exc
         rows.append({key: row[key] for key in raw})
     return rows
+
+
+def training_facts(run_dir: Path, recipe_yaml: str | None = None, name: str | None = None) -> dict[str, Any]:
+    """A finished run's `TrainingFacts` (results/schema.py) from its metrics.jsonl: steps, tokens and training wall
+    time — summed over the logged steps, so the figure stays right for a run that was killed and resumed — and
+    the final loss. `name`: how the run folder is named in the result (default: its folder name)."""
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise DataError(f"{Path(run_dir) / METRICS} is empty; train the run first")
+    seen = [0] + [r["tokens_seen"] for r in rows]
+    wall = sum((seen[i + 1] - seen[i]) / r["tokens_per_s"] for i, r in enumerate(rows) if r["tokens_per_s"] > 0)
+    return {"run_dir": name or Path(run_dir).name, "steps": rows[-1]["step"], "tokens": rows[-1]["tokens_seen"],
+            "wall_s": round(wall, 1), "final_loss": rows[-1]["loss"], "recipe": recipe_yaml}

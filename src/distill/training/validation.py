@@ -24,10 +24,8 @@ from accelerate import Accelerator
 from distill.atomic import write_folder
 from distill.data.batch import Batch, shifted_targets
 from distill.data.formatting import Example
-
-# metrics where a higher value is better; the rest are better lower
-HIGHER_IS_BETTER = {"val_agreement"}
-BEST_JSON = "best.json"
+from distill.results.layout import BEST_JSON
+from distill.results.metrics import HIGHER_IS_BETTER
 
 
 @dataclass
