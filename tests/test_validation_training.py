@@ -154,3 +154,25 @@ def test_a_validation_file_is_read_like_train(tmp_path, tiny_tokenizer):
     held = tokenize_validation(cfg, tiny_tokenizer)
     assert len(held) == 5 and all(e.n_targets > 0 for e in held)
     assert tokenize_validation(cfg.model_copy(update={"validation": None}), tiny_tokenizer) is None
+
+
+def test_held_out_examples_are_stored_so_a_start_does_not_read_the_source_again(tmp_path, tiny_tokenizer,
+                                                                               monkeypatch):
+    import distill.data.dataset as dataset
+
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"text": f"story {i}: the fox {i} ran past the barn."}) + "\n"
+                            for i in range(30)))
+    cfg = DataConfig(train=str(path), validation_fraction=0.2, max_length=32)
+    reads = []
+    real = dataset.read_training_records
+    monkeypatch.setattr(dataset, "read_training_records", lambda c: reads.append(c) or real(c))
+    first = list(tokenize_data(cfg, tiny_tokenizer).examples), tokenize_validation(cfg, tiny_tokenizer)
+    assert len(reads) == 1  # the first build reads the source once for both parts
+    again = list(tokenize_data(cfg, tiny_tokenizer).examples), tokenize_validation(cfg, tiny_tokenizer)
+    assert len(reads) == 1 and again == first
+    in_memory = cfg.model_copy(update={"token_cache": False})
+    assert tokenize_validation(in_memory, tiny_tokenizer) == first[1]
+    path.write_text(path.read_text().replace("fox 3", "cat 3"))  # new bytes: new stores, read again
+    tokenize_validation(cfg, tiny_tokenizer)
+    assert len(reads) == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -80,21 +81,31 @@ def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Tokeni
     (data/token_store.py): later runs and other processes memory-map it instead of tokenizing again."""
     use_chat_template(tokenizer, cfg.chat_template)  # before the tokenizer's identity keys the store
     if not cfg.token_cache:
-        return _tokenize(cfg, tokenizer)
-    sources = [source_sha256(s.path) for s in cfg.sources()]
-    key = store_key(cfg.model_dump(mode="json", exclude={"token_cache"}), sha256_json(sources),
-                    tokenizer_identity(tokenizer)["sha256"])
-    root = store_root() / key
+        return _tokenize(split_validation(read_training_records(cfg), cfg)[0], cfg, tokenizer)
+    root = _store(cfg, tokenizer)
     if not (root / META).exists():
-        data = _tokenize(cfg, tokenizer)
+        train, held = split_validation(read_training_records(cfg), cfg)
+        data = _tokenize(train, cfg, tokenizer)
         write_store(root, data.examples, {"data_format": data.format, "dropped": data.dropped,
                                           "train": cfg.describe()})
+        if held is not None:  # stored now, so no later start reads the whole source again to find them
+            _store_validation(held, cfg, tokenizer)
     store = TokenStore(root)
     return TokenizedData(store, store.meta["data_format"], store.meta["dropped"])
 
 
-def _tokenize(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenizedData:
-    records = split_validation(read_training_records(cfg), cfg)[0]
+def _store(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, part: str = "train") -> Path:
+    """The token store of the training examples (`part` "train") or of the validation examples: keyed by the data
+    settings, the tokenizer and the bytes of the sources they are read from."""
+    separate = part == "validation" and cfg.validation is not None
+    sources = [source_sha256(p) for p in ([cfg.validation] if separate else [s.path for s in cfg.sources()])]
+    settings = cfg.model_dump(mode="json", exclude={"token_cache"})
+    if part != "train":
+        settings["part"] = part
+    return store_root() / store_key(settings, sha256_json(sources), tokenizer_identity(tokenizer)["sha256"])
+
+
+def _tokenize(records: Records, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenizedData:
     examples, fmt, dropped = _examples(records, cfg, tokenizer)
     if not examples:
         raise DataError(f"data.train: {cfg.describe()} yields no trainable tokens at max_length={cfg.max_length} "
@@ -137,19 +148,34 @@ def split_validation(records: Records, cfg: DataConfig) -> tuple[Records, Record
 
 def tokenize_validation(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> list[Example] | None:
     """The validation examples (`data.validation`, read like `train`, or the held-out `validation_fraction`),
-    tokenized the way training's are; None without validation data."""
+    tokenized the way training's are; None without validation data. With `data.token_cache` they are kept in a
+    token store of their own, so a held-out fraction is not found again by reading the whole training source."""
     if not cfg.has_validation:
         return None
     use_chat_template(tokenizer, cfg.chat_template)
+    if cfg.token_cache and ((root := _store(cfg, tokenizer, "validation")) / META).exists():
+        return list(TokenStore(root))
     if cfg.validation is not None:
         records = read_source(cfg.validation, columns=cfg.columns, split=cfg.validation_split,
                               field="data.validation", limit=None, encoding=cfg.encoding)
     else:
         records = split_validation(read_training_records(cfg), cfg)[1]
+    if cfg.token_cache:
+        return _store_validation(records, cfg, tokenizer)
+    return _validation_examples(records, cfg, tokenizer)
+
+
+def _validation_examples(records: Records, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> list[Example]:
     examples, _, _ = _examples(records, cfg, tokenizer, field="data.validation")
     if not examples:
         raise DataError(f"data.validation: {len(records)} records yield no tokens to score at max_length="
                         f"{cfg.max_length}")
+    return examples
+
+
+def _store_validation(records: Records, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> list[Example]:
+    examples = _validation_examples(records, cfg, tokenizer)
+    write_store(_store(cfg, tokenizer, "validation"), examples, {"validation": cfg.validation or "held out"})
     return examples
 
 
