@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from distill.losses.compiled import compiled
 from distill.losses.cross_entropy import cross_entropy_sum
 from distill.losses.divergences import LOG_FLOOR, DivergenceSpec, kl, log_mixture, on_support
 from distill.losses.lm_head import LMHead
@@ -47,6 +48,7 @@ class LossSettings:
     vocab_size: int  # logits are cut to the tokenizer's size (padded embedding rows are not tokens)
     topk_mode: TopKMode = "tail"
     closed_form: bool = True  # gradient in closed form where one exists (see _has_closed_form), else autograd
+    compiled: bool = False  # CE and dense forward KL through their torch.compile twins (losses/compiled.py)
 
 
 def teacher_rows(teacher: Teacher, start: int, end: int, vocab: int) -> Rows:
@@ -86,6 +88,10 @@ def _closed_form_chunk(logits: torch.Tensor, targets: torch.Tensor, teacher: Row
     passes over the (chunk × vocab) logits of the generic autograd path, and no graph; that path is its reference
     twin (tests hold them to 1e-5)."""
     w, temperature = settings.weights, settings.temperature
+    if settings.compiled and (teacher is None or w.kd == 0.0):
+        return compiled("ce")(logits, targets, w.ce)
+    if settings.compiled and isinstance(teacher, torch.Tensor) and settings.spec.is_forward_kl:
+        return compiled("forward_kl")(logits, teacher, targets, w.ce, w.kd, temperature)
     rows = torch.arange(logits.shape[0], device=logits.device)
     log_z = logits - torch.logsumexp(logits, dim=-1, keepdim=True)  # log softmax(z): CE's, and KD's at T = 1
     ce = -log_z[rows, targets].sum()  # always reported; its gradient only when weighted

@@ -32,7 +32,7 @@ def loss_settings(cfg: OffPolicyConfig, vocab_size: int, with_teacher: bool) -> 
     weights = (LossWeights(ce=cfg.alpha, kd=(1.0 - cfg.alpha) * cfg.temperature**2) if with_teacher
                else LossWeights(ce=1.0, kd=0.0))
     return LossSettings(spec=spec, temperature=cfg.temperature, weights=weights, vocab_size=vocab_size,
-                        topk_mode=cfg.topk_mode)
+                        topk_mode=cfg.topk_mode, compiled=cfg.compiled)
 
 
 class OffPolicyObjective(nn.Module):

@@ -53,6 +53,20 @@ class _LossSettings(Section):
         description="Tokens per chunk of the chunked path; null = about 16M logits per chunk (341 tokens at a 49k "
         "vocabulary).",
     )
+    compiled: bool = Field(
+        default=False,
+        description="Fuse the chunked path's elementwise work (softmaxes, the KL, the gradient) with torch.compile: "
+        "about half its time on CPU (bench/loss.py). For cross-entropy and a live teacher's forward KL; other cases "
+        "stay eager. The first steps compile for seconds, and on CPU a C++ compiler is needed.",
+    )
+
+
+    @model_validator(mode="after")
+    def _compiled_is_chunked(self) -> Any:
+        if self.compiled and self.implementation == "reference":
+            raise FieldProblem("compiled", "fuses the chunked path's work, but implementation is `reference`; use "
+                               "`chunked` or leave compiled false")
+        return self
 
 
 class OffPolicyConfig(_LossSettings):
