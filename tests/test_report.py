@@ -14,6 +14,7 @@ import math
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -336,3 +337,185 @@ def test_report_renders_in_a_real_browser(report: tuple[Path, Path], tmp_path: P
     assert shot.read_bytes().startswith(PNG_SIGNATURE) and shot.stat().st_size > 50_000
     with Image.open(shot) as image:
         assert image.size[0] >= 1000 and len(image.convert("L").getcolors(1 << 16) or []) > 50
+
+
+# ------------------------------------------------------------------------------------------- wide tables, slices
+
+
+def _wide_summary(root: Path, n_extra: int = 12) -> Path:
+    """The full demo summary in a folder with a long name, plus many models with long names (one far wider than a
+    page) and paths, in every table: sets, slices, tasks."""
+    run = build_summary(root.parent / f"{root.name}_{'long_folder_name_' * 9}")
+    summary = json.loads((run / "summary.json").read_text())
+    heldout = summary["sets"]["heldout"]
+    for i in range(n_extra):
+        name = f"student_with_a_rather_long_descriptive_name_number_{i:02d}" + "_and_more" * (12 if i == 0 else 0)
+        summary["models"][name] = {"role": "model", "label": name, "params": 1000 + i,
+                                   "path": "/very/long/folder/" + "deeply_nested/" * 12 + name}
+        summary["tasks"]["arith"]["models"][name] = {"accuracy": ci(0.3, 0.1)}
+        if i == 0:
+            continue  # the widest name only in tables: in a figure's legend it would squeeze the plot to nothing
+        heldout["metrics"][name] = {"nll": ci(3.5 + i / 100, 0.1), "ppl": ci(33.0, 2.0), "top1_acc": ci(0.4, 0.01)}
+        for entry in heldout["slices"]["genre"].values():
+            entry["metrics"][name] = {"nll": ci(3.6, 0.2)}
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+class _Nesting(HTMLParser):
+    """Each <table>'s ancestors, as (tag, classes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, set[str]]] = []
+        self.tables: list[list[tuple[str, set[str]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables.append(list(self.stack))
+        self.stack.append((tag, set((dict(attrs).get("class") or "").split())))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.stack and self.stack.pop()[0] != tag:
+            pass  # an element left open (<p>, <li>) closes with its parent
+
+
+REPORT_DIR = Path(__file__).resolve().parents[1] / "src" / "distill" / "report"
+
+
+def test_every_table_in_the_html_templates_sits_in_its_own_scroll_box() -> None:
+    """Audit and game tables too, whatever a test's data fills in: a table that does not fit scrolls in its box."""
+    templates = sorted(REPORT_DIR.glob("*.html.j2"))
+    assert {"report.html.j2", "audit_section.html.j2", "game_section.html.j2"} <= {t.name for t in templates}
+    for template in templates:
+        text = template.read_text(encoding="utf-8")
+        for found in re.finditer(r"<table\b", text):
+            before = text[:found.start()].rstrip()
+            assert before.endswith('<div class="scroll">'), f"{template.name}: a <table> outside a div.scroll at " \
+                f"line {text.count(chr(10), 0, found.start()) + 1}"
+    css = (REPORT_DIR / "report.html.j2").read_text(encoding="utf-8")
+    assert re.search(r"\.scroll \{[^}]*overflow-x: auto;[^}]*max-width: 100%", css)
+    assert re.search(r"\npre \{[^}]*overflow-x: auto", css)  # recipes scroll inside their box
+    assert re.search(r"\nmain \{[^}]*overflow-wrap: break-word", css)  # a long path in a sentence wraps
+
+
+def test_a_wide_report_puts_every_table_in_a_scroll_box(tmp_path: Path) -> None:
+    html = write_report(_wide_summary(tmp_path / "wide"))[0].read_text(encoding="utf-8")
+    parser = _Nesting()
+    parser.feed(html)
+    assert len(parser.tables) >= 12  # models, both sets, paired, gap, training, slices, tasks, examples, provenance
+    for ancestors in parser.tables:
+        assert ("div", {"scroll"}) in ancestors, f"a table outside a div.scroll: {ancestors}"
+
+
+WIDTH_PROBE = """<script>
+addEventListener("load", () => {
+  const probe = document.createElement("pre");
+  probe.id = "probe";
+  const page = document.documentElement;
+  probe.textContent = JSON.stringify({
+    page: [page.scrollWidth, page.clientWidth],
+    boxes: [...document.querySelectorAll(".scroll")].map(b => [b.scrollWidth, b.clientWidth]),
+  });
+  document.body.appendChild(probe);
+});
+</script>"""
+
+
+@pytest.mark.browser
+def test_a_wide_report_never_scrolls_the_page_sideways_in_a_browser(tmp_path: Path) -> None:
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium binary (chromium-headless-shell or chromium) on PATH")
+    html = write_report(_wide_summary(tmp_path / "wide"))[0].read_text(encoding="utf-8")
+    probed = tmp_path / "probed.html"
+    probed.write_text(html.replace("</body>", WIDTH_PROBE + "\n</body>"), encoding="utf-8")
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                          "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,1000",
+                          "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S)
+    assert found, f"no probe in the DOM (rc {dom.returncode}): {dom.stderr[-2000:]}"
+    probe = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    scroll_width, client_width = probe["page"]
+    assert client_width >= 800 and scroll_width <= client_width, probe["page"]  # the page itself: no sideways scroll
+    assert any(inner > outer for inner, outer in probe["boxes"])  # the wide tables scroll inside their own boxes
+
+
+def _slice_field(run: Path, field: str, values: dict[str, tuple[int, float]]) -> None:
+    """Give heldout one slice field: value → (documents, how far the KD student's NLL trails the teacher's)."""
+    summary = json.loads((run / "summary.json").read_text())
+    summary["sets"]["heldout"]["slices"][field] = {
+        value: {"n_docs": n, "metrics": {"teacher": {"nll": ci(3.0, 0.1)}, "kd": {"nll": ci(3.0 + gap, 0.1)},
+                                         "baseline": {"nll": ci(3.2 + gap, 0.1)}}}
+        for value, (n, gap) in values.items()}
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+def _slice_rows(md: str, field: str) -> list[str]:
+    section = md.split(f"## Slices: heldout by {field}\n")[1].split("\n## ")[0]
+    return [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")][1:]
+
+
+def test_length_and_numeric_slices_are_shown_in_numeric_order(tmp_path: Path) -> None:
+    from distill.eval.runner import LENGTH_BUCKETS
+
+    run = build_summary(tmp_path / "demo")
+    labels = [label for *_, label in LENGTH_BUCKETS]
+    _slice_field(run, "length", {label: (20, 0.1 * i) for i, label in enumerate(sorted(labels))})  # as old files
+    _slice_field(run, "turns", {value: (20, 0.1) for value in ("1", "10", "2")})
+    html, md = (p.read_text(encoding="utf-8") for p in write_report(run))
+    assert _slice_rows(md, "length") == labels
+    assert _slice_rows(md, "turns") == ["1", "2", "10"]
+    assert _slice_rows(md, "genre") == ["comedy", "history", "tragedy"]
+    assert html.index("<th>&lt;128 tokens</th>") < html.index("<th>128–255 tokens</th>") \
+        < html.index("<th>≥512 tokens</th>")
+
+
+def test_falls_flattest_ranks_only_slices_large_enough_to_mean_something(tmp_path: Path) -> None:
+    from distill.report.view import MIN_FLATTEST_DOCS
+
+    run = build_summary(tmp_path / "demo")
+    _slice_field(run, "source", {"web": (40, 0.3), "books": (MIN_FLATTEST_DOCS, 0.5), "odd": (2, 3.0)})
+    html, md = (p.read_text(encoding="utf-8") for p in write_report(run))
+    assert "KD student falls flattest on source = books: 0.50 nats/token behind Teacher" in md
+    assert f"Slices under {MIN_FLATTEST_DOCS} documents are not ranked (odd)." in md
+    assert '<tr class="flattest"><th>books</th>' in html and '<tr class="flattest"><th>odd</th>' not in html
+    assert "| odd | 2 |" in md and "+3.00 |" in md  # the small slice is still shown, gap and all
+
+
+def test_no_slice_falls_flattest_when_fewer_than_two_are_large_enough(tmp_path: Path) -> None:
+    run = build_summary(tmp_path / "demo")
+    _slice_field(run, "source", {"web": (40, 0.3), "odd": (2, 3.0), "rare": (1, 2.0)})
+    html, md = (p.read_text(encoding="utf-8") for p in write_report(run))
+    section = md.split("## Slices: heldout by source\n")[1].split("\n## ")[0]
+    assert "falls flattest" not in section and 'class="flattest"' not in html.split("heldout by source")[1]
+    assert ("No source is singled out: slices under 10 documents are not ranked (odd, rare), and fewer than two "
+            "are that large.") in section
+    assert "KD student falls flattest on genre = tragedy" in md  # the other field, with large slices, still ranks
+
+
+def test_the_task_table_says_how_many_answers_hit_the_budget_and_marks_them(tmp_path: Path) -> None:
+    run = build_summary(tmp_path / "demo")
+    summary = json.loads((run / "summary.json").read_text())
+    task = summary["tasks"]["arith"]
+    task["max_new_tokens"] = 32
+    for name, share in (("teacher", 0.0), ("kd", 0.12), ("baseline", None), ("init", 1.0)):
+        task["models"][name]["truncated"] = share
+    cut_off = {**task["models"]["init"]["examples"][0], "truncated": True}
+    task["models"]["init"]["examples"] = [cut_off]
+    task["models"]["teacher"]["examples"] = [{**e, "truncated": False} for e in task["models"]["teacher"]["examples"]]
+    (run / "summary.json").write_text(json.dumps(summary))
+    html, md = (p.read_text(encoding="utf-8") for p in write_report(run))
+    assert "| model | accuracy % | answers that hit the 32-token budget |" in md
+    assert "| Teacher | 45.0 [25.0, 65.0] | 0% |" in md and "| KD student | 15.0 [0.0, 30.0] | 12.0% |" in md
+    assert "| Baseline (no KD) | 10.0 [0.0, 25.0] | — |" in md  # not recorded: unknown, not 0%
+    assert "12.0% of KD student's answers hit the 32-token budget and were scored unfinished" in md
+    assert "100.0% of Untrained copy&#39;s answers hit the 32-token budget" in html
+    assert "Teacher's answers hit" not in md  # none cut off: no note
+    assert html.count('<span class="cut">[cut off: hit the 32-token budget]</span>') == 1  # init's one example
+
+
+def test_a_task_without_truncation_data_shows_no_budget_column(report: tuple[Path, Path]) -> None:
+    html, md = (p.read_text(encoding="utf-8") for p in report)
+    assert "| model | accuracy % |\n" in md and "hit the" not in md and 'class="cut"' not in html

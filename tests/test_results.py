@@ -101,6 +101,25 @@ def test_a_writer_cannot_add_a_field_the_schema_does_not_name() -> None:
     assert "metrics_v2" in EvalResult.model_validate(result).sets["held"].model_extra  # a reader keeps it
 
 
+def test_task_truncation_fields_are_optional_and_round_trip(tmp_path: Path) -> None:
+    """Files written before the budget was recorded load (the fields are null); new ones keep them."""
+    result = _eval_result()
+    result["tasks"] = {"sums": {"n": 2, "models": {"kd": {"accuracy": {"mean": 0.5, "ci_low": 0.0, "ci_high": 1.0},
+                                                          "examples": [{"id": "0", "score": 1.0}]}}}}
+    path = tmp_path / EVAL
+    path.write_text(json.dumps(result))
+    old = load_result(path).tasks["sums"]
+    assert old.max_new_tokens is None and old.models["kd"].truncated is None
+    assert old.models["kd"].examples[0].truncated is None
+    task = result["tasks"]["sums"]
+    task["max_new_tokens"] = 32
+    task["models"]["kd"]["truncated"] = 0.5
+    task["models"]["kd"]["examples"][0]["truncated"] = True
+    write_result(tmp_path / "new" / EVAL, EvalResult.for_writing(result))
+    new = load_result(tmp_path / "new" / EVAL).tasks["sums"]
+    assert (new.max_new_tokens, new.models["kd"].truncated, new.models["kd"].examples[0].truncated) == (32, 0.5, True)
+
+
 def _row(step: int, **extra: float) -> dict:
     return {"loss": 2.5 / step, "ce": 3.0, "kd": 2.0, **extra, "lr": 1e-3, "grad_norm": None, "tokens_per_s": 900.0,
             "tokens_seen": 512 * step, "targets": 500}

@@ -17,10 +17,11 @@ import pytest
 import torch
 
 from distill.errors import DataError
-from distill.eval.generation import generate, stop_token_ids
+from distill.eval.generation import Generation, generate, stop_token_ids
 from distill.eval.tasks import (
     BUILTIN_TASKS,
     TaskItem,
+    TaskResult,
     TaskSpec,
     extract_answer,
     load_task,
@@ -292,5 +293,47 @@ def test_run_task_end_to_end_is_honest(tiny):
     assert [i.id for i in result.items] == [i.id for i in task_items(spec, 4, seed=0)]
     assert (result.task, result.version, len(result.outputs), len(result.extracted)) == ("chain_sum", 1, 4, 4)
     examples = result.examples(2)
-    assert len(examples) == 2 and set(examples[0]) == {"id", "question", "expected", "output", "extracted", "score"}
+    assert len(examples) == 2 and set(examples[0]) == {"id", "question", "expected", "output", "extracted", "score",
+                                                       "truncated"}
     assert examples[0]["expected"] == result.items[0].answer and examples[0]["output"] == result.outputs[0]
+    # a random model rambles: its answers run into the budget, and the result says so item by item
+    assert result.truncated == [n == spec.max_new_tokens and not s for n, s in
+                                zip(result.generation.lengths, result.generation.stopped, strict=True)]
+    assert [e["truncated"] for e in examples] == result.truncated[:2]
+    assert result.truncated_share == sum(result.truncated) / 4 and any(result.truncated)
+
+
+def test_the_share_cut_off_by_the_budget_is_known_only_where_rows_recorded_stopping():
+    items = [TaskItem(str(i), "q", "1") for i in range(4)]
+
+    def outcome(stopped: list[bool]) -> TaskResult:
+        generation = Generation(["1"] * 4, 8, 1.0, [2, 8, 8, 2] if stopped else [], stopped)
+        return TaskResult("t", 1, 0, np.zeros(4), items, ["1"] * 4, ["1"] * 4, generation)
+
+    cut = outcome([True, False, False, True])
+    assert cut.truncated == [False, True, True, False] and cut.truncated_share == 0.5
+    assert [e["truncated"] for e in cut.examples(4)] == [False, True, True, False]
+    unknown = outcome([])  # a Generation made without per-row stops
+    assert unknown.truncated == [None] * 4 and unknown.truncated_share is None
+    assert [e["truncated"] for e in unknown.examples(2)] == [None, None]
+
+
+def test_the_task_block_records_the_budget_and_the_share_of_answers_cut_off(tiny):
+    from distill.eval.suite import Suite, _task_block
+    from distill.results.schema import TaskResult as TaskBlock
+
+    model, tokenizer = tiny
+    block = _task_block("chain_sum", 3, {"m": model}, tokenizer, Suite(models=[], sets=[]))
+    task = TaskBlock.for_writing(block["chain_sum"])  # the schema names every field the block holds
+    assert task.max_new_tokens == BUILTIN_TASKS["chain_sum"].max_new_tokens == 32
+    examples = task.models["m"].examples
+    assert all(isinstance(e.truncated, bool) for e in examples) and len(examples) == 3
+    assert task.models["m"].truncated == sum(e.truncated for e in examples) / 3
+
+
+def test_builtin_budgets_leave_room_for_the_answer():
+    """gsm_symbolic's reference solutions alone run to ~240 tokens (spec.py): 256 (v1) left a model's own, wordier
+    reasoning little room, so v2 allows 512; number-only answers need a few tokens."""
+    gsm = BUILTIN_TASKS["gsm_symbolic"]
+    assert (gsm.version, gsm.max_new_tokens) == (2, 512)
+    assert BUILTIN_TASKS["basic_arithmetic"].max_new_tokens == 48 and BUILTIN_TASKS["chain_sum"].max_new_tokens == 32

@@ -18,6 +18,7 @@ from distill.eval.bootstrap import bootstrap_ci
 from distill.eval.contamination import contamination_result
 from distill.eval.doc_stats import DocStats, score_documents
 from distill.eval.eval_set import SCORED, EvalSet
+from distill.eval.slice_order import ordered_slice_values
 
 LENGTH_BUCKETS = ((0, 128, "<128 tokens"), (128, 256, "128–255 tokens"), (256, 512, "256–511 tokens"),
                   (512, 10**9, "≥512 tokens"))
@@ -64,7 +65,7 @@ def evaluate_set(models: dict[str, torch.nn.Module], tokenizer, eval_set: EvalSe
 def _slices(stats: dict[str, DocStats], values: list[str], pairs: Sequence[tuple[str, str]], kw: dict
             ) -> dict[str, Any]:
     out = {}
-    for value in sorted(set(values)):
+    for value in ordered_slice_values(values):
         rows = [i for i, v in enumerate(values) if v == value]
         entry: dict[str, Any] = {"n_docs": len(rows), "metrics": {}, "paired": {}}
         for name, s in stats.items():

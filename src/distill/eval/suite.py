@@ -106,13 +106,14 @@ def _task_block(spec_name: str, n: int, loaded: dict, tokenizer, suite: Suite) -
     from distill.eval.tasks import load_task, run_task
 
     spec = load_task(spec_name)
-    scores, entry = {}, {"version": spec.version, "n": n, "description": spec.description, "models": {},
-                         "paired": {}}
+    scores, entry = {}, {"version": spec.version, "n": n, "description": spec.description,
+                         "max_new_tokens": spec.max_new_tokens, "models": {}, "paired": {}}
     for name, model in loaded.items():
         outcome = run_task(model, tokenizer, spec, n=n, seed=suite.seed)
         scores[name] = outcome.scores
         entry["n"] = len(outcome.scores)  # a JSONL task may hold fewer items than asked for
-        entry["models"][name] = {"accuracy": _mean_ci(outcome.scores, suite.seed), "examples": outcome.examples(3)}
+        entry["models"][name] = {"accuracy": _mean_ci(outcome.scores, suite.seed), "truncated": outcome.truncated_share,
+                                 "examples": outcome.examples(3)}
     for a, b in suite.pairs:
         diff = scores[a] - scores[b]
         entry["paired"][f"{a}_minus_{b}"] = {"accuracy": _mean_ci(diff, suite.seed)}

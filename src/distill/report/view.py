@@ -1,7 +1,8 @@
 """The report's view: a result (`distill.results`: an eval.json or a demo's summary.json, validated on loading) turned
 into everything both templates show — models in a fixed order, intervals formatted the same way everywhere
 (cells.py), paired differences put into words — so report.html and report.md cannot disagree. A section whose data
-is absent is left out, not faked. Training runs, tasks and calibration are in sections.py.
+is absent is left out, not faked. Training runs are in training_runs.py, tasks in tasks.py, calibration in
+calibration.py.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from distill.eval.slice_order import ordered_slice_values
 from distill.report import figures
+from distill.report.calibration import calibration
 from distill.report.cells import (
     CI,
     GAP,
@@ -32,10 +35,13 @@ from distill.report.cells import (
     rate,
     to_ci,
 )
-from distill.report.sections import calibration, tasks
+from distill.report.tasks import tasks
 from distill.report.training_runs import training
 from distill.results.schema import Contamination, DemoSummary, EvalResult, EvalSetResult, Paired, SliceEntry
 
+# A slice of a few documents has a mean NLL that one odd document can swing by more than the gaps being compared,
+# so "falls flattest" would mostly name noise: smaller slices are shown, but not ranked.
+MIN_FLATTEST_DOCS = 10
 ROLE_RANK = {"teacher": 0, "student": 1, "baseline": 2, "init": 3}  # then every other role, in file order
 REFERENCE_ONLY = ("agreement", "kl_forward", "kl_reverse")  # measured against the reference model
 Roles = dict[str, Model | None]
@@ -154,33 +160,35 @@ def _contamination(c: Contamination | None, reason: str | None, name: str) -> di
 
 def _slices(raw: dict[str, dict[str, SliceEntry]], models: list[Model], roles: Roles, overall_gap: float | None,
             ) -> list[dict[str, Any]]:
-    """Per slice field: NLL per model and value, paired differences, and where the student trails the teacher most."""
+    """Per slice field, its values in numeric order (eval/slice_order.py): NLL per model and value, paired
+    differences, and where the student trails the teacher most — among slices of at least MIN_FLATTEST_DOCS
+    documents, and only when two or more are that large."""
     student, teacher = roles["student"], roles["teacher"]
     out = []
-    for fld, entries in raw.items():
+    for fld, unordered in raw.items():
+        entries = {v: unordered[v] for v in ordered_slice_values(unordered)}
         nll = {v: {m.name: to_ci(e.metrics.get(m.name, {}).get("nll")) for m in models} for v, e in entries.items()}
         shown = [m for m in models if any(nll[v][m.name] for v in entries)]
         pair_keys = list(dict.fromkeys(k for e in entries.values() for k in e.paired))
         gaps = {v: n[student.name].mean - n[teacher.name].mean for v, n in nll.items()
                 if student and teacher and n[student.name] and n[teacher.name]}
-        flattest = max(gaps, key=gaps.__getitem__) if len(gaps) > 1 else None
+        ranked = {v: g for v, g in gaps.items() if (entries[v].n_docs or 0) >= MIN_FLATTEST_DOCS}
+        unranked = [v for v in gaps if v not in ranked]
+        flattest = max(ranked, key=ranked.__getitem__) if len(ranked) > 1 else None
         rows = []
         for v, e in entries.items():
             cells = [Cell(human_count(e.n_docs))]
             cells += [ci_cell(nll[v][m.name], NLL) for m in shown]
             cells += [diff_cell(paired_ci(e.paired, k, "nll"), pair(k, models), NLL) for k in pair_keys]
-            if flattest is not None:
+            if len(gaps) > 1:
                 cells.append(Cell(f"{gaps[v]:+.2f}" if v in gaps else "—", cls="flattest" if v == flattest else ""))
             rows.append({"label": v, "cells": cells, "cls": "flattest" if v == flattest else ""})
         columns = ["docs", *(f"NLL {m.label}" for m in shown), *(pair_title(k, models) for k in pair_keys)]
         note = ""
-        if flattest is not None:
+        if len(gaps) > 1:
             assert student is not None and teacher is not None  # a gap needs both
             columns.append(f"{student.label} − {teacher.label}")
-            note = (f"{student.label} falls flattest on {fld} = {flattest}: {gaps[flattest]:.2f} nats/token behind "
-                    f"{teacher.label}" + (f", against {overall_gap:.2f} on the whole set." if overall_gap else "."))
-            if gaps[flattest] <= 0:
-                note = f"{student.label} is level with or ahead of {teacher.label} on every {fld}."
+            note = _flattest_note(fld, flattest, ranked, unranked, student, teacher, overall_gap)
         plotted = [m for m in shown if m.role != "init"]  # an untrained model's NLL would flatten every other dot
         series = [(m.label, m.color, [nll[v][m.name] for v in entries]) for m in plotted]
         shade = None if flattest is None else list(entries).index(flattest)
@@ -188,6 +196,21 @@ def _slices(raw: dict[str, dict[str, SliceEntry]], models: list[Model], roles: R
         out.append({"field": fld, "columns": columns, "rows": rows, "note": note, "figure": figures.embed(png),
                     "left_out": [m.label for m in shown if m not in plotted]})
     return out
+
+
+def _flattest_note(fld: str, flattest: str | None, ranked: dict[str, float], unranked: list[str], student: Model,
+                   teacher: Model, overall_gap: float | None) -> str:
+    """Where the student falls flattest, in words, saying which slices were too small to be ranked."""
+    small = f"slices under {MIN_FLATTEST_DOCS} documents are not ranked ({', '.join(unranked)})" if unranked else ""
+    if flattest is None:
+        return (f"No {fld} is singled out: {small}, and fewer than two are that large." if small else "")
+    every = f"every {fld}" + (f" of {MIN_FLATTEST_DOCS} documents or more" if unranked else "")
+    if ranked[flattest] <= 0:
+        note = f"{student.label} is level with or ahead of {teacher.label} on {every}."
+    else:
+        note = (f"{student.label} falls flattest on {fld} = {flattest}: {ranked[flattest]:.2f} nats/token behind "
+                f"{teacher.label}" + (f", against {overall_gap:.2f} on the whole set." if overall_gap else "."))
+    return note + (f" {small[0].upper()}{small[1:]}." if small else "")
 
 
 def _headline(main: dict[str, Any] | None, roles: Roles, fallback_paired: Paired) -> str:

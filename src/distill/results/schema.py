@@ -173,10 +173,12 @@ class TaskExample(Block):
     output: str | None = None  # the generation
     extracted: str | None = None  # the answer taken from it, null when none was found
     score: float | None = None  # the verifier's
+    truncated: bool | None = None  # the generation ran into max_new_tokens (cut off, scored as it stood); null: unknown
 
 
 class TaskModelResult(Block):
     accuracy: Interval | None = None
+    truncated: float | None = None  # share of items whose generation ran into max_new_tokens; null: not recorded
     examples: list[TaskExample] = []  # the first few items, not the best
 
 
@@ -184,6 +186,7 @@ class TaskResult(Block):
     version: int | None = None
     n: int | None = None  # items
     description: str | None = None
+    max_new_tokens: int | None = None  # the generation budget per item (the task's)
     models: dict[str, TaskModelResult] = {}
     paired: Paired = {}
 

@@ -230,12 +230,25 @@ class TaskResult:
     def accuracy(self) -> float:
         return float(self.scores.mean()) if len(self.scores) else float("nan")
 
+    @property
+    def truncated(self) -> list[bool | None]:
+        """Per item, whether its generation ran into the task's max_new_tokens: cut off, and scored as it stood, so
+        a low score may be the budget's, not the model's. None when the generation did not record where rows stopped."""
+        stopped = self.generation.stopped
+        return [not s for s in stopped] if len(stopped) == len(self.items) else [None] * len(self.items)
+
+    @property
+    def truncated_share(self) -> float | None:
+        """The share of items cut off by the budget; None when unknown."""
+        cut = self.truncated
+        return sum(map(bool, cut)) / len(cut) if cut and None not in cut else None
+
     def examples(self, k: int) -> list[dict[str, Any]]:
         """The first k items with what the model said, for reports (first, not best: no cherry-picking)."""
         return [{"id": item.id, "question": item.question, "expected": item.answer, "output": output,
-                 "extracted": extracted, "score": float(s)}
-                for item, output, extracted, s in zip(self.items, self.outputs, self.extracted, self.scores,
-                                                      strict=True)][:k]
+                 "extracted": extracted, "score": float(s), "truncated": cut}
+                for item, output, extracted, s, cut in zip(self.items, self.outputs, self.extracted, self.scores,
+                                                           self.truncated, strict=True)][:k]
 
 
 def run_task(model: Any, tokenizer: Any, spec: TaskSpec, *, n: int, seed: int = 0, batch_size: int = 8,
