@@ -98,6 +98,58 @@ def test_a_datasets_folder_split_is_chosen(tmp_path):
         read_records(str(tmp_path / "ds"), split="test")
 
 
+def test_a_split_asked_of_a_source_without_splits_is_refused(tmp_path, tiny_tokenizer):
+    import datasets
+
+    from distill.data.dataset import tokenize_validation
+
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(_jsonl(ROWS))
+    no_splits = r"has no splits: only a `datasets` folder saved from a DatasetDict \(save_to_disk\) has them"
+    with pytest.raises(DataError, match=rf"^data\.split: asks for the split 'test', but data\.train "
+                                        rf"\(.*rows\.jsonl\) {no_splits}; point data\.train at the 'test' data "
+                                        r"itself, or remove data\.split$"):
+        read_training_records(DataConfig(train=str(path), split="test"))
+    for default in ({}, {"split": "train"}):  # the default split is the whole file (recipes next to runs spell it out)
+        assert list(read_training_records(DataConfig(train=str(path), **default))) == ROWS
+    with pytest.raises(DataError, match=rf"^data\.mixture\[1\]\.split: asks for the split 'test', but "
+                                        rf"data\.mixture\[1\] \(.*\*\.jsonl\) {no_splits}"):
+        read_training_records(DataConfig(mixture=[{"path": str(path)},
+                                                  {"path": f"{tmp_path}/*.jsonl", "split": "test"}]))
+    with pytest.raises(DataError, match=r"^data\.split: .*data\.train \(builtin:tiny-stories\) has no splits.*a "
+                                        r"built-in data set names its split in the source: "
+                                        r"data\.train: builtin:tiny-stories/test"):
+        read_training_records(DataConfig(train="builtin:tiny-stories", split="test"))
+    datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "one"))  # a `datasets` folder of one Dataset
+    with pytest.raises(DataError, match=rf"^data\.split: .*data\.train \(.*one\) {no_splits}"):
+        read_training_records(DataConfig(train=str(tmp_path / "one"), split="validation"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS[:4]),
+                          "validation": datasets.Dataset.from_list(ROWS[4:])}).save_to_disk(str(tmp_path / "dict"))
+    assert list(read_training_records(DataConfig(train=str(tmp_path / "dict"), split="validation"))) == ROWS[4:]
+    mixed = read_training_records(DataConfig(mixture=[{"path": str(tmp_path / "dict"), "split": "validation"}]))
+    assert sorted(r["completion"] for r in mixed) == [r["completion"] for r in ROWS[4:]]
+    held = DataConfig(train=str(path), validation=str(path), validation_split="test", max_length=64, token_cache=False)
+    with pytest.raises(DataError, match=rf"^data\.validation_split: asks for the split 'test', but data\.validation "
+                                        rf"\(.*rows\.jsonl\) {no_splits}"):
+        tokenize_validation(held, tiny_tokenizer)
+    default_held = held.model_copy(update={"validation_split": "validation"})
+    assert len(tokenize_validation(default_held, tiny_tokenizer)) == len(ROWS)
+
+
+def test_distill_check_reports_a_split_asked_of_a_source_without_splits(tmp_path, text_data, tiny_teacher_dir):
+    from conftest import base_recipe
+    from distill.check import check_recipe
+    from distill.recipe import validate_recipe
+
+    recipe = base_recipe(text_data, tmp_path / "run")
+    recipe["data"]["split"] = "validation"
+    report = check_recipe(validate_recipe(recipe))
+    assert [p for p in report.problems if "split" in p] == [
+        f"data.split: asks for the split 'validation', but data.train ({text_data}) has no splits: only a `datasets` "
+        "folder saved from a DatasetDict (save_to_disk) has them; point data.train at the 'validation' data itself, "
+        "or remove data.split"]
+
+
 def test_columns_are_renamed_and_a_missing_one_is_named(tmp_path):
     path = tmp_path / "qa.jsonl"
     rows = [{"question": r["prompt"], "answer": r["completion"], "id": i} for i, r in enumerate(ROWS)]
@@ -165,6 +217,29 @@ def test_a_weighted_mixture_follows_its_weights_and_its_seed(tmp_path):
     other = read_training_records(DataConfig(mixture=mixture, mixture_seed=1))
     assert [r["text"] for r in again] == texts and [r["text"] for r in other] != texts
     assert len(read_training_records(DataConfig(mixture=mixture, max_examples=10))) == 10
+
+
+def test_a_mixture_cut_short_by_a_tiny_source_says_so(tmp_path, caplog):
+    tiny, big = _source(tmp_path, "tiny", 5), _source(tmp_path, "big", 500)
+    mixture = [{"path": str(tiny), "weight": 1.0}, {"path": str(big), "weight": 1.0}]
+    with caplog.at_level("WARNING", logger="distill.data.normalize"):
+        records = read_training_records(DataConfig(mixture=mixture))
+    [line] = [r.getMessage() for r in caplog.records if r.name == "distill.data.normalize"]
+    assert sum(r["text"].startswith("tiny ") for r in records) == 5 and len(records) < 50
+    assert line == (f"data.mixture: data.mixture[0] ({tiny}) (weight 1) ran out after its 5 records, so the mixture "
+                    f"holds {len(records)} records and leaves {505 - len(records)} records of the other sources unused "
+                    "(no record repeats); to use more of them, lower that source's weight, or repeat its records by "
+                    "listing it k times, each with weight 1/k")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="distill.data.normalize"):
+        read_training_records(DataConfig(mixture=mixture, max_examples=100))
+    assert "short of the 100 asked for (data.max_examples)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="distill.data.normalize"):
+        assert len(read_training_records(DataConfig(mixture=mixture, max_examples=8))) == 8  # asked for, and got
+        even = [{"path": str(_source(tmp_path, n, 1000))} for n in ("a", "b")]
+        assert len(read_training_records(DataConfig(mixture=even))) > 1900  # shares like the sizes: nearly all used
+    assert caplog.records == []
 
 
 def test_mixture_sources_of_different_formats_are_refused(tmp_path):

@@ -1,6 +1,6 @@
 """Experiment trackers through accelerate: MLflow written offline to a local folder gets the same metrics as
-metrics.jsonl and the recipe as parameters; TensorBoard can be switched off; a tracker whose package is missing is
-refused in one line before any work."""
+metrics.jsonl and the recipe as parameters; a run that crashes ends its MLflow run as FAILED, not RUNNING for ever;
+TensorBoard can be switched off; a tracker whose package is missing is refused in one line before any work."""
 
 from __future__ import annotations
 
@@ -30,6 +30,32 @@ def test_mlflow_offline_gets_every_logged_step(tmp_path, text_data, tiny_teacher
     assert history == [(m["step"], pytest.approx(m["loss"])) for m in read_metrics(tmp_path / "run")]
     assert run.data.params["training.lr"] == "0.001" and run.data.params["teacher.model"] == "builtin:tiny-teacher"
     assert not (tmp_path / "run" / "tensorboard").exists()  # not asked for
+
+
+def test_a_crashed_training_ends_its_mlflow_run_as_failed(tmp_path, text_data, tiny_teacher_dir, monkeypatch):
+    import mlflow
+
+    from distill.training import loop
+
+    store = f"file://{tmp_path / 'mlruns'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    real = loop.log_to_trackers
+
+    def crash_at_step_2(accelerator, step, row):
+        real(accelerator, step, row)
+        if step == 2:
+            raise RuntimeError("boom at step 2")
+
+    monkeypatch.setattr(loop, "log_to_trackers", crash_at_step_2)
+    recipe = base_recipe(text_data, tmp_path / "run", training={"trackers": ["mlflow"], "run_name": "kd-crash"})
+    with pytest.raises(RuntimeError, match="boom at step 2"):  # the original error, not one from closing the tracker
+        train(validate_recipe(recipe))
+    assert mlflow.active_run() is None
+    client = mlflow.MlflowClient(store)
+    [run] = client.search_runs([client.get_experiment_by_name("distill").experiment_id])
+    assert run.info.run_name == "kd-crash" and run.info.status == "FAILED" and run.info.end_time is not None
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
 
 
 def test_a_missing_tracker_package_is_refused_in_one_line(tmp_path, text_data, monkeypatch):

@@ -25,7 +25,7 @@ from distill.data.formatting import (
     use_chat_template,
 )
 from distill.data.identity import sha256_json, tokenizer_identity
-from distill.data.normalize import read_source, read_training_records
+from distill.data.normalize import check_splits, read_source, read_training_records
 from distill.data.sources import Records
 from distill.data.token_store import META, TokenStore, source_sha256, store_key, store_root, write_store
 from distill.errors import DataError
@@ -80,6 +80,7 @@ def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Tokeni
     from, or first written to, a token store keyed by the tokenizer, the settings and the source's bytes
     (data/token_store.py): later runs and other processes memory-map it instead of tokenizing again."""
     use_chat_template(tokenizer, cfg.chat_template)  # before the tokenizer's identity keys the store
+    check_splits(cfg)  # also when the tokens are in the store: a store written before splits were checked
     if not cfg.token_cache:
         return _tokenize(split_validation(read_training_records(cfg), cfg)[0], cfg, tokenizer)
     root = _store(cfg, tokenizer)
@@ -153,6 +154,7 @@ def tokenize_validation(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> 
     if not cfg.has_validation:
         return None
     use_chat_template(tokenizer, cfg.chat_template)
+    check_splits(cfg, "validation")
     if cfg.token_cache and ((root := _store(cfg, tokenizer, "validation")) / META).exists():
         return list(TokenStore(root))
     if cfg.validation is not None:

@@ -9,14 +9,21 @@ step — format detection, tokenization, the contamination check — see one sha
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel
 
 from distill.data.formatting import detect_format
-from distill.data.sources import Records, read_records
+from distill.data.sources import Records, read_records, refuse_split
 from distill.errors import DataError
 from distill.recipe import DataConfig
+from distill.recipe.data import DataSource
+
+log = logging.getLogger(__name__)
+# a mixture cut short by its first exhausted source is worth a warning when it leaves this share of all records unused
+UNUSED_WORTH_A_WARNING = 0.1
 
 # ShareGPT speakers and the chat roles they become
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
@@ -82,10 +89,33 @@ def read_source(path: str, *, columns: dict[str, str], split: str, field: str, l
     return sharegpt_to_messages(rename_columns(records, columns, field), field)
 
 
-def mix(parts: list[Records], weights: list[float], seed: int) -> Records:
+def check_splits(data: DataConfig, part: Literal["train", "validation"] = "train") -> None:
+    """Refuse a split the data section asks of a source that has none (`sources.refuse_split`) — of the training
+    sources (`part` "train": `data.split`, each `data.mixture[i].split`) or of `data.validation`
+    (`data.validation_split`) — before anything is read or found in the token cache.
+
+    Only a split other than the field's default counts as asked for: the default is what a source without splits
+    is anyway (all of it), and recipes written next to runs spell every default out."""
+    if part == "validation":
+        if data.validation is not None and data.validation_split != _default(DataConfig, "validation_split"):
+            refuse_split(data.validation, "data.validation", data.validation_split, "data.validation_split")
+        return
+    for i, source in enumerate(data.sources()):
+        if source.split != _default(DataSource, "split"):
+            field = "data.train" if data.mixture is None else f"data.mixture[{i}]"
+            refuse_split(source.path, field, source.split, "data.split" if data.mixture is None else f"{field}.split")
+
+
+def _default(section: type[BaseModel], name: str) -> Any:
+    return section.model_fields[name].default
+
+
+def mix(parts: list[Records], weights: list[float], seed: int, names: list[str] | None = None,
+        wanted: int | None = None) -> Records:
     """Interleave `parts`: each next record comes from part i with probability weights[i] / Σ weights (a seeded
     draw), each part taken in its own seeded random order, until the first part runs out — so no record repeats
-    and the shares follow the weights within sampling error."""
+    and the shares follow the weights within sampling error. A mixture cut short that way says so
+    (`_warn_if_cut_short`; `names` name the parts in it, `wanted`: the records asked for, if any)."""
     generator = torch.Generator().manual_seed(seed)
     orders = [torch.randperm(len(part), generator=generator).tolist() for part in parts]
     probabilities = torch.tensor(weights, dtype=torch.float64)
@@ -95,16 +125,35 @@ def mix(parts: list[Records], weights: list[float], seed: int) -> Records:
     draws = torch.multinomial(probabilities, budget, replacement=True, generator=generator).tolist()
     for source in draws:
         if taken[source] == len(parts[source]):
+            _warn_if_cut_short(parts, weights, taken, source, names or [str(p.path) for p in parts], wanted)
             break
         picks.append((parts[source], orders[source][taken[source]]))
         taken[source] += 1
     return Records.picked(picks, parts[0].path)
 
 
+def _warn_if_cut_short(parts: list[Records], weights: list[float], taken: list[int], out: int, names: list[str],
+                       wanted: int | None) -> None:
+    """One line when the mixture stopped because part `out` ran out, leaving the mixture short of the `wanted`
+    records or a tenth or more of all the parts' records unused — a tiny source with a large weight otherwise
+    shrinks the training data without a word. The way out is said with it: a lower weight for that source (drawn
+    less often, the mixture runs longer) or its records repeated (listed k times, each with a k-th of its weight)."""
+    held, total = sum(taken), sum(len(p) for p in parts)
+    unused = total - held
+    if (wanted is not None and held >= wanted) or (wanted is None and unused < UNUSED_WORTH_A_WARNING * total):
+        return
+    short = f", short of the {wanted:,} asked for (data.max_examples)" if wanted is not None else ""
+    log.warning(f"data.mixture: {names[out]} (weight {weights[out]:g}) ran out after its {len(parts[out]):,} "
+                f"records, so the mixture holds {held:,} records{short} and leaves {unused:,} records of the other "
+                f"sources unused (no record repeats); to use more of them, lower that source's weight, or repeat its "
+                f"records by listing it k times, each with weight {weights[out]:g}/k")
+
+
 def read_training_records(data: DataConfig, field: str = "data.train") -> Records:
     """The records a recipe's data section (`DataConfig`) trains on: `train` (renamed, converted), or its `mixture`
     mixed by `mixture_seed`; then the first `max_examples`."""
     sources = data.sources()
+    check_splits(data)
     parts = [read_source(s.path, columns=s.columns, split=s.split, limit=None if data.mixture else data.max_examples,
                          encoding=data.encoding, field=field if data.mixture is None else f"data.mixture[{i}]")
              for i, s in enumerate(sources)]
@@ -116,7 +165,8 @@ def read_training_records(data: DataConfig, field: str = "data.train") -> Record
         raise DataError("data.mixture: the sources hold different formats ("
                         + ", ".join(f"{s.path}: {f}" for s, f in zip(sources, formats, strict=True))
                         + "); mix sources of one format (rename columns with a source's `columns` to match)")
-    records = mix(parts, [s.weight for s in sources], data.mixture_seed)
+    records = mix(parts, [s.weight for s in sources], data.mixture_seed,
+                  [f"data.mixture[{i}] ({s.path})" for i, s in enumerate(sources)], data.max_examples)
     if not records:
         raise DataError("data.mixture: the mixture holds no records")
     return records.head(data.max_examples) if data.max_examples else records

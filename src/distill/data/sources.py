@@ -100,7 +100,8 @@ def location(records: Sequence[Record], index: int) -> str:
 def read_records(source: str, field: str = "data.train", limit: int | None = None,
                  encoding: str = "utf-8", split: str = "train") -> Records:
     """The records of `source`; `encoding` decodes JSONL and .txt files (strictly); `split`: the split of a
-    `datasets` folder that has several. Errors start with `field`."""
+    `datasets` folder that has several (a source without splits is read whole: `refuse_split` first, where a recipe
+    asked for a split). Errors start with `field`."""
     path = Path(source)
     if is_builtin(source):
         path = builtin_split(source, field)
@@ -132,6 +133,28 @@ def read_records(source: str, field: str = "data.train", limit: int | None = Non
     if not records:
         raise DataError(f"{field}: {source} holds no records")
     return records
+
+
+def has_splits(path: Path) -> bool:
+    """Whether a source has named splits: only a `datasets` folder saved from a DatasetDict does (its
+    dataset_dict.json lists them). A file, a glob or folder of shards, a folder of .txt files, a `datasets` folder
+    of one Dataset and a built-in data set's file are each one body of records."""
+    return path.is_dir() and (path / "dataset_dict.json").exists()
+
+
+def refuse_split(source: str, field: str, split: str, split_field: str) -> None:
+    """Refuse the split `split` that the recipe field `split_field` asks of `source` (read as `field`) when the
+    source has no splits: read whole instead, the split would be silently ignored. A source that does not exist is
+    left for `read_records` to name."""
+    if has_splits(Path(source)) or not (is_builtin(source) or is_glob(source) or Path(source).exists()):
+        return
+    if is_builtin(source):
+        instead = f"a built-in data set names its split in the source: {field}: {source.partition('/')[0]}/{split}"
+    else:
+        instead = f"point {field} at the {split!r} data itself"
+    raise DataError(f"{split_field}: asks for the split {split!r}, but {field} ({source}) has no splits: only a "
+                    f"`datasets` folder saved from a DatasetDict (save_to_disk) has them; {instead}, or remove "
+                    f"{split_field}")
 
 
 def _read_file(path: Path, field: str, limit: int | None, encoding: str) -> Records:

@@ -17,6 +17,8 @@ DataFormat = Literal["auto", RecordFormat]
 SOURCE_HELP = ("a .jsonl, .json, .csv, .tsv or .parquet file (.jsonl/.json/.csv also compressed: .gz, .bz2, .xz, "
                ".zst), a glob or a folder of such shards, a folder of .txt files, a `datasets` folder (save_to_disk), "
                "or `builtin:NAME`")
+NO_SPLITS_HELP = ("No other source has splits (a built-in names its split in the source, `builtin:NAME/SPLIT`): "
+                  "a split other than the default asked of one is an error, never silently ignored.")
 COLUMNS_HELP = ("Rename the source's columns to the names distill reads, {distill_name: source_column}, e.g. "
                 "{prompt: question, completion: answer} or {messages: conversations}. ShareGPT turns "
                 "({from: human|gpt|system, value}) under `conversations` become `messages` without it.")
@@ -27,7 +29,8 @@ class DataSource(Section):
 
     path: str = Field(description=f"The source: {SOURCE_HELP}.")
     weight: float = Field(default=1.0, gt=0.0, description="Its share of the mixture, relative to the others' weights.")
-    split: str = Field(default="train", description="The split of a `datasets` folder that holds several.")
+    split: str = Field(default="train", description=f"The split of a `datasets` folder saved from a DatasetDict. "
+                       f"{NO_SPLITS_HELP}")
     columns: dict[str, str] = Field(default_factory=dict, description=COLUMNS_HELP)
 
 
@@ -40,20 +43,23 @@ class DataConfig(Section):
         default=None,
         description="Several sources mixed by weight instead of `train`: each next record comes from source i with "
         "probability weight_i / Σ weight (a draw seeded by `mixture_seed`), each source read in its own seeded "
-        "order, until the first source runs out (none repeats). Each source has its own `split` and `columns`.",
+        "order, until the first source runs out (none repeats); a warning names that source when it leaves the "
+        "mixture short of `max_examples`, or a tenth or more of all the sources' records unused. Each source has "
+        "its own `split` and `columns`.",
     )
     mixture_seed: int = Field(
         default=0, description="Seeds the mixture's draw and each source's order. Apart from the recipe's `seed`, so "
         "runs with other training seeds see the same data.",
     )
-    split: str = Field(default="train", description="For `train`: the split of a `datasets` folder that holds several.")
+    split: str = Field(default="train", description="For `train`: the split of a `datasets` folder saved from a "
+                       f"DatasetDict. {NO_SPLITS_HELP}")
     validation: str | None = Field(
         default=None,
         description="Validation data, read like `train` (its `columns` too; a `datasets` folder's "
         f"`validation_split`): {SOURCE_HELP}. Evaluated every `training.eval_every` steps.",
     )
     validation_split: str = Field(default="validation", description="The split `validation` reads from a `datasets` "
-                                  "folder that holds several.")
+                                  f"folder saved from a DatasetDict. {NO_SPLITS_HELP}")
     validation_fraction: float = Field(
         default=0.0, ge=0.0, lt=0.5, description="Instead of `validation`: hold out this share of the training "
         "records (chosen with `mixture_seed`, before tokenization), never trained on.",

@@ -51,7 +51,8 @@ class TrainingConfig(Section):
         description="Experiment trackers that get the metrics besides metrics.jsonl, through accelerate: tensorboard "
         "(into the run's tensorboard/), wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio. Each but "
         "tensorboard is installed only when you want it (`pip install wandb`) and configured as its library is "
-        "(WANDB_MODE=offline, MLFLOW_TRACKING_URI, ...). [] = metrics.jsonl only.",
+        "(WANDB_MODE=offline, MLFLOW_TRACKING_URI, ...). A run that crashes still ends its tracker runs, as FAILED "
+        "in MLflow and W&B. [] = metrics.jsonl only.",
     )
     eval_every: int | None = Field(
         default=None, ge=1, description="With validation data (`data.validation` or `data.validation_fraction`): "

@@ -37,7 +37,7 @@ from distill.training.metrics import MetricsLog
 from distill.training.run_dir import prepare_run_dir
 from distill.training.schedule import keep_fused, make_optimizer, make_scheduler, schedule_of
 from distill.training.setup import RunParts, build_parts
-from distill.training.trackers import accelerate_trackers, log_to_trackers, start_trackers
+from distill.training.trackers import accelerate_trackers, ended_trackers, log_to_trackers, start_trackers
 from distill.training.validation import BestTracker, Validator, save_best, teacher_model_of
 
 TOKENS = "_input_tokens"  # summed beside the loss terms for throughput; never divided by the target count
@@ -52,12 +52,14 @@ MAX_SKIPPED_IN_A_ROW = 20
 
 def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Run the recipe; returns the folder of the final student. The main process holds the run folder's lock
-    throughout, so a second training into the same output_dir is refused instead of silently racing this one."""
+    throughout, so a second training into the same output_dir is refused instead of silently racing this one; the
+    trackers' runs end even when training crashes (marked failed where the tracker keeps a status)."""
     accelerator = _accelerator(recipe)
     run_dir = Path(recipe.training.output_dir)
     with ExitStack() as stack:
         if accelerator.is_main_process:  # creates the folder; refuses a file there or a folder it cannot write
             stack.enter_context(FolderLock(run_dir, "training.output_dir", CheckpointError))
+        stack.enter_context(ended_trackers(accelerator))  # ended before the lock is released
         return _train(accelerator, recipe, resume, overwrite)
 
 
@@ -244,8 +246,7 @@ def _train(accelerator: Accelerator, recipe: Recipe, resume: bool, overwrite: bo
                      if best is not None and best.best is not None else "")
         accelerator.print(f"student saved to {out}{skipped_note}; metrics in {run_dir / METRICS}, "
                           f"checkpoints in {ckpt_root}{best_note}")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    accelerator.wait_for_everyone()  # the trackers end after this (`ended_trackers` in `train`)
     return out
 
 

@@ -5,13 +5,18 @@ TensorBoard stays our own writer (training/metrics.py): on resume it purges the 
 curves describe one trajectory like metrics.jsonl. Every other tracker (W&B, MLflow, Comet, Aim, ClearML, DVCLive,
 SwanLab, Trackio) is accelerate's, configured as its library is (environment variables, its own config files).
 A tracker's package is installed only by those who ask for it; a missing one is refused before any work, in one
-line. A resumed run opens a new tracker run that continues at the resumed step.
+line. A resumed run opens a new tracker run that continues at the resumed step. A run that crashes still closes its
+tracker runs (`ended_trackers`), marked failed where the tracker records how a run ended, instead of leaving them
+RUNNING on the tracking server for ever.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,8 @@ OURS = "tensorboard"  # written by MetricsLog, not by accelerate
 PACKAGES = {"wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml", "aim": "aim", "clearml": "clearml",
             "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio"}
 PIP_NAMES = {"mlflow": "mlflow (or mlflow-skinny)", "comet_ml": "comet-ml"}
+
+log = logging.getLogger(__name__)
 
 
 def accelerate_trackers(names: list[str]) -> list[str]:
@@ -69,3 +76,39 @@ def log_to_trackers(accelerator: Accelerator, step: int, row: dict[str, Any]) ->
     if accelerator.log_with:
         accelerator.log({k: v for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)},
                         step=step)
+
+
+@contextmanager
+def ended_trackers(accelerator: Accelerator) -> Iterator[None]:
+    """Around a training run: the trackers' runs end whatever happens, so a crash never leaves one RUNNING.
+
+    On success `accelerator.end_training()` closes them (and the process group). On an exception each tracker run is
+    closed as failed where its tracker keeps a status — MLflow FAILED (KILLED for Ctrl-C), W&B a non-zero exit code;
+    accelerate's `finish()` takes no status, so those two are ended here directly — and the others are finished
+    plainly; then the original exception propagates. The process group is left alone on a crash: other processes
+    may still be blocked in a collective, and the launcher ends them."""
+    try:
+        yield
+    except BaseException as error:
+        _end_failed(accelerator, killed=isinstance(error, KeyboardInterrupt))
+        raise
+    accelerator.end_training()
+
+
+def _end_failed(accelerator: Accelerator, killed: bool) -> None:
+    """Close every tracker run as failed; a tracker that cannot be closed is logged, never raised, so the error that
+    ended training is the one reported."""
+    if not accelerator.is_main_process:  # accelerate's trackers run on the main process only
+        return
+    for tracker in accelerator.trackers:
+        try:
+            if tracker.name == "mlflow":
+                import mlflow
+
+                mlflow.end_run(status="KILLED" if killed else "FAILED")  # the run accelerate started is the active one
+            elif tracker.name == "wandb":
+                tracker.run.finish(exit_code=1)
+            else:
+                tracker.finish()
+        except Exception as exc:  # the training error matters more than a tracker's
+            log.warning("training.trackers: could not close the %s run after the crash: %s", tracker.name, exc)
