@@ -145,3 +145,37 @@ def test_chat_without_a_template_says_how_to_give_one(models, tiny_tokenizer, tm
     (bare / "chat_template.jinja").unlink(missing_ok=True)
     with pytest.raises(DataError, match="--chat-template"):
         _evaluate({"teacher": bare, "student": bare}, CHATS, tmp_path)
+
+
+def test_a_chat_run_is_evaluated_with_its_own_template_on_chat_and_sharegpt_data(tmp_path, monkeypatch):
+    """The example chat run (examples/recipes/data-sharegpt.yaml, a template of its own) evaluated as the README
+    says: its held-out chat set is rendered with the student's template, not its teacher's ChatML; ShareGPT records
+    are read as chat too; and the run's training data feeds the contamination check."""
+    from transformers import AutoTokenizer
+
+    from conftest import REPO
+    from distill.data.formatting import encode_messages
+    from distill.recipe import load_recipe
+    from distill.training.loop import train
+
+    monkeypatch.chdir(REPO)
+    recipe = load_recipe("examples/recipes/data-sharegpt.yaml")
+    recipe = recipe.model_copy(update={"training": recipe.training.model_copy(
+        update={"output_dir": str(tmp_path / "chat"), "max_steps": 2})})
+    run = tmp_path / "chat"
+    train(recipe)
+    held = REPO / "examples" / "data" / "chat-heldout.jsonl"
+    kw = dict(reference=None, baseline=None, text_field="text", slice_by=[], max_docs=None, train_data=None,
+              tasks=[], task_n=1, max_length=96, seed=0)
+    suite = build_suite([str(run)], data=str(held), **kw)
+    suite.throughput_prompts = 0
+    block = run_suite(suite).sets["chat-heldout"]
+    student = AutoTokenizer.from_pretrained(run / "student")
+    assert "<|assistant|>" in student.chat_template
+    records = [json.loads(line) for line in held.read_text().splitlines()]
+    expected = sum(encode_messages(r, student, "r").n_targets for r in records)
+    assert block.format == "messages" and suite.models[0].role == "teacher" and block.n_tokens == expected
+    assert block.contamination is not None and block.contamination.train_records == 64
+    sharegpt = build_suite([str(run)], data=str(REPO / "examples" / "data" / "sharegpt.jsonl.gz"),
+                           **{**kw, "max_docs": 4})
+    assert sharegpt.sets[0].format == "messages"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distill.data.formatting import Example, detect_format, encode_messages, encode_prompt_completion
+from distill.data.normalize import sharegpt_to_messages
 from distill.data.sources import location, read_records
 from distill.errors import DataError
 from distill.eval.training_text import FORMATS, record_text
@@ -100,7 +101,7 @@ def load_eval_set(source: str, *, name: str, description: str = "", text_field: 
     if max_docs is not None and max_docs < 1:
         raise DataError(f"{where}: max_docs={max_docs} leaves nothing to evaluate; ask for at least 1 document, or "
                         "for all of them (no limit)")
-    records = read_records(source, field=where)
+    records = sharegpt_to_messages(read_records(source, field=where), where)  # ShareGPT turns read as training does
     if not records:
         raise DataError(f"{where}: {source} holds no records")
     fmt = detect_format(records[0], fmt, text_field, field=f"{where} (--format)")
