@@ -10,6 +10,8 @@ contender in its own process (harness).
   distill: LiveTeacher + OffPolicyObjective (chunked default); loss = total / count, backward, step, zero_grad.
   trl:     GKDTrainer, lmbda 0, beta 0, timed by a callback on_step_begin..on_step_end (collation not timed).
   floor:   teacher forward alone (no grad) + the student's plain HF cross-entropy step alone; time = sum.
+  compiled: distill with objective.compiled (the loss's elementwise work fused by torch.compile; the warm-up
+           step compiles, untimed).
   cache:   distill from a sampled teacher cache (32 draws per position, q8), built before timing; each step decodes
            its records and runs the objective: no teacher in the step (--contenders distill,trl,floor,cache).
 
@@ -179,14 +181,14 @@ def manual_loop(args: argparse.Namespace, s: SimpleNamespace, step: Callable, **
     return result(args, s, times, losses, setup_mem, **extra, split_s=splits, profile_s=profile)
 
 
-def run_distill(args: argparse.Namespace) -> dict[str, Any]:
+def run_distill(args: argparse.Namespace, compiled: bool = False) -> dict[str, Any]:
     from distill.data.batch import Batch
     from distill.objectives.offpolicy import OffPolicyObjective
     from distill.recipe import ObjectiveConfig
     from distill.teachers.source import LiveTeacher
 
     s = setup(args)
-    cfg = ObjectiveConfig(alpha=0.0, divergence="forward_kl", temperature=1.0)
+    cfg = ObjectiveConfig(alpha=0.0, divergence="forward_kl", temperature=1.0, compiled=compiled)
     teacher = LiveTeacher(s.teacher, s.vocab, "hidden")
     objective = OffPolicyObjective(s.student, cfg, s.vocab, with_teacher=True)
 
@@ -320,7 +322,8 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
                              **{k: opt.param_groups[0][k] for k in ("lr", "betas", "eps", "weight_decay")}})
 
 
-CONTENDERS = {"distill": run_distill, "trl": run_trl, "floor": run_floor, "cache": run_cache}
+CONTENDERS = {"distill": run_distill, "compiled": lambda args: run_distill(args, compiled=True), "trl": run_trl,
+              "floor": run_floor, "cache": run_cache}
 
 
 def main() -> None:
@@ -352,6 +355,13 @@ def main() -> None:
             if other in results:
                 per_rep = harness.ratios(results["cache"], results[other], key)
                 summary[name], summary[name + "_per_rep"] = round(median(per_rep), 4), per_rep
+    for name, other, key in (("compiled_tps_vs_trl", "trl", "tokens_per_s"),
+                             ("compiled_time_vs_floor", "floor", "step_time_s"),
+                             ("compiled_time_vs_distill", "distill", "step_time_s"),
+                             ("compiled_mem_vs_trl", "trl", "peak_rss_mb")):
+        if {"compiled", other} <= set(results):  # objective.compiled: the loss's elementwise work fused
+            per_rep = harness.ratios(results["compiled"], results[other], key)
+            summary[name], summary[name + "_per_rep"] = round(median(per_rep), 4), per_rep
     if {"distill", "trl"} <= set(results):  # same rows, same order, same init: the losses must agree
         pairs = [(a, b) for d, t in zip(results["distill"], results["trl"], strict=True)
                  for a, b in zip(d["losses"], t["losses"], strict=True)]
