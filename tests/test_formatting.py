@@ -8,7 +8,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from distill.data.batch import Batch, collate, shifted_targets
-from distill.data.dataset import BatchPlan, pack
+from distill.data.dataset import BatchPlan
+from distill.data.example_stream import pack
 from distill.data.formatting import IGNORE_INDEX, encode_messages, encode_prompt_completion, encode_text
 from distill.errors import DataError
 from distill.objectives.offpolicy import OffPolicyObjective

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 from conftest import base_recipe
 from distill.builtin.corpus import tiny_stories
 from distill.data.batch import Batch
-from distill.data.dataset import pack
+from distill.data.example_stream import pack
 from distill.data.formatting import encode_text
 from distill.objectives import registry
 from distill.objectives.offpolicy import OffPolicyObjective

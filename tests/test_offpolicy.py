@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from distill.data.batch import Batch, collate
-from distill.data.dataset import pack
+from distill.data.example_stream import pack
 from distill.data.formatting import encode_text
 from distill.losses import divergence, token_divergence
 from distill.models import copy_teacher_layers

@@ -9,7 +9,8 @@ from transformers import AutoModelForCausalLM
 
 from conftest import base_recipe
 from distill.data.batch import Batch
-from distill.data.dataset import pack, tokenize_data
+from distill.data.dataset import tokenize_data
+from distill.data.example_stream import pack
 from distill.data.formatting import IGNORE_INDEX, Example
 from distill.losses.lm_head import last_hidden_states
 from distill.models import load_tokenizer
@@ -74,3 +75,27 @@ def test_a_recipe_with_reset_attention_trains(tmp_path, text_data, tiny_teacher_
     train(recipe)
     metrics = read_metrics(tmp_path / "run")
     assert len(metrics) == 4 and all(0 < m["kd"] < 20 for m in metrics)
+
+
+@pytest.mark.parametrize("packing", [True, False])
+@pytest.mark.parametrize("reset", [True, False])
+def test_streamed_examples_equal_the_whole_corpus_packed_at_once(tiny_tokenizer, packing, reset):
+    """The token store's first build tokenizes and packs a block of records at a time (ExampleStream); whatever
+    the block size, it yields exactly the examples of packing every document at once — the carry between blocks
+    loses, repeats and re-positions nothing — and the same dropped count."""
+    from distill.builtin.corpus import tiny_stories
+    from distill.data.example_stream import ExampleStream
+    from distill.data.formatting import encode_text
+    from distill.data.sources import Records
+    from distill.recipe import DataConfig
+
+    texts = [" ".join(tiny_stories(1 + i % 4, seed=i)) for i in range(23)] + ["x"]
+    records = Records([{"text": t} for t in texts], path=__import__("pathlib").Path("mem.jsonl"), unit="line")
+    cfg = DataConfig(train="mem.jsonl", max_length=37, packing=packing, reset_attention=reset and packing)
+    documents = encode_text(records, tiny_tokenizer, "text")
+    whole = pack(documents, 37, reset) if packing else [Example(d[:37], d[:37]) for d in documents]
+    expected = [e for e in whole if e.n_targets > 0]
+    for block in (1, 2, 7, 1000):
+        stream = ExampleStream(records, cfg, tiny_tokenizer, block=block)
+        assert list(stream) == expected, block
+        assert stream.kept == len(expected) and stream.dropped == len(whole) - len(expected)

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from distill.builtin.corpus import tiny_stories
 from distill.data.batch import Batch
-from distill.data.dataset import pack
+from distill.data.example_stream import pack
 from distill.data.formatting import encode_text
 from distill.errors import CacheError
 from distill.losses.signals import TeacherHidden, TopKSignal, signal_sums

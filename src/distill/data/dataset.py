@@ -15,15 +15,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from distill.data.formatting import (
-    IGNORE_INDEX,
-    Example,
-    detect_format,
-    encode_messages,
-    encode_prompt_completion,
-    encode_text,
-    use_chat_template,
-)
+from distill.data.example_stream import ExampleStream
+from distill.data.formatting import Example, use_chat_template
 from distill.data.identity import sha256_json, tokenizer_identity
 from distill.data.normalize import check_splits, read_source, read_training_records
 from distill.data.sources import Records
@@ -45,35 +38,6 @@ class TokenizedData:
         return sum(e.n_targets for e in self.examples)
 
 
-def pack(documents: list[list[int]], block: int, reset_attention: bool = False) -> list[Example]:
-    """Concatenate documents (each already ends with EOS) and cut into blocks of `block` tokens.
-
-    The remainder shorter than a block is dropped, unless the data is shorter than a single block, in which case
-    it becomes one (shorter) example. `reset_attention`: each block carries position ids that restart at every
-    document start, so each document attends only to itself, and a document's first token is not a target (it
-    would be predicted from the previous document, which it no longer sees)."""
-    stream = [tok for doc in documents for tok in doc]
-    n_blocks = len(stream) // block
-    spans = [(0, len(stream))] if n_blocks == 0 else [(i * block, (i + 1) * block) for i in range(n_blocks)]
-    if n_blocks == 0 and len(stream) <= 1:
-        return []
-    if not reset_attention:
-        return [Example(stream[a:b], stream[a:b]) for a, b in spans]
-    positions = [i for doc in documents for i in range(len(doc))]
-    examples = []
-    for a, b in spans:
-        # a block that starts mid-document starts a segment of its own: positions restart at the block's start
-        local = [p if p < j else j for j, p in enumerate(positions[a:b])]
-        labels = [tok if (p > 0 or j == 0) else IGNORE_INDEX for j, (tok, p) in enumerate(zip(stream[a:b], local,
-                                                                                                  strict=True))]
-        examples.append(Example(stream[a:b], labels, local))
-    return examples
-
-
-def _truncate(example: Example, max_length: int) -> Example:
-    return Example(example.input_ids[:max_length], example.labels[:max_length])
-
-
 def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenizedData:
     """Every record tokenized (problems name the record's file and line); `dropped` counts the examples left with
     nothing to learn after truncation to `max_length`. With `data.token_cache` (the default) the result is read
@@ -86,9 +50,11 @@ def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Tokeni
     root = _store(cfg, tokenizer)
     if not (root / META).exists():
         train, held = split_validation(read_training_records(cfg), cfg)
-        data = _tokenize(train, cfg, tokenizer)
-        write_store(root, data.examples, {"data_format": data.format, "dropped": data.dropped,
-                                          "train": cfg.describe()})
+        stream = ExampleStream(train, cfg, tokenizer)  # written as it is tokenized: never all in memory as lists
+        write_store(root, stream, lambda: {"data_format": stream.format, "dropped": stream.dropped,
+                                           "train": cfg.describe()},
+                    segmented=cfg.packing and cfg.reset_attention and stream.format == "text",
+                    accept=lambda: _check_some(stream, train, cfg))
         if held is not None:  # stored now, so no later start reads the whole source again to find them
             _store_validation(held, cfg, tokenizer)
     store = TokenStore(root)
@@ -107,29 +73,16 @@ def _store(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, part: str = "tra
 
 
 def _tokenize(records: Records, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenizedData:
-    examples, fmt, dropped = _examples(records, cfg, tokenizer)
-    if not examples:
+    stream = ExampleStream(records, cfg, tokenizer)
+    examples = list(stream)
+    _check_some(stream, records, cfg)
+    return TokenizedData(examples, stream.format, dropped=stream.dropped)
+
+
+def _check_some(stream: ExampleStream, records: Records, cfg: DataConfig) -> None:
+    if not stream.kept:
         raise DataError(f"data.train: {cfg.describe()} yields no trainable tokens at max_length={cfg.max_length} "
-                        f"({len(records)} records, format {fmt}); check the data or raise data.max_length")
-    return TokenizedData(examples, fmt, dropped=dropped)
-
-
-def _examples(records: Records, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase,
-              field: str = "data.format") -> tuple[list[Example], str, int]:
-    """(examples with something to learn, the format, how many were dropped): packed text or one per record."""
-    fmt = detect_format(records[0], cfg.format, cfg.text_field, field=field)
-    if fmt == "text":
-        documents = encode_text(records, tokenizer, cfg.text_field)
-        if cfg.packing:
-            examples = pack(documents, cfg.max_length, cfg.reset_attention)
-        else:
-            examples = [_truncate(Example(d, list(d)), cfg.max_length) for d in documents]
-    else:
-        encode = encode_messages if fmt == "messages" else encode_prompt_completion
-        examples = [_truncate(encode(record, tokenizer, records.where(i)), cfg.max_length)
-                    for i, record in enumerate(records)]
-    kept = [e for e in examples if e.n_targets > 0]
-    return kept, fmt, len(examples) - len(kept)
+                        f"({len(records)} records, format {stream.format}); check the data or raise data.max_length")
 
 
 def split_validation(records: Records, cfg: DataConfig) -> tuple[Records, Records | None]:
@@ -168,7 +121,7 @@ def tokenize_validation(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> 
 
 
 def _validation_examples(records: Records, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> list[Example]:
-    examples, _, _ = _examples(records, cfg, tokenizer, field="data.validation")
+    examples = list(ExampleStream(records, cfg, tokenizer, field="data.validation"))
     if not examples:
         raise DataError(f"data.validation: {len(records)} records yield no tokens to score at max_length="
                         f"{cfg.max_length}")

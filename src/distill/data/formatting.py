@@ -79,16 +79,19 @@ def detect_format(record: Record, declared: str, text_field: str = "text", field
     return declared
 
 
-def encode_text(records: Sequence[Record], tokenizer: PreTrainedTokenizerBase, text_field: str) -> list[list[int]]:
-    """Token ids of each document, ending with EOS so packed documents stay separated."""
+def encode_text(records: Sequence[Record], tokenizer: PreTrainedTokenizerBase, text_field: str, start: int = 0,
+                stop: int | None = None) -> list[list[int]]:
+    """Token ids of each document of `records[start:stop]`, ending with EOS so packed documents stay separated
+    (errors name the record's place in the whole of `records`)."""
     texts = []
-    for i, record in enumerate(records):
+    for i in range(start, len(records) if stop is None else stop):
+        record = records[i]
         value = record.get(text_field)
         if not isinstance(value, str):
             raise DataError(f"data.text_field: {location(records, i)}: no string field {text_field!r} "
                             f"(keys: {sorted(record)})")
         texts.append(value)
-    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
     return [[*ids, tokenizer.eos_token_id] for ids in encoded]
 
 

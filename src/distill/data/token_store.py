@@ -23,7 +23,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, overload
 
@@ -73,9 +74,18 @@ def store_key(data_config: dict[str, Any], source_hash: str, tokenizer_hash: str
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def write_store(root: Path, examples: Sequence[Example], meta: dict[str, Any]) -> Path:
+def write_store(root: Path, examples: Iterable[Example], meta: dict[str, Any] | Callable[[], dict[str, Any]],
+                segmented: bool | None = None, accept: Callable[[], None] | None = None) -> Path:
     """Write `examples` as a store at `root` (atomically: a temporary sibling renamed into place); returns `root`.
-    If another process finished the same store first, its copy is kept."""
+    If another process finished the same store first, its copy is kept.
+
+    The examples are written as they come, so an iterator (`example_stream.ExampleStream`) is never held in memory
+    whole; `meta` may then be a function, called once they are all written (counts known only at the end), and
+    `segmented` (whether examples carry position ids) must be said up front — for a sequence it is found by
+    looking. `accept`, called after the last example, may raise to leave no store behind (e.g. nothing to learn)."""
+    if segmented is None:
+        examples = list(examples)
+        segmented = any(e.position_ids is not None for e in examples)
     root.parent.mkdir(parents=True, exist_ok=True)
     for stale in root.parent.glob(f".{root.name}-*"):  # left by a writer killed mid-way (a live one is younger)
         if time.time() - stale.stat().st_mtime > STALE_S:
@@ -83,19 +93,25 @@ def write_store(root: Path, examples: Sequence[Example], meta: dict[str, Any]) -
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache's store from other users
     try:
-        lengths = np.array([len(e.input_ids) for e in examples], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        index = np.stack([offsets, lengths, np.array([e.n_targets for e in examples], dtype=np.int64)], axis=1)
-        segmented = any(e.position_ids is not None for e in examples)
-        for name, rows in (("ids.bin", [e.input_ids for e in examples]), ("labels.bin", [e.labels for e in examples]),
-                           ("positions.bin", [e.position_ids or range(len(e.input_ids)) for e in examples]
-                            if segmented else [])):
-            with (tmp / name).open("wb") as out:
-                for row in rows:
-                    out.write(np.asarray(row, dtype="<i4").tobytes())
-        np.save(tmp / "index.npy", index)
-        (tmp / META).write_text(json.dumps({**meta, "format": FORMAT_VERSION, "examples": len(examples),
-                                            "tokens": int(lengths.sum()), "segmented": segmented}))
+        rows: list[tuple[int, int, int]] = []  # offset, length, targets
+        with ExitStack() as files:
+            ids, labels = (files.enter_context((tmp / name).open("wb")) for name in ("ids.bin", "labels.bin"))
+            positions = files.enter_context((tmp / "positions.bin").open("wb")) if segmented else None
+            offset = 0
+            for e in examples:
+                ids.write(np.asarray(e.input_ids, dtype="<i4").tobytes())
+                labels.write(np.asarray(e.labels, dtype="<i4").tobytes())
+                if positions is None and e.position_ids is not None:  # a caller's bug: they would be lost
+                    raise ValueError("an example with position ids in a store said to be unsegmented")
+                if positions is not None:
+                    positions.write(np.asarray(e.position_ids or range(len(e.input_ids)), dtype="<i4").tobytes())
+                rows.append((offset, len(e.input_ids), e.n_targets))
+                offset += len(e.input_ids)
+        if accept is not None:
+            accept()
+        np.save(tmp / "index.npy", np.array(rows, dtype=np.int64).reshape(-1, 3))
+        (tmp / META).write_text(json.dumps({**(meta() if callable(meta) else meta), "format": FORMAT_VERSION,
+                                            "examples": len(rows), "tokens": offset, "segmented": segmented}))
         try:
             os.replace(tmp, root)
         except OSError:  # a finished store is already there (a non-empty folder cannot be replaced)
