@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -164,12 +165,16 @@ class CacheSpec:
 def caches(ks: tuple[int, ...], draws: tuple[int, ...], only: list[str] | None = None) -> list[CacheSpec]:
     """Every cache: top-k in q8 at each k and exact at the largest (what quantisation costs); sampled at each number
     of draws (proposal t = 1) read with the default count weights and, from the same folder, with inclusion weights
-    (`-inclusion`); and at the middle number with a flatter proposal (t = 2). `only`: these names."""
+    (`-inclusion`), and in the `counts` encoding (`-counts`: no values; the same draws and gradient as `sN`, so only
+    built when named); and at the middle number with a flatter proposal (t = 2). `only`: these names (`sN` and
+    `sN-counts` for any N ≤ 255)."""
     specs = [CacheSpec(f"k{k}", {"teacher.top_k": k}) for k in ks]
     specs.append(CacheSpec(f"k{max(ks)}-exact", {"teacher.top_k": max(ks)}, "exact"))
     sampled = {"teacher.cache_scheme": "sampled"}
-    for d in draws:
+    asked = {int(m[1]) for m in (re.fullmatch(r"s(\d+)(-counts)?", n) for n in only or []) if m}
+    for d in sorted(set(draws) | {d for d in asked if 1 <= d <= 255}):  # any number of draws, when named
         specs.append(CacheSpec(f"s{d}", {**sampled, "teacher.sample_draws": d}))
+        specs.append(CacheSpec(f"s{d}-counts", {**sampled, "teacher.sample_draws": d}, "counts"))
         specs.append(CacheSpec(f"s{d}-inclusion", {**sampled, "teacher.sample_draws": d,
                                                    "teacher.sample_weights": "inclusion"}, reads=f"s{d}"))
     middle = draws[len(draws) // 2]
@@ -178,7 +183,8 @@ def caches(ks: tuple[int, ...], draws: tuple[int, ...], only: list[str] | None =
     unknown = sorted(set(only or []) - {c.name for c in specs})
     if unknown:
         raise SystemExit(f"--caches: unknown {unknown}; known: {', '.join(c.name for c in specs)}")
-    return [c for c in specs if only is None or c.name in only]
+    # a `-counts` student trains exactly as its q8 twin does: by default only named ones are built and trained
+    return [c for c in specs if (c.name in only if only is not None else c.encoding != "counts")]
 
 
 def build(live: Recipe, spec: CacheSpec, out: Path) -> dict[str, Any]:
@@ -299,7 +305,8 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=16, help="sequences for the value-error measurement")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements to run")
     parser.add_argument("--caches", help="comma-separated cache names (default: all): k8, k32, k64, k64-exact, s8, "
-                        "s16, s32, s64, s8-inclusion, …, s64-inclusion, s32-t2")
+                        "s16, s32, s64, s8-inclusion, …, s64-inclusion, s8-counts, …, s64-counts, s32-t2; and sN or "
+                        "sN-counts for any N up to 255")
     parser.add_argument("--no-alpha", action="store_true", help=f"skip the alpha = {ALPHA:g} students")
     args = parser.parse_args()
     sys.stdout = sys.stderr

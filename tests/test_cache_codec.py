@@ -99,6 +99,35 @@ def test_sampled_round_trip_keeps_ids_and_counts_exactly(vocab, t, encoding):
         sampled_codec.decode(codec.encode(random_signal(5, 8, vocab), rank, encoding), order)
 
 
+@pytest.mark.parametrize("vocab", [300, 49_152])
+def test_counts_encoding_keeps_ids_and_counts_exactly_and_puts_minus_entropy_in_log_ps_place(vocab):
+    """The `counts` encoding: ids and counts exact (the gradient at t = 1 reads nothing else), the entropy to
+    float16, −H(p) as every live entry's log p (the value's expectation), nothing on padding; smaller than q8; a
+    record of a flatter proposal, or without its entropy, is refused."""
+    record = random_sampled(37, 64, vocab, 1.0)
+    g = torch.Generator().manual_seed(0)
+    log_p = torch.log_softmax(torch.randn(37, vocab, generator=g) * 3.0, -1)  # random_sampled's teacher
+    record.entropy = (-(log_p.exp() * log_p).sum(-1)).numpy()
+    rank, order = vocabulary_order(vocab)
+    data = sampled_codec.encode(record, rank, "counts")
+    decoded = sampled_codec.decode(data, order)
+    for row in range(len(record)):
+        a, b = as_dict(record, row), as_dict(decoded, row)
+        assert a.keys() == b.keys() and all(a[i][0] == b[i][0] for i in a)
+        assert all(b[i][1] == -decoded.entropy[row] for i in b)
+    assert np.allclose(decoded.entropy, record.entropy, rtol=1e-3) and decoded.log_z is None
+    assert np.all(decoded.logprobs[decoded.counts == 0] == 0)
+    assert len(data) < len(sampled_codec.encode(record, rank, "q8"))
+    with pytest.raises(ValueError, match="has no entropy"):
+        sampled_codec.encode(random_sampled(5, 8, vocab, 1.0), rank, "counts")
+    flatter = random_sampled(5, 8, vocab, 2.0)
+    flatter.entropy = np.ones(5, dtype=np.float32)
+    with pytest.raises(ValueError, match="a flatter proposal"):
+        sampled_codec.encode(flatter, rank, "counts")
+    with pytest.raises(codec.CorruptRecord, match="where a top-k record was expected"):
+        codec.decode(data, order)
+
+
 def test_sampled_weights_from_a_decoded_record_match_the_signal_drawn_in_memory():
     """What the cache serves (decode → importance weights) is what `SampledSignal.from_logits` would have drawn."""
     g = torch.Generator().manual_seed(7)

@@ -347,6 +347,46 @@ def test_a_sampled_cache_stores_teacher_draws_reproducibly_and_trains(tmp_path, 
     assert all(1.0 <= m["teacher_distinct"] <= 24 and 0 < m["kd"] < 20 for m in metrics)
 
 
+def test_a_counts_cache_serves_the_q8_caches_gradient_in_fewer_bytes(tmp_path, text_data, tiny_teacher_dir):
+    """`--encoding counts`: the same draws and weights as the q8 cache of the same recipe (so the same gradient),
+    −H(p) of the live teacher in each entry's log p, fewer bytes; refused for top-k, for a flatter proposal, and for
+    inclusion weights (in train and in check)."""
+    sampled = {"cache_scheme": "sampled", "sample_draws": 24}
+    recipe = validate_recipe(_recipe(text_data, tmp_path / "run", teacher=sampled))
+    q8 = build_cache(recipe, tmp_path / "q8")
+    counts = build_cache(recipe, tmp_path / "counts", encoding="counts")
+    assert counts["encoding"] == "counts" and counts["record_bytes_per_token"] < q8["record_bytes_per_token"]
+    examples = [0, 2, 5]
+    a, b = TeacherCache.open(tmp_path / "q8").signal(examples), TeacherCache.open(tmp_path / "counts").signal(examples)
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.weights, b.weights)
+
+    tokenizer = load_tokenizer("tokenizer", *recipe.tokenizer_options())
+    data = tokenize_data(recipe.data, tokenizer)
+    batch = collate([data.examples[e] for e in examples], tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = load_teacher(recipe.teacher)(input_ids=batch["input_ids"],
+                                              attention_mask=batch["attention_mask"]).logits
+    mask = batch["labels"][:, 1:] != -100
+    log_p = torch.log_softmax(logits[:, :-1, :len(tokenizer)][mask] / 2.0, -1)
+    entropy = -(log_p.exp() * log_p).sum(-1, keepdim=True).expand_as(b.logprobs)
+    live = b.weights > 0
+    assert torch.allclose(b.logprobs[live], -entropy[live], rtol=2e-3)
+
+    for teacher, problem in [({"top_k": 8}, "needs teacher.cache_scheme: sampled"),
+                             ({**sampled, "proposal_temperature": 2.0}, "proposal_temperature: 2")]:
+        with pytest.raises(CacheError, match=problem):
+            build_cache(validate_recipe(_recipe(text_data, tmp_path / "run", teacher=teacher)), tmp_path / "x",
+                        encoding="counts")
+    inclusion = _recipe(text_data, tmp_path / "run", teacher={**sampled, "cache": str(tmp_path / "counts"),
+                                                               "sample_weights": "inclusion"})
+    with pytest.raises(CacheError, match="built with --encoding counts"):
+        train(validate_recipe(inclusion))
+    result = run_cli("check", str(write_recipe(tmp_path / "r.yaml", inclusion)))
+    assert result.returncode == 2 and "--encoding counts" in result.stderr
+    train(validate_recipe(_recipe(text_data, tmp_path / "run", teacher={**sampled, "cache": str(tmp_path / "counts")})))
+    assert all(0 < m["kd"] < 20 for m in read_metrics(tmp_path / "run"))
+
+
 def test_a_sampled_cache_is_refused_for_what_it_cannot_estimate(tmp_path, text_data, tiny_teacher_dir):
     sampled = {"cache_scheme": "sampled", "sample_draws": 8}
     build_cache(validate_recipe(_recipe(text_data, tmp_path / "run", teacher=sampled)), tmp_path / "cache")

@@ -85,8 +85,9 @@ def cache(
     out: Annotated[Path | None, typer.Option(
         "--out", help="Cache folder (default: the recipe's teacher.cache).", show_default=False)] = None,
     encoding: Annotated[str, typer.Option(
-        "--encoding", help="q8: quantised values, ~118 bytes/token at k=64; exact: float32 values (~3x larger). "
-        "Applies to either cache scheme.")
+        "--encoding", help="q8: quantised values, ~118 bytes/token at k=64; exact: float32 values (~3x larger); "
+        "counts: a sampled cache's ids and counts with the teacher's entropy, no values (proposal t=1, count "
+        "weights; the smallest).")
     ] = "q8",
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=1, help="Sequences per teacher forward pass (a local teacher.model; an API teacher "

@@ -93,8 +93,8 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
     if t is None or (t.model is None and t.api is None):
         raise RecipeError("teacher.model: `distill cache` runs the teacher; set teacher.model (a local model) or "
                           "teacher.api (an OpenAI-compatible endpoint to harvest)")
-    if encoding not in codec.ENCODINGS:
-        raise CacheError(f"--encoding: unknown encoding {encoding!r}; use one of {', '.join(codec.ENCODINGS)}")
+    if problem := encoding_problem(encoding, recipe):
+        raise CacheError(f"--encoding: {problem}")
     accelerator = Accelerator()
     started = time.perf_counter()
     with accelerator.main_process_first():
@@ -222,6 +222,23 @@ def captured_mass(signal: codec.Signal | SampledRecord) -> float:
     if isinstance(signal, SampledRecord):
         return float(np.exp(signal.logprobs, dtype=np.float64)[signal.counts > 0].sum())
     return float(np.exp(signal.logprobs, dtype=np.float64).sum())
+
+
+def encoding_problem(encoding: str, recipe: Recipe) -> str | None:
+    """Why `encoding` cannot hold this recipe's cache, or None. `counts` drops the log-probabilities, which only the
+    teacher as its own proposal (t = 1) read with count weights can do without (sampled_codec.py)."""
+    if encoding not in sampled_codec.ENCODINGS:
+        return f"unknown encoding {encoding!r}; use one of {', '.join(sampled_codec.ENCODINGS)}"
+    if encoding != "counts":
+        return None
+    t = recipe.teacher
+    if t.cache_scheme != "sampled":  # (an API teacher is never sampled: the recipe refuses it)
+        return ("counts stores sampled draws without their log-probabilities; it needs teacher.cache_scheme: sampled "
+                "(use q8 or exact for a top-k cache)")
+    if t.proposal_temperature != 1.0:
+        return (f"counts keeps no log-probabilities, and teacher.proposal_temperature: {t.proposal_temperature:g} "
+                "weighs every draw by one; use q8 or exact, or proposal_temperature: 1")
+    return None
 
 
 def encode_record(signal: codec.Signal | SampledRecord, rank_of: np.ndarray, encoding: str) -> bytes:

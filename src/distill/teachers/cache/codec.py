@@ -30,7 +30,7 @@ import zstandard
 
 ENCODINGS = ("q8", "exact")
 # what a record's header says it holds: top-k in either encoding, then the sampled scheme's (sampled_codec.py)
-RECORD_KINDS = (*ENCODINGS, "sampled-q8", "sampled-exact")
+RECORD_KINDS = (*ENCODINGS, "sampled-q8", "sampled-exact", "sampled-counts")
 _MAGIC = b"DTK1"
 _HEADER = struct.Struct("<4sIHBBI")  # magic, n, k, record kind (RECORD_KINDS index), id bytes, stream count
 _LEVEL = 10  # zstd level: ~3% larger than 19 and several times faster to build; decoding speed is the same

@@ -55,6 +55,10 @@ def check_cache_for(recipe: Recipe, cache: TeacherCache, tokenizer, data: Tokeni
         problem = sampled_problem(spec, cache.capture_temperature, o.temperature)
         if problem:
             raise CacheError(f"teacher.cache: {cache.root} is a sampled cache: {problem}")
+        if cache.manifest.get("encoding") == "counts" and recipe.teacher.sample_weights != "counts":
+            raise CacheError(f"teacher.sample_weights: {recipe.teacher.sample_weights} needs each draw's log p, and "
+                             f"{cache.root} was built with --encoding counts, which keeps none; use "
+                             "sample_weights: counts, or rebuild the cache with --encoding q8")
     elif problem := retempering_problem(cache.k, len(tokenizer), cache.capture_temperature, o.temperature,
                                         o.topk_mode):
         raise CacheError(f"objective.temperature: {o.temperature:g} with objective.topk_mode: tail and a cache "

@@ -70,10 +70,12 @@ def capture_sampled(teacher, batch: Batch, examples: list[int], sampling: Sampli
         generator = sampling.generator(example, batch.input_ids.device)
         parts = []
         for logits in chunks:
-            ids, counts, logprobs, log_z = draw(torch.log_softmax(logits.float() / temperature, dim=-1),
-                                                sampling.draws, sampling.proposal_temperature, generator)
+            log_p = torch.log_softmax(logits.float() / temperature, dim=-1)
+            ids, counts, logprobs, log_z = draw(log_p, sampling.draws, sampling.proposal_temperature, generator)
+            p = log_p.exp()  # H(p): what the `counts` encoding keeps in log p's place (0 · log 0 = 0)
+            entropy = -torch.where(p > 0, p * log_p, 0.0).sum(-1)
             parts.append(SampledRecord(ids.cpu().numpy(), logprobs.cpu().numpy(), counts.cpu().numpy(),
-                                       None if log_z is None else log_z.cpu().numpy()))
+                                       None if log_z is None else log_z.cpu().numpy(), entropy.cpu().numpy()))
         records.append(concat(parts))
     return records
 

@@ -9,6 +9,12 @@ log-probabilities then changes only the reported loss value, never the gradient.
 Ids are coded as codec.py codes top-k ids (frequency rank, sorted, gaps in byte planes), counts as bytes, and the
 log-probabilities either as `q8` (one byte below the position's top entry, plus the top as float16; the log-normaliser
 as float16) or `exact` (float32). Records share codec.py's framing (header, checksummed zstd frames).
+
+`counts` stores no log-probabilities at all, only the teacher's entropy H(p) per position (float16). It serves the
+one case where the gradient never reads log p — the teacher as its own proposal (t = 1) with count weights — and
+keeps the loss's value unbiased: there the value's Σ_j w_j log p_j has expectation −H(p), so each entry is given its
+position's −H(p) in log p's place (a value of lower variance, the same gradient). Inclusion weights and t ≠ 1 need
+the real log p and refuse such a cache.
 """
 
 from __future__ import annotations
@@ -20,17 +26,20 @@ import numpy as np
 from distill.teachers.cache import codec
 
 MAX_DRAWS = 255  # counts and per-position widths are one byte each
+ENCODINGS = (*codec.ENCODINGS, "counts")  # `counts`: ids, counts and H(p) only (t = 1, count weights)
 
 
 @dataclass
 class SampledRecord:
     """The sampled signal of n positions as plain arrays, padded to the widest position m: ids (n, m) int64,
-    logprobs (n, m) float32, counts (n, m) int64 (0 on padding), log_z (n,) float32 or None (t = 1)."""
+    logprobs (n, m) float32, counts (n, m) int64 (0 on padding), log_z (n,) float32 or None (t = 1), entropy (n,)
+    float32 H(p) or None (what the `counts` encoding stores; read back from one, `logprobs` holds −H(p))."""
 
     ids: np.ndarray
     logprobs: np.ndarray
     counts: np.ndarray
     log_z: np.ndarray | None
+    entropy: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.ids.shape[0]
@@ -43,13 +52,20 @@ def concat(records: list[SampledRecord]) -> SampledRecord:
     def stacked(name: str) -> np.ndarray:
         return np.concatenate([np.pad(getattr(r, name), ((0, 0), (0, width - r.ids.shape[1]))) for r in records])
 
-    log_z = None if all(r.log_z is None for r in records) else np.concatenate([r.log_z for r in records])
-    return SampledRecord(stacked("ids"), stacked("logprobs").astype(np.float32), stacked("counts"), log_z)
+    def joined(name: str) -> np.ndarray | None:
+        parts = [getattr(r, name) for r in records]
+        return None if not parts or any(p is None for p in parts) else np.concatenate(parts)
+
+    return SampledRecord(stacked("ids"), stacked("logprobs").astype(np.float32), stacked("counts"), joined("log_z"),
+                         joined("entropy"))
 
 
 def encode(record: SampledRecord, vocab_rank: np.ndarray, encoding: str = "q8") -> bytes:
-    if encoding not in codec.ENCODINGS:
-        raise ValueError(f"unknown encoding {encoding!r}; use one of {', '.join(codec.ENCODINGS)}")
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
+    if encoding == "counts" and (record.log_z is not None or record.entropy is None):
+        raise ValueError("the counts encoding holds draws from the teacher itself (t = 1) with their entropy; this "
+                         "record has " + ("a flatter proposal" if record.log_z is not None else "no entropy"))
     n, m = record.ids.shape
     live = record.counts > 0
     widths = live.sum(1)
@@ -66,7 +82,9 @@ def encode(record: SampledRecord, vocab_rank: np.ndarray, encoding: str = "q8") 
     streams = [widths.astype(np.uint8).tobytes(), *codec.planes(gaps[live], width), counts[live].astype(np.uint8)
                .tobytes()]
     log_z = record.log_z if record.log_z is not None else np.zeros(0, dtype=np.float32)
-    if encoding == "exact":
+    if encoding == "counts":
+        streams += codec.planes(record.entropy.astype(np.float16).view(np.uint16), 2)
+    elif encoding == "exact":
         streams += [logprobs[live].astype("<f4").tobytes(), log_z.astype("<f4").tobytes()]
     else:
         top = np.where(live, logprobs, -np.inf).max(axis=1, initial=-np.inf)
@@ -93,6 +111,10 @@ def decode(data: bytes | memoryview, vocab_order: np.ndarray) -> SampledRecord:
     counts[live] = np.frombuffer(streams[1 + width], dtype=np.uint8)
     logprobs = np.zeros((n, m), dtype=np.float32)
     rest = streams[2 + width:]
+    if kind == "sampled-counts":
+        entropy = codec.unplane(rest[0:2], (n,)).astype(np.uint16).view(np.float16).astype(np.float32)
+        logprobs[live] = np.repeat(-entropy, widths)  # the value's expectation at t = 1 (module doc)
+        return SampledRecord(ids, logprobs, counts, None, entropy)
     if kind == "sampled-exact":
         logprobs[live] = np.frombuffer(rest[0], dtype="<f4")
         log_z = np.frombuffer(rest[1], dtype="<f4").copy()

@@ -45,6 +45,9 @@ def sampled_signal(record: SampledRecord, scheme: dict[str, Any], capture_temper
                    estimator: SampleWeights = "counts") -> SampledSignal:
     """A decoded sampled record as the loss takes it: its rows with their importance weights under `scheme` (the
     weights are chosen when reading, so one cache serves either estimator)."""
+    if record.entropy is not None and estimator != "counts":  # a `counts` record: −H(p) in log p's place
+        raise ValueError(f"{estimator} weights need each draw's log p, which a cache built with --encoding counts "
+                         "does not keep")
     ids, counts, logprobs = (torch.from_numpy(a) for a in (record.ids, record.counts, record.logprobs))
     t = scheme["proposal_temperature"]
     log_z = None if t == 1.0 or record.log_z is None else torch.from_numpy(record.log_z)
