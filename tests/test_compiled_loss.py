@@ -59,3 +59,47 @@ def test_compiled_is_refused_with_the_reference_implementation():
 
     with pytest.raises(ValidationError, match="implementation is `reference`"):
         OffPolicyConfig(compiled=True, implementation="reference")
+
+
+@pytest.mark.parametrize("case", ["softcap", "bf16"])
+def test_compiled_matches_eager_through_a_softcap_head_and_in_bf16(case):
+    """The chunk's second route: logits that need a soft-cap (or a scale) or come in bf16 get their closed-form
+    gradient from the compiled twin and then go back through the head by autograd — the gradient must come back in
+    the logits' dtype, and agree with the eager route."""
+    hidden, head, targets, teachers = _problem()
+    dtype = torch.bfloat16 if case == "bf16" else torch.float32
+    hidden = hidden.detach().to(dtype).requires_grad_()
+    head = LMHead(head.weight.detach().to(dtype).requires_grad_(), softcap=30.0 if case == "softcap" else None)
+    teacher = TeacherHidden(teachers["hidden"].hidden.to(dtype), LMHead(teachers["hidden"].head.weight.to(dtype)))
+    results = []
+    for compiled in (False, True):
+        settings = LossSettings(spec=DivergenceSpec(kind="forward_kl"), temperature=1.0,
+                                weights=LossWeights(ce=0.5, kd=0.5), vocab_size=VOCAB, compiled=compiled)
+        out = fused_linear_loss(hidden, head, targets, teacher, settings, chunk_size=40)
+        results.append((out, torch.autograd.grad(out[0], [hidden, head.weight])))
+    (eager, eager_grads), (fused, fused_grads) = results
+    tol = 2e-2 if case == "bf16" else 1e-5
+    assert fused[0].item() == pytest.approx(eager[0].item(), rel=tol)
+    for a, b in zip(fused_grads, eager_grads, strict=True):
+        assert a.dtype == dtype and torch.allclose(a.float(), b.float(), atol=tol, rtol=tol), (a - b).abs().max()
+
+
+def test_compiled_is_refused_where_it_would_be_ignored_and_a_failed_compiler_says_what_to_change(monkeypatch):
+    from pydantic import ValidationError
+
+    from distill.losses import compiled as compiled_module
+    from distill.recipe.objective import HPDConfig
+
+    with pytest.raises(ValidationError, match="hpd's reweighted loss has no compiled path"):
+        HPDConfig(compiled=True)
+
+    def no_compiler(*args):
+        raise compiled_module.BackendCompilerFailed(lambda *a: None, RuntimeError("C++ compile error"), None)
+
+    monkeypatch.setattr(compiled_module.torch, "compile", lambda fn, **kw: no_compiler)
+    compiled_module.compiled.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="objective.compiled: .* set objective.compiled: false"):
+            compiled_module.compiled("ce")(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), 1.0)
+    finally:
+        compiled_module.compiled.cache_clear()

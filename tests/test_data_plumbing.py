@@ -313,3 +313,12 @@ def test_a_folder_of_documents_with_a_stray_data_file_is_refused(tmp_path):
     (tmp_path / "meta.json").write_text('{"k": 1}')
     with pytest.raises(DataError, match=r"both \.txt documents .* and data files"):
         read_records(str(tmp_path))
+
+
+def test_a_validation_split_without_a_validation_source_is_refused(tmp_path):
+    """`data.validation_split` alone would be ignored (no validation run at all): refused, naming what to set."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"'test' is read from data\.validation, which is not set"):
+        DataConfig(train=str(tmp_path / "rows.jsonl"), validation_split="test")
+    DataConfig(train=str(tmp_path / "rows.jsonl"), validation_split="validation")  # the default, as runs write it

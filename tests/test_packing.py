@@ -99,3 +99,19 @@ def test_streamed_examples_equal_the_whole_corpus_packed_at_once(tiny_tokenizer,
         stream = ExampleStream(records, cfg, tiny_tokenizer, block=block)
         assert list(stream) == expected, block
         assert stream.kept == len(expected) and stream.dropped == len(whole) - len(expected)
+
+
+def test_a_corpus_shorter_than_one_block_streamed_in_pieces_is_one_short_example(tiny_tokenizer):
+    """The packer's end: data that never fills a block, arriving over several record blocks, becomes the one short
+    example packing it at once gives (not nothing, and not one per record block)."""
+    from distill.data.example_stream import ExampleStream
+    from distill.data.formatting import encode_text
+    from distill.data.sources import Records
+    from distill.recipe import DataConfig
+
+    records = Records([{"text": t} for t in ("one tree", "two cats", "red sky")],
+                      path=__import__("pathlib").Path("mem.jsonl"), unit="line")
+    cfg = DataConfig(train="mem.jsonl", max_length=4096, packing=True)
+    (expected,) = pack(encode_text(records, tiny_tokenizer, "text"), 4096)
+    stream = ExampleStream(records, cfg, tiny_tokenizer, block=1)
+    assert list(stream) == [expected] and len(expected.input_ids) < 4096 and stream.kept == 1

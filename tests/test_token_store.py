@@ -76,3 +76,29 @@ def test_a_dead_writers_temporary_folder_is_cleared_and_a_live_ones_kept(tmp_pat
     os.utime(dead, (old, old))
     write_store(root, [Example([1, 2], [1, 2])], {"data_format": "text", "dropped": 0, "train": "a"})
     assert not dead.exists() and live.exists() and TokenStore(root)[0].input_ids == [1, 2]
+
+
+def test_a_long_build_keeps_its_temporary_folder_young(tmp_path, monkeypatch):
+    """A streamed first build can outlast STALE_S; it touches its folder as it writes, so another process building
+    the same store never takes it for a dead writer's. Time is simulated: each clock reading advances a minute."""
+    import os
+    import time
+
+    import distill.data.token_store as token_store
+
+    clock = iter(range(0, 10**6, 61))
+    monkeypatch.setattr(token_store.time, "monotonic", lambda: next(clock))
+    root = tmp_path / "tokens" / "key"
+    old = time.time() - 2 * 24 * 3600
+    seen = []
+
+    def examples():
+        for i in range(4):
+            (folder,) = root.parent.glob(".key-*")
+            if i == 1:
+                os.utime(folder, (old, old))  # as if the build had run for two days so far
+            seen.append(folder.stat().st_mtime)
+            yield Example([i, i], [i, i])
+
+    write_store(root, examples(), {"data_format": "text", "dropped": 0, "train": "a"}, segmented=False)
+    assert seen[1] == old and seen[2] > old + 24 * 3600 and len(TokenStore(root)) == 4

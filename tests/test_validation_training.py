@@ -167,9 +167,9 @@ def test_held_out_examples_are_stored_so_a_start_does_not_read_the_source_again(
     reads = []
     real = dataset.read_training_records
     monkeypatch.setattr(dataset, "read_training_records", lambda c: reads.append(c) or real(c))
-    first = list(tokenize_data(cfg, tiny_tokenizer).examples), tokenize_validation(cfg, tiny_tokenizer)
+    first = list(tokenize_data(cfg, tiny_tokenizer).examples), list(tokenize_validation(cfg, tiny_tokenizer))
     assert len(reads) == 1  # the first build reads the source once for both parts
-    again = list(tokenize_data(cfg, tiny_tokenizer).examples), tokenize_validation(cfg, tiny_tokenizer)
+    again = list(tokenize_data(cfg, tiny_tokenizer).examples), list(tokenize_validation(cfg, tiny_tokenizer))
     assert len(reads) == 1 and again == first
     in_memory = cfg.model_copy(update={"token_cache": False})
     assert tokenize_validation(in_memory, tiny_tokenizer) == first[1]

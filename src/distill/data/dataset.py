@@ -100,7 +100,7 @@ def split_validation(records: Records, cfg: DataConfig) -> tuple[Records, Record
             Records.picked([(records, i) for i in sorted(held)], records.path))
 
 
-def tokenize_validation(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> list[Example] | None:
+def tokenize_validation(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Sequence[Example] | None:
     """The validation examples (`data.validation`, read like `train`, or the held-out `validation_fraction`),
     tokenized the way training's are; None without validation data. With `data.token_cache` they are kept in a
     token store of their own, so a held-out fraction is not found again by reading the whole training source."""
@@ -109,7 +109,7 @@ def tokenize_validation(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> 
     use_chat_template(tokenizer, cfg.chat_template)
     check_splits(cfg, "validation")
     if cfg.token_cache and ((root := _store(cfg, tokenizer, "validation")) / META).exists():
-        return list(TokenStore(root))
+        return TokenStore(root)
     if cfg.validation is not None:
         records = read_source(cfg.validation, columns=cfg.columns, split=cfg.validation_split,
                               field="data.validation", limit=None, encoding=cfg.encoding)
@@ -121,17 +121,25 @@ def tokenize_validation(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> 
 
 
 def _validation_examples(records: Records, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> list[Example]:
-    examples = list(ExampleStream(records, cfg, tokenizer, field="data.validation"))
-    if not examples:
+    stream = ExampleStream(records, cfg, tokenizer, field="data.validation")
+    examples = list(stream)
+    _check_scored(stream, records, cfg)
+    return examples
+
+
+def _check_scored(stream: ExampleStream, records: Records, cfg: DataConfig) -> None:
+    if not stream.kept:
         raise DataError(f"data.validation: {len(records)} records yield no tokens to score at max_length="
                         f"{cfg.max_length}")
-    return examples
 
 
-def _store_validation(records: Records, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> list[Example]:
-    examples = _validation_examples(records, cfg, tokenizer)
-    write_store(_store(cfg, tokenizer, "validation"), examples, {"validation": cfg.validation or "held out"})
-    return examples
+def _store_validation(records: Records, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> TokenStore:
+    """Streamed into its store like the training examples (a held-out fraction may be large), then memory-mapped."""
+    stream = ExampleStream(records, cfg, tokenizer, field="data.validation")
+    root = write_store(_store(cfg, tokenizer, "validation"), stream, {"validation": cfg.validation or "held out"},
+                       segmented=cfg.packing and cfg.reset_attention and stream.format == "text",
+                       accept=lambda: _check_scored(stream, records, cfg))
+    return TokenStore(root)
 
 
 class BatchPlan:

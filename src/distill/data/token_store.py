@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -93,7 +94,8 @@ def write_store(root: Path, examples: Iterable[Example], meta: dict[str, Any] | 
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache's store from other users
     try:
-        rows: list[tuple[int, int, int]] = []  # offset, length, targets
+        rows = array("q")  # offset, length, targets per example: 24 bytes each, not a Python tuple's ~150
+        touched = time.monotonic()
         with ExitStack() as files:
             ids, labels = (files.enter_context((tmp / name).open("wb")) for name in ("ids.bin", "labels.bin"))
             positions = files.enter_context((tmp / "positions.bin").open("wb")) if segmented else None
@@ -105,13 +107,16 @@ def write_store(root: Path, examples: Iterable[Example], meta: dict[str, Any] | 
                     raise ValueError("an example with position ids in a store said to be unsegmented")
                 if positions is not None:
                     positions.write(np.asarray(e.position_ids or range(len(e.input_ids)), dtype="<i4").tobytes())
-                rows.append((offset, len(e.input_ids), e.n_targets))
+                rows.extend((offset, len(e.input_ids), e.n_targets))
                 offset += len(e.input_ids)
+                if time.monotonic() - touched > 60:  # a live build stays younger than STALE_S, however long it runs
+                    os.utime(tmp)
+                    touched = time.monotonic()
         if accept is not None:
             accept()
-        np.save(tmp / "index.npy", np.array(rows, dtype=np.int64).reshape(-1, 3))
+        np.save(tmp / "index.npy", np.frombuffer(rows, dtype=np.int64).reshape(-1, 3))
         (tmp / META).write_text(json.dumps({**(meta() if callable(meta) else meta), "format": FORMAT_VERSION,
-                                            "examples": len(rows), "tokens": offset, "segmented": segmented}))
+                                            "examples": len(rows) // 3, "tokens": offset, "segmented": segmented}))
         try:
             os.replace(tmp, root)
         except OSError:  # a finished store is already there (a non-empty folder cannot be replaced)

@@ -11,7 +11,7 @@ The formula is the eager one, written as pure functions of the inputs so that th
     ∂/∂z = w_ce · (softmax(z) − onehot(target)) + (w_kd / T) · (softmax(z / T) − softmax(t / T))
 
 with the value KL(P_T ‖ Q_T) = Σ p · (log p − log q), both logs floored at LOG_FLOOR as in `divergences.kl`.
-The eager path is its twin (tests/test_fused_linear.py holds them to 1e-5). Only this case — no teacher, or a
+The eager path is its twin (tests/test_compiled_loss.py holds them to 1e-5). Only this case — no teacher, or a
 dense teacher with forward KL — is compiled: it is what a live teacher trains with; the partial signals (top-k,
 sampled) gather and scatter on a few ids, where there is little to fuse, and stay eager.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 from functools import cache
 
 import torch
+from torch._dynamo.exc import BackendCompilerFailed
 
 from distill.losses.divergences import LOG_FLOOR
 
@@ -62,5 +63,18 @@ def forward_kl_chunk(logits: torch.Tensor, teacher: torch.Tensor, targets: torch
 
 @cache
 def compiled(name: str):
-    """The compiled twin of `ce_chunk` or `forward_kl_chunk`, built once per process on first use."""
-    return torch.compile({"ce": ce_chunk, "forward_kl": forward_kl_chunk}[name], fullgraph=True)
+    """The compiled twin of `ce_chunk` or `forward_kl_chunk`, built once per process on first use. A compiler that
+    cannot build it (on CPU, inductor needs a C++ compiler) fails the first step with what to change, not with the
+    compiler's traceback alone."""
+    fn = torch.compile({"ce": ce_chunk, "forward_kl": forward_kl_chunk}[name], fullgraph=True)
+
+    def run(*args):
+        try:
+            return fn(*args)
+        except BackendCompilerFailed as exc:
+            raise RuntimeError(f"objective.compiled: torch.compile could not build the fused loss ({type(exc).__name__}"
+                               f": {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); on CPU it needs a "
+                               "C++ compiler (g++ or clang). Install one, or set objective.compiled: false (the eager "
+                               "path computes the same loss)") from exc
+
+    return run

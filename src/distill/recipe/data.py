@@ -112,6 +112,10 @@ class DataConfig(Section):
         if self.validation is not None and self.validation_fraction > 0:
             raise FieldProblem("validation_fraction", "give either data.validation (a source) or a held-out "
                                "data.validation_fraction, not both")
+        if self.validation is None and self.validation_split != type(self).model_fields["validation_split"].default:
+            raise FieldProblem("validation_split", f"{self.validation_split!r} is read from data.validation, which is "
+                               "not set; name the source too (data.validation: the `datasets` folder, with this "
+                               "split), or use data.validation_fraction to hold out training records")
         return self
 
     @property

@@ -243,6 +243,9 @@ class HPDConfig(OnPolicySection, _LossSettings):
     def _own_distribution(self) -> HPDConfig:
         if self.rollout.temperature != 1.0 or self.rollout.top_p != 1.0:
             raise FieldProblem("rollout", "hpd needs the student's own distribution (rollout.temperature 1, top_p 1)")
+        if self.compiled:
+            raise FieldProblem("compiled", "hpd's reweighted loss has no compiled path (it would run eager all the "
+                               "same); leave compiled false")
         return self
 
 

@@ -7,6 +7,7 @@ here, before any optimizer exists; the checks that need only configs run earlier
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from accelerate import Accelerator
@@ -46,7 +47,7 @@ class RunParts:
     student: PreTrainedModel
     teacher: TeacherSource | None  # None: cross-entropy only (alpha = 1)
     batches: DatasetBatches  # or StudentSamples, the on-policy kinds' source
-    validation: list[Example] | None = None  # data.validation or the held-out fraction, tokenized
+    validation: Sequence[Example] | None = None  # data.validation or the held-out fraction (a store with the cache)
 
     @property
     def vocab_size(self) -> int:

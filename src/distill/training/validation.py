@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from distill.results.metrics import HIGHER_IS_BETTER
 
 @dataclass
 class Validator:
-    examples: list[Example]
+    examples: Sequence[Example]  # a list, or a memory-mapped TokenStore
     micro_batch_size: int
     pad_id: int
 
