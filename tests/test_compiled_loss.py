@@ -99,7 +99,7 @@ def test_compiled_is_refused_where_it_would_be_ignored_and_a_failed_compiler_say
     monkeypatch.setattr(compiled_module.torch, "compile", lambda fn, **kw: no_compiler)
     compiled_module.compiled.cache_clear()
     try:
-        with pytest.raises(RuntimeError, match="objective.compiled: .* set objective.compiled: false"):
+        with pytest.raises(RuntimeError, match=r"objective\.compiled: .* set objective\.compiled: false"):
             compiled_module.compiled("ce")(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), 1.0)
     finally:
         compiled_module.compiled.cache_clear()

@@ -5,6 +5,7 @@ check reads the eval records as it reads training records; and bad input is one 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from distill.builtin.tiny_models import tiny_llama_config
+from distill.data.formatting import encode_messages
 from distill.errors import DataError
 from distill.eval.cli_support import build_suite
 from distill.eval.suite import run_suite
@@ -45,12 +47,13 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> dict[str
     return folders
 
 
-def _evaluate(models: dict[str, Path], records: list[dict], tmp_path: Path, **options):
+def _evaluate(models: dict[str, Path], records: list[dict], tmp_path: Path, evaluated: list[str] | None = None,
+              **options):
     data = tmp_path / "held.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     kw = dict(reference=f"teacher={models['teacher']}", baseline=None, text_field="text", slice_by=[], max_docs=None,
               train_data=None, tasks=[], task_n=1, max_length=256, seed=0)
-    suite = build_suite([f"student={models['student']}"], data=str(data), **{**kw, **options})
+    suite = build_suite(evaluated or [f"student={models['student']}"], data=str(data), **{**kw, **options})
     suite.throughput_prompts = 0
     return run_suite(suite).sets["held"]
 
@@ -133,18 +136,55 @@ def test_bad_eval_records_are_one_clear_error(models, tmp_path, records, options
     assert message in str(raised.value)
 
 
-def test_chat_without_a_template_says_how_to_give_one(models, tiny_tokenizer, tmp_path):
-    bare = tmp_path / "bare"
-    LlamaForCausalLM.from_pretrained(models["student"]).save_pretrained(bare)
-    saved = tiny_tokenizer.chat_template
+def _without_template(model: Path, tokenizer, folder: Path) -> Path:
+    """A copy of the model in `model` whose tokenizer has no chat template, as a base model's often has none."""
+    LlamaForCausalLM.from_pretrained(model).save_pretrained(folder)
+    saved = tokenizer.chat_template
     try:
-        tiny_tokenizer.chat_template = None
-        tiny_tokenizer.save_pretrained(bare)
+        tokenizer.chat_template = None
+        tokenizer.save_pretrained(folder)
     finally:
-        tiny_tokenizer.chat_template = saved
-    (bare / "chat_template.jinja").unlink(missing_ok=True)
+        tokenizer.chat_template = saved
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    return folder
+
+
+def test_chat_without_a_template_says_how_to_give_one(models, tiny_tokenizer, tmp_path):
+    bare = _without_template(models["student"], tiny_tokenizer, tmp_path / "bare")
     with pytest.raises(DataError, match="--chat-template"):
         _evaluate({"teacher": bare, "student": bare}, CHATS, tmp_path)
+
+
+@pytest.mark.parametrize(("kd_is_a_run", "baseline"), [(True, "base"), (False, "base"), (True, None)],
+                         ids=["run-folder", "model-folder", "run-folder-no-baseline"])
+def test_a_chat_set_is_rendered_with_the_students_template_not_the_baselines(models, tiny_tokenizer, tmp_path,
+                                                                            kd_is_a_run, baseline):
+    """`distill eval base=BASE kd=KD --baseline base`, the base model first and without a chat template: the set is
+    rendered with the distilled model's template (a run folder's student, else the first model that is neither the
+    reference nor the baseline), not refused for the base model's lack of one. A run folder's student is preferred
+    even when the base model is not named the baseline."""
+    base = _without_template(models["student"], tiny_tokenizer, tmp_path / "base")
+    kd = models["student"]
+    if kd_is_a_run:  # a finished training run folder: its recipe and its student/
+        kd = tmp_path / "kd-run"
+        shutil.copytree(models["student"], kd / "student")
+        (kd / "recipe.yaml").write_text("seed: 0\n")
+    block = _evaluate(models, CHATS, tmp_path, evaluated=[f"base={base}", f"kd={kd}"], baseline=baseline)
+    assert set(block.metrics) == {"teacher", "base", "kd"}
+    assert block.n_tokens == sum(encode_messages(r, tiny_tokenizer, "r").n_targets for r in CHATS)
+
+
+def test_the_length_slice_buckets_a_chat_by_its_whole_length_not_its_answers(models, tiny_tokenizer, tmp_path):
+    """A long question with a short answer is a long document: the `length` slice counts every token the model
+    reads (after the first), as its label "tokens" says, not only the scored answer tokens."""
+    records = [{"messages": [{"role": "user", "content": sentence(i, 60)},
+                             {"role": "assistant", "content": sentence(i + 1, 6)}]} for i in range(3)]
+    for record in records:
+        example = encode_messages(record, tiny_tokenizer, "r")
+        assert example.n_targets < 128 <= len(example.input_ids) - 1 < 256  # the two counts fall in two buckets
+    block = _evaluate(models, records, tmp_path)
+    assert list(block.slices["length"]) == ["128–255 tokens"]
+    assert block.slices["length"]["128–255 tokens"].n_docs == 3
 
 
 def test_a_chat_run_is_evaluated_with_its_own_template_on_chat_and_sharegpt_data(tmp_path, monkeypatch):
@@ -154,7 +194,6 @@ def test_a_chat_run_is_evaluated_with_its_own_template_on_chat_and_sharegpt_data
     from transformers import AutoTokenizer
 
     from conftest import REPO
-    from distill.data.formatting import encode_messages
     from distill.recipe import load_recipe
     from distill.training.loop import train
 

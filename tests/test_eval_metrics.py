@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from distill.data.formatting import IGNORE_INDEX
 from distill.eval import metrics
 from distill.eval.doc_stats import ECE_BINS, DocStats, column_names, score_documents, token_stats
 
@@ -165,3 +168,19 @@ def test_generation_never_emits_a_padding_id(tiny_tokenizer):
     loud = generate(padded, tiny_tokenizer, prompts, max_new_tokens=6, progress=False)
     plain = generate(cut, tiny_tokenizer, prompts, max_new_tokens=6, progress=False)
     assert loud.texts == plain.texts and loud.lengths == plain.lengths
+
+
+def test_scoring_throughput_counts_every_input_token_not_only_the_scored_ones(monkeypatch):
+    """A chat's questions and markup cost a forward pass as much as its answers: tokens/s counts all input tokens
+    (padding excluded), so the same model is not ~3x "slower" on a chat set than on text. Each forward pass is made
+    to take exactly one second."""
+    from distill.eval import doc_stats
+
+    clock = itertools.count()
+    monkeypatch.setattr(doc_stats, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    docs = [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10]]
+    labels = [[IGNORE_INDEX] * 4 + [5, 6], [IGNORE_INDEX] * 3 + [10]]  # 3 of the 10 input tokens are scored
+    result = score_documents({"m": _Table(11, 0)}, docs, labels=labels, batch_size=2, progress=False)
+    assert (result.input_tokens, result.scored_tokens) == (10, 3)
+    assert result.tokens_per_s["m"] == pytest.approx(10.0)  # 10 input tokens in one 1-second forward pass
+    assert result.stats["m"].values[:, result.stats["m"].index("tokens")].sum() == 3

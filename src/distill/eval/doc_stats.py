@@ -86,8 +86,14 @@ def token_stats(logp: torch.Tensor, targets: torch.Tensor, ref_logp: torch.Tenso
 
 @dataclass
 class ScoreResult:
+    """`tokens_per_s` counts every input token a forward pass read (padding excluded), scored or not: the model does
+    the same work for a chat's questions and markup as for its answers, so counting only scored tokens would make
+    the same model look ~3x slower on chat than on text for the same compute. The scored tokens are counted apart."""
+
     stats: dict[str, DocStats]
-    tokens_per_s: dict[str, float]  # scoring throughput: predicted tokens / seconds in the model's forward passes
+    tokens_per_s: dict[str, float]  # scoring throughput: input tokens / seconds in the model's forward passes
+    input_tokens: int = 0  # non-padding tokens fed to each model
+    scored_tokens: int = 0  # of those, the predicted tokens the statistics are over
 
 
 def score_documents(models: dict[str, torch.nn.Module], documents: Sequence[Sequence[int]], *,
@@ -109,7 +115,7 @@ def score_documents(models: dict[str, torch.nn.Module], documents: Sequence[Sequ
     sums = {name: np.zeros((len(documents), len(column_names(name != reference and reference is not None))))
             for name in order}
     seconds = dict.fromkeys(order, 0.0)
-    n_tokens = 0
+    input_tokens = scored_tokens = 0
     for model in models.values():
         model.eval()
     bar = progress_display(label, disable=not progress)
@@ -130,7 +136,8 @@ def score_documents(models: dict[str, torch.nn.Module], documents: Sequence[Sequ
             valid = scored[:, 1:].to(device)
             targets = ids[:, 1:][valid]
             doc_of_token = (torch.arange(len(batch), device=device)[:, None].expand_as(valid))[valid]
-            n_tokens += int(valid.sum())
+            input_tokens += int(mask.sum())
+            scored_tokens += int(valid.sum())
             ref_logp = None
             for name in order:
                 began = time.perf_counter()
@@ -146,4 +153,5 @@ def score_documents(models: dict[str, torch.nn.Module], documents: Sequence[Sequ
             bar.update(task, advance=len(batch))
     stats = {name: DocStats(column_names(name != reference and reference is not None), sums[name])
              for name in order}
-    return ScoreResult(stats, {name: n_tokens / max(seconds[name], 1e-9) for name in order})
+    return ScoreResult(stats, {name: input_tokens / max(seconds[name], 1e-9) for name in order}, input_tokens,
+                       scored_tokens)

@@ -2,10 +2,16 @@
 
 A student is measured in the format it was trained on. Training reads three record formats (data/formatting.py) and
 puts its loss on different tokens of each: every token of a `text` record, the completion of a `prompt` +
-`completion` record, the assistant turns of a chat. An eval set in one of those formats is encoded by the very same
-functions, and only the tokens training would have labelled are scored: a chat student's held-out NLL is then its
-NLL on assistant answers (rendered with the chat template), not on the user's questions or the template's markup,
-which it was never trained to predict. `text` records are scored on every token after the first, as before.
+`completion` record, the assistant turns of a chat. Chat and prompt/completion eval records are encoded by the very
+same functions as training's (`encode_messages`, `encode_prompt_completion`), and only the tokens training would have
+labelled are scored: a chat student's held-out NLL is then its NLL on assistant answers (rendered with the chat
+template), not on the user's questions or the template's markup, which it was never trained to predict.
+
+`text` records are not: they are tokenized here, like training's `encode_text` but *without* the EOS token it appends
+(there, to keep packed documents apart), and scored on every token after the first. Scoring a text as it stands,
+without predicting an end-of-text token it never contained, is the usual held-out-NLL (perplexity) convention, and
+the one this set followed before other formats existed. A completion's end-of-text token is scored, on the other hand:
+there training teaches the student where an answer stops.
 
 The words of each record — what the contamination check compares with the training data — come from
 `training_text.record_text`, the extraction the check applies to the training records, so both sides are read

@@ -28,6 +28,17 @@ def length_bucket(n_tokens: int) -> str:
     return next(label for lo, hi, label in LENGTH_BUCKETS if lo <= n_tokens < hi)
 
 
+def document_length(input_ids: Sequence[int]) -> int:
+    """What the `length` slice buckets a document by: every token the model predicts (all after the first, as cut to
+    --max-length), scored or not — a chat's questions and template markup and a completion's prompt count too.
+
+    The document's length, not its scored tokens, because that is what "length" means to a reader and what makes a
+    long document hard (the context the model reads); a chat with a long question and a short answer is long. It
+    also keeps the labels' "tokens" true in every format, and the same bucket means the same thing in a `text` set
+    (where every token after the first is scored anyway, so nothing changes) and in a chat set."""
+    return max(len(input_ids) - 1, 0)
+
+
 def evaluate_set(models: dict[str, torch.nn.Module], tokenizer, eval_set: EvalSet, *, reference: str | None,
                  baseline: str | None, pairs: Sequence[tuple[str, str]] = (),
                  train_texts: Sequence[str] | None = None, max_length: int = 512, batch_size: int = 4, seed: int = 0,
@@ -55,7 +66,7 @@ def evaluate_set(models: dict[str, torch.nn.Module], tokenizer, eval_set: EvalSe
             name: metrics.gap_recovered(s, stats[baseline], stats[reference], **kw).as_dict()
             for name, s in stats.items() if name not in (reference, baseline)}
     fields = {key: [str(r[key]) for r in eval_set.records] for key in eval_set.slice_fields}
-    fields["length"] = [length_bucket(d.n_targets) for d in docs]
+    fields["length"] = [length_bucket(document_length(d.input_ids)) for d in docs]
     block["slices"] = {key: _slices(stats, values, pairs, kw) for key, values in fields.items()}
     block["contamination"], block["contamination_reason"] = contamination_result(train_texts, eval_set.texts,
                                                                                  n=ngram)

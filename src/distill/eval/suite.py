@@ -55,6 +55,23 @@ def load_model(name: str, path: str | Path):
     return model
 
 
+def rendering_model(suite: Suite) -> ModelEntry:
+    """The model whose tokenizer encodes the eval sets (and, for chat sets, whose chat template renders them).
+
+    The student's: a run folder's student is saved with the chat template it was trained with
+    (`data.chat_template`), so a chat set is rendered as the student saw chat in training. Neither the reference's
+    (the teacher's template need not be the student's) nor the baseline's: in `distill eval base=BASE kd=RUN
+    --baseline base` the base model may have no chat template at all (eval would then ask for --chat-template) or
+    another markup, and the distilled model would be scored on markup it was not trained with. Without a run
+    folder: the first model that is neither the reference nor the baseline, then the first that is not the
+    reference. Every model shares the vocabulary (`check_same_vocab`), so this choice changes only the rendering.
+    """
+    others = [m for m in suite.models if m.name != suite.reference]
+    return next((m for m in others if m.role == "student"), None) \
+        or next((m for m in others if m.name != suite.baseline), None) \
+        or (others or suite.models)[0]
+
+
 def run_suite(suite: Suite) -> EvalResult:
     from distill.data.formatting import use_chat_template
     from distill.eval.generation import generate
@@ -64,9 +81,7 @@ def run_suite(suite: Suite) -> EvalResult:
     for role_name in (suite.reference, suite.baseline, *[n for pair in suite.pairs for n in pair]):
         if role_name is not None and role_name not in names:
             raise ValueError(f"{role_name!r} is not one of the evaluated models {names}")
-    # The first evaluated model's tokenizer, not the reference's: it renders chat sets, and a student is saved with
-    # the chat template it was trained with (data.chat_template), which may not be its teacher's.
-    first = next((m for m in suite.models if m.name != suite.reference), suite.models[0])
+    first = rendering_model(suite)
     tokenizer = load_tokenizer(f"model {first.name}", first.path)
     use_chat_template(tokenizer, suite.chat_template, field="--chat-template")
     for entry in suite.models:

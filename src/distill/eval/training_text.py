@@ -13,7 +13,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, get_args, overload
 
-from distill.data.normalize import read_training_records
+from distill.data.dataset import split_validation
+from distill.data.normalize import read_training_records, sharegpt_to_messages
 from distill.data.sources import read_records
 from distill.recipe import DataConfig, DataFormat
 
@@ -108,15 +109,21 @@ class TrainingTexts(Sequence[str]):
 
 def read_training_texts(source: str, *, fmt: str = "auto", text_field: str = "text", limit: int | None = None,
                         field: str = "--train-data", encoding: str = "utf-8") -> TrainingTexts:
-    """Read `source` (any data source training reads) and keep the text of each record that has some."""
-    records = read_records(source, field=field, limit=limit, encoding=encoding)
+    """Read `source` (any data source training reads) and keep the text of each record that has some. ShareGPT
+    `conversations` become `messages` as training and the eval set read them (`data.normalize.sharegpt_to_messages`):
+    left as they are, their `from`/`value` turns hold no text this reader knows, and the check would say "not
+    computed" for a ShareGPT training file."""
+    records = sharegpt_to_messages(read_records(source, field=field, limit=limit, encoding=encoding), field)
     texts = [text for record in records if (text := record_text(record, fmt, text_field)) is not None]
     return TrainingTexts(texts, source, len(records), describe_format(fmt, text_field))
 
 
 def recipe_training_texts(data: DataConfig, field: str = "data.train") -> TrainingTexts:
     """The training text exactly as a recipe's data section reads it: its source or mixture, renamed columns,
-    ShareGPT turns as messages, its format and text field, and only the first `max_examples` records."""
-    records = read_training_records(data, field=field)
+    ShareGPT turns as messages, its format and text field, and only the first `max_examples` records — less the
+    records `data.validation_fraction` held out, which were never trained on. They are found by training's own
+    `split_validation` (a permutation seeded by `data.mixture_seed`), so evaluating on exactly those held-out
+    records reports them as clean, not as contaminated."""
+    records = split_validation(read_training_records(data, field=field), data)[0]
     texts = [text for record in records if (text := record_text(record, data.format, data.text_field)) is not None]
     return TrainingTexts(texts, data.describe(), len(records), describe_format(data.format, data.text_field))
