@@ -176,3 +176,14 @@ def test_held_out_examples_are_stored_so_a_start_does_not_read_the_source_again(
     path.write_text(path.read_text().replace("fox 3", "cat 3"))  # new bytes: new stores, read again
     tokenize_validation(cfg, tiny_tokenizer)
     assert len(reads) == 3
+
+
+def test_a_nan_evaluation_is_never_the_best():
+    """A NaN compares false with everything: kept as the best, it would stay the best for good."""
+    from distill.training.validation import BestTracker
+
+    tracker = BestTracker("val_nll")
+    assert not tracker.update(1, {"val_nll": float("nan")}) and tracker.best is None
+    assert tracker.update(2, {"val_nll": 3.0}) and tracker.update(3, {"val_nll": 2.5})
+    assert not tracker.update(4, {"val_nll": float("nan")}) and (tracker.best, tracker.best_step) == (2.5, 3)
+    assert tracker.since_best == 1

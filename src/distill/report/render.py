@@ -10,8 +10,9 @@ An `audit.json` (`distill audit`) next to the result file adds the audit section
 only an audit.json, or the audit.json itself, gives a report of the audit alone.
 
 A training run folder (`distill report RUN`) gives the report of that run: its curves, validation metrics, best
-checkpoint and recipe (report/training_runs.py); once `distill eval ... --out RUN/eval.json` has written a result
-into it, the evaluation and the run's training section together.
+checkpoint and recipe (report/training_runs.py); once a result file has been written into it (`distill eval ... --out
+RUN/eval.json`, `distill audit ... --out RUN/audit.json`), that result and the run's training section together. A run
+that has logged no step yet has no training section, and the report says so in its headline.
 """
 
 from __future__ import annotations
@@ -21,17 +22,16 @@ from typing import Any
 
 import jinja2
 
+from distill.report import figures
 from distill.report.audit import build_audit_view
-from distill.report.cells import human_count
+from distill.report.cells import Model, human_count
 from distill.report.game import build_game_view
-from distill.report.training_runs import is_training_run, run_view, training
+from distill.report.training_runs import is_training_run, no_steps, run_facts, run_view, training
 from distill.report.view import build_view
 from distill.results.audit import AUDIT, AuditResult, is_audit_file, load_audit
 from distill.results.game import GAME, GameResult, is_game_file, load_game
 from distill.results.io import load_result, result_file
-from distill.results.layout import RECIPE, REPORT_HTML, REPORT_MD, RESULT_FILES
-from distill.results.metrics import training_facts
-from distill.results.schema import TrainingFacts
+from distill.results.layout import REPORT_HTML, REPORT_MD, RESULT_FILES
 
 __all__ = ["build_view", "result_file", "write_report"]
 
@@ -51,10 +51,10 @@ def write_report(run_dir: Path, *, out_dir: Path | None = None) -> tuple[Path, P
     Raises DataError when there is no result file, it is of another schema version, or a field has the wrong
     shape."""
     run_dir = Path(run_dir)
-    if _run_only(run_dir):
+    path = _source(run_dir)
+    if path is None:
         view, folder = run_view(run_dir), run_dir
     else:
-        path = _source(run_dir)
         view, folder = _result_view(path), path.parent
     out_dir = Path(out_dir) if out_dir is not None else folder
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -66,45 +66,49 @@ def write_report(run_dir: Path, *, out_dir: Path | None = None) -> tuple[Path, P
 
 
 def _result_view(path: Path) -> dict[str, Any]:
-    """The view of a result file: a game's, an audit's, or an evaluation's (with the audit beside it, and the
-    training section of the run it was written into)."""
+    """The view of a result file: a game's, an audit's, or an evaluation's (with the audit beside it); each with the
+    training section of the run it was written into."""
     if is_game_file(path):
-        return game_only_view(load_game(path), path.parent)
-    if is_audit_file(path):
-        return audit_only_view(load_audit(path), path.parent)
-    view = build_view(load_result(path), path.parent)
-    if not view["training"] and is_training_run(path.parent):  # `distill eval RUN --out RUN/eval.json`
-        view["training"] = _run_training(path.parent, view["models"])
-    audit = path.parent / AUDIT
-    view["audit"] = build_audit_view(load_audit(audit)) if audit.is_file() else None
-    view["game"] = None
+        view = game_only_view(load_game(path), path.parent)
+    elif is_audit_file(path):
+        view = audit_only_view(load_audit(path), path.parent)
+    else:
+        view = build_view(load_result(path), path.parent)
+        audit = path.parent / AUDIT
+        view["audit"] = build_audit_view(load_audit(audit)) if audit.is_file() else None
+        view["game"] = None
+    if not view["training"] and is_training_run(path.parent):  # `distill eval RUN --out RUN/eval.json`, or audit
+        _add_run(view, path.parent)
     return view
 
 
-def _run_only(run_dir: Path) -> bool:
-    """A training run folder with no result file in it: its report is the run's own."""
-    return run_dir.is_dir() and is_training_run(run_dir) and not any(
-        (run_dir / name).is_file() for name in RESULT_FILES)
-
-
-def _run_training(folder: Path, models: list) -> dict[str, Any]:
-    """The training section of the run an eval.json was written into; its student is the model named after the
-    run folder (`distill eval RUN` names it so), else the first student."""
-    name = folder.resolve().name
+def _add_run(view: dict[str, Any], folder: Path) -> None:
+    """Put the training section of the run a result file was written into in its view, or, before the run has
+    logged a step, a note in its headline. The run's student is the model named after the run folder (`distill eval
+    RUN` names it so), else the first student, else the run itself (an audit names no models)."""
+    facts = run_facts(folder)
+    if facts is None:
+        view["headline"] = f"{view['headline']} {no_steps(folder)}"
+        return
+    name, models = folder.resolve().name, list(view["models"])
     named = next((m.name for m in models if m.name == name), None) or next(
-        (m.name for m in models if m.role == "student"), name)
-    recipe = (folder / RECIPE).read_text(encoding="utf-8") if (folder / RECIPE).is_file() else None
-    facts = TrainingFacts.model_validate(training_facts(folder, recipe, name=str(folder.resolve())))
-    return training({named: facts}, models, folder)
+        (m.name for m in models if m.role == "student"), None)
+    if named is None:
+        named = name
+        models.append(Model(name, name, "student", figures.ROLE_COLORS["student"]))
+    view["training"] = training({named: facts}, models, folder)
 
 
-def _source(run_dir: Path) -> Path:
+def _source(run_dir: Path) -> Path | None:
     """The file to render: `run_dir` itself when it is a file; else its summary.json or eval.json; else its
-    audit.json; else `result_file`'s one-line error."""
+    audit.json or game file; else None for a training run folder (its own report); else `result_file`'s one-line
+    error."""
     if run_dir.is_dir() and not any((run_dir / name).is_file() for name in RESULT_FILES):
         for name in (AUDIT, GAME):
             if (run_dir / name).is_file():
                 return run_dir / name
+        if is_training_run(run_dir):
+            return None
     return result_file(run_dir)
 
 

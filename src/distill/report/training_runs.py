@@ -7,7 +7,8 @@ first recipe is shown whole and the others as a diff against it: what differs be
 baseline's recipes is the point, and it is lost in two 60-line listings.
 
 `run_view` is the report of one training run on its own (`distill report RUN`), before or without any `distill
-eval`: its curves, validation metrics and recipe.
+eval`: its curves, validation metrics and recipe; `run_facts` is None for a run that has logged no step yet, which
+then has no training section, only `no_steps`' note.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from distill.errors import DataError
 from distill.report import figures
@@ -31,8 +34,23 @@ VALIDATION = (("val_nll", "validation NLL", "nats/token"), ("val_agreement", "va
 
 
 def is_training_run(folder: Path) -> bool:
-    """A folder `distill train` wrote and logged at least one step into."""
-    return (folder / MARKER).exists() and (folder / METRICS).is_file()
+    """A folder `distill train` wrote into (its marker), whether or not it has logged a step yet (`run_facts`)."""
+    return (folder / MARKER).exists()
+
+
+def run_facts(folder: Path) -> TrainingFacts | None:
+    """The `TrainingFacts` of the run in `folder` from its metrics.jsonl and recipe.yaml; None when it has logged no
+    step yet (no metrics.jsonl, or none but a line cut off mid-write)."""
+    if not (folder / METRICS).is_file() or not read_metrics(folder):
+        return None
+    recipe = (folder / RECIPE).read_text(encoding="utf-8") if (folder / RECIPE).is_file() else None
+    return TrainingFacts.model_validate(training_facts(folder, recipe, name=str(folder.resolve())))
+
+
+def no_steps(folder: Path) -> str:
+    """The report's note for a run that has logged no step yet."""
+    return (f"The training run {folder.resolve().name} has logged no steps yet ({METRICS} holds none), so there is "
+            "no training section.")
 
 
 def training(raw: dict[str, TrainingFacts], models: list[Model], base: Path) -> dict[str, Any]:
@@ -50,7 +68,7 @@ def training(raw: dict[str, TrainingFacts], models: list[Model], base: Path) -> 
             if (folder / METRICS).is_file():
                 steps = read_metrics(folder)
                 runs += [(m, steps)] if steps else []
-                if row := _validation_row(m, steps, folder):
+                if row := _validation_row(m, steps, folder, _keep_best(run.recipe)):
                     validation.append(row)
             else:
                 notes.append(f"{m.label}: no {METRICS} at {folder / METRICS}, so no curve.")
@@ -86,9 +104,23 @@ def _recipe(m: Model, yaml: str, first: dict[str, Any] | None) -> dict[str, Any]
     return {"model": m, "yaml": yaml, "diff": diff, "against": first["model"].label}
 
 
-def _validation_row(m: Model, steps: list[dict[str, Any]], folder: Path) -> dict[str, Any] | None:
+def _keep_best(recipe: str | None) -> str | None:
+    """The recipe's `training.keep_best`, if it names one; a recipe that does not parse names none."""
+    try:
+        raw = yaml.safe_load(recipe) if recipe else None
+    except yaml.YAMLError:
+        return None
+    training = raw.get("training") if isinstance(raw, dict) else None
+    metric = training.get("keep_best") if isinstance(training, dict) else None
+    return metric if isinstance(metric, str) else None
+
+
+def _validation_row(m: Model, steps: list[dict[str, Any]], folder: Path, keep_best: str | None,
+                    ) -> dict[str, Any] | None:
     """The run's validation in one row: how many evaluations, and per metric its first, best and last value; the
-    kept best checkpoint from best/best.json."""
+    kept best checkpoint from best/best.json; `keep_best`, the metric best/ is kept by (best.json's, else the
+    recipe's `keep_best`), None when none was kept. A tie goes to the earliest step, as training's BestTracker keeps
+    a new best only when it is strictly better."""
     evals = [r for r in steps if any(_finite(r.get(key)) for key, *_ in VALIDATION)]
     if not evals:
         return None
@@ -97,7 +129,7 @@ def _validation_row(m: Model, steps: list[dict[str, Any]], folder: Path) -> dict
         values = [(r["step"], r[key]) for r in evals if _finite(r.get(key))]
         if not values:
             continue
-        pick = max if key in HIGHER_IS_BETTER else min
+        pick = max if key in HIGHER_IS_BETTER else min  # both return the first of equal values: the earliest step
         best_step, best = pick(values, key=lambda sv: sv[1])
         cells.append({"metric": key, "first": f"{values[0][1]:.4f}", "best": f"{best:.4f}", "best_step": best_step,
                       "last": f"{values[-1][1]:.4f}"})
@@ -106,9 +138,10 @@ def _validation_row(m: Model, steps: list[dict[str, Any]], folder: Path) -> dict
         try:
             best_json = json.loads(best_file.read_text(encoding="utf-8"))
             kept = f"{BEST}/ holds step {best_json['step']} ({best_json['metric']} {best_json['value']:.4f})"
+            keep_best = best_json["metric"]
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{best_file}: not a best.json written by distill train ({exc})") from exc
-    return {"model": m, "evaluations": len(evals), "metrics": cells, "kept": kept}
+    return {"model": m, "evaluations": len(evals), "metrics": cells, "kept": kept, "keep_best": keep_best}
 
 
 def _curves(runs: list[tuple[Model, list[dict[str, Any]]]]) -> dict[str, str | int]:
@@ -134,19 +167,22 @@ def _curves(runs: list[tuple[Model, list[dict[str, Any]]]]) -> dict[str, str | i
 
 
 def run_view(folder: Path) -> dict[str, Any]:
-    """The report of one training run on its own: every evaluation section empty, the training section filled."""
+    """The report of one training run on its own: every evaluation section empty, the training section filled (or,
+    before the run has logged a step, a headline saying so)."""
     folder = Path(folder)
     name = folder.resolve().name
-    recipe = (folder / RECIPE).read_text(encoding="utf-8") if (folder / RECIPE).is_file() else None
-    facts = TrainingFacts.model_validate(training_facts(folder, recipe, name=str(folder.resolve())))
-    model = Model(name, name, "student", figures.ROLE_COLORS["student"])
-    section = training({name: facts}, [model], folder)
-    headline = (f"{human_count(facts.steps)} steps on {human_count(facts.tokens)} tokens in "
-                f"{human_seconds(facts.wall_s)}; final loss {facts.final_loss:.3f}.")
-    for row in section["validation"]:
-        best = row["metrics"][0]
-        headline += f" Best {best['metric']} {best['best']} at step {best['best_step']} ({row['evaluations']} " \
-                    "evaluations)."
+    facts = run_facts(folder)
+    section: dict[str, Any] = {}
+    headline = no_steps(folder)
+    if facts is not None:
+        model = Model(name, name, "student", figures.ROLE_COLORS["student"])
+        section = training({name: facts}, [model], folder)
+        headline = (f"{human_count(facts.steps)} steps on {human_count(facts.tokens)} tokens in "
+                    f"{human_seconds(facts.wall_s)}; final loss {facts.final_loss:.3f}.")
+        for row in section["validation"]:  # the metric best/ is kept by, else the first one logged
+            best = next((c for c in row["metrics"] if c["metric"] == row["keep_best"]), row["metrics"][0])
+            headline += f" Best {best['metric']} {best['best']} at step {best['best_step']} " \
+                        f"({row['evaluations']} evaluations)."
     return {"kind": "distill.run", "run_dir": str(folder), "run_name": name, "models": [], "sets": [], "main": None,
             "roles": {}, "training": section, "tasks": [], "stages": [],
             "figures": {"quality": None, "reliability": None, "reliability_set": None, "left_out": []},

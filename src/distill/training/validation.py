@@ -80,6 +80,9 @@ class BestTracker:
         if value is None:
             raise ValueError(f"training.keep_best: {self.metric} is not measured here (it needs a live teacher)")
         sign = -1.0 if self.metric in HIGHER_IS_BETTER else 1.0
+        if not math.isfinite(value):  # a NaN is never a best: it would stay one for good (every comparison fails)
+            self.since_best += 1
+            return False
         if self.best is None or sign * value < sign * self.best:
             self.best, self.best_step, self.since_best = value, step, 0
             return True
