@@ -166,17 +166,21 @@ def caches(ks: tuple[int, ...], draws: tuple[int, ...], only: list[str] | None =
     """Every cache: top-k in q8 at each k and exact at the largest (what quantisation costs); sampled at each number
     of draws (proposal t = 1) read with the default count weights and, from the same folder, with inclusion weights
     (`-inclusion`), and in the `counts` encoding (`-counts`: no values; the same draws and gradient as `sN`, so only
-    built when named); and at the middle number with a flatter proposal (t = 2). `only`: these names (`sN` and
-    `sN-counts` for any N ≤ 255)."""
+    built when named); and at the middle number with a flatter proposal (t = 2). `only`: these names (`sN`,
+    `sN-counts` and `sN-tT` for any N ≤ 255 and T ≥ 1)."""
     specs = [CacheSpec(f"k{k}", {"teacher.top_k": k}) for k in ks]
     specs.append(CacheSpec(f"k{max(ks)}-exact", {"teacher.top_k": max(ks)}, "exact"))
     sampled = {"teacher.cache_scheme": "sampled"}
-    asked = {int(m[1]) for m in (re.fullmatch(r"s(\d+)(-counts)?", n) for n in only or []) if m}
-    for d in sorted(set(draws) | {d for d in asked if 1 <= d <= 255}):  # any number of draws, when named
+    named = [m for m in (re.fullmatch(r"s(\d+)(?:-counts|-t(\d+(?:\.\d+)?))?", n) for n in only or []) if m]
+    for d in sorted(set(draws) | {int(m[1]) for m in named if 1 <= int(m[1]) <= 255}):  # any number, when named
         specs.append(CacheSpec(f"s{d}", {**sampled, "teacher.sample_draws": d}))
         specs.append(CacheSpec(f"s{d}-counts", {**sampled, "teacher.sample_draws": d}, "counts"))
         specs.append(CacheSpec(f"s{d}-inclusion", {**sampled, "teacher.sample_draws": d,
                                                    "teacher.sample_weights": "inclusion"}, reads=f"s{d}"))
+    for m in named:  # sN-tT: N draws from the teacher flattened by T (the middle number at t = 2 is a default)
+        if m[2] is not None and m[0] != f"s{draws[len(draws) // 2]}-t2" and 1 <= int(m[1]) <= 255:
+            specs.append(CacheSpec(m[0], {**sampled, "teacher.sample_draws": int(m[1]),
+                                          "teacher.proposal_temperature": float(m[2])}))
     middle = draws[len(draws) // 2]
     specs.append(CacheSpec(f"s{middle}-t2", {**sampled, "teacher.sample_draws": middle,
                                               "teacher.proposal_temperature": 2.0}))
@@ -305,8 +309,8 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=16, help="sequences for the value-error measurement")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which measurements to run")
     parser.add_argument("--caches", help="comma-separated cache names (default: all): k8, k32, k64, k64-exact, s8, "
-                        "s16, s32, s64, s8-inclusion, …, s64-inclusion, s8-counts, …, s64-counts, s32-t2; and sN or "
-                        "sN-counts for any N up to 255")
+                        "s16, s32, s64, s8-inclusion, …, s64-inclusion, s8-counts, …, s64-counts, s32-t2; and sN, "
+                        "sN-counts and sN-tT (a proposal at temperature T) for any N up to 255")
     parser.add_argument("--no-alpha", action="store_true", help=f"skip the alpha = {ALPHA:g} students")
     args = parser.parse_args()
     sys.stdout = sys.stderr

@@ -308,6 +308,18 @@ def test_overwrite_into_a_new_folder_builds(tmp_path, text_data, tiny_teacher_di
     assert TeacherCache.open(tmp_path / "new").manifest["tail"] == "logsumexp"
 
 
+def _teacher_log_p(recipe, examples: list[int], temperature: float) -> torch.Tensor:
+    """The live teacher's log-probabilities at the examples' target positions (rows in the cache's order)."""
+    tokenizer = load_tokenizer("tokenizer", *recipe.tokenizer_options())
+    data = tokenize_data(recipe.data, tokenizer)
+    batch = collate([data.examples[e] for e in examples], tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = load_teacher(recipe.teacher)(input_ids=batch["input_ids"],
+                                              attention_mask=batch["attention_mask"]).logits
+    mask = batch["labels"][:, 1:] != -100
+    return torch.log_softmax(logits[:, :-1, :len(tokenizer)][mask] / temperature, -1)
+
+
 def test_a_sampled_cache_stores_teacher_draws_reproducibly_and_trains(tmp_path, text_data, tiny_teacher_dir):
     """The sampled scheme end to end: the manifest records it, every position holds draws from the live teacher at
     the capture temperature (ids it can produce, their log-probabilities, counts summing to the draws), a second
@@ -321,18 +333,12 @@ def test_a_sampled_cache_stores_teacher_draws_reproducibly_and_trains(tmp_path, 
     assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]
 
     tokenizer = load_tokenizer("tokenizer", *recipe.tokenizer_options())
-    data = tokenize_data(recipe.data, tokenizer)
     cache = TeacherCache.open(tmp_path / "cache")
-    examples = [0, 3, len(data.examples) - 1]
+    examples = [0, 3, len(tokenize_data(recipe.data, tokenizer).examples) - 1]
     got = cache.signal(examples)
-    batch = collate([data.examples[e] for e in examples], tokenizer.pad_token_id)
-    with torch.no_grad():
-        logits = load_teacher(recipe.teacher)(input_ids=batch["input_ids"],
-                                              attention_mask=batch["attention_mask"]).logits
-    mask = batch["labels"][:, 1:] != -100
-    log_p = torch.log_softmax(logits[:, :-1, :len(tokenizer)][mask] / 2.0, -1)
+    log_p = _teacher_log_p(recipe, examples, temperature=2.0)
     live = got.weights > 0
-    assert got.ids.shape[0] == int(mask.sum()) and torch.allclose(got.weights.sum(-1), torch.ones(len(got.ids)))
+    assert got.ids.shape[0] == len(log_p) and torch.allclose(got.weights.sum(-1), torch.ones(len(got.ids)))
     assert torch.all((got.weights * 24 - (got.weights * 24).round()).abs() < 1e-5)  # count / draws
     assert (got.logprobs - log_p.gather(-1, got.ids))[live].abs().max() < 1 / 16 + 1e-3  # the q8 step
     assert log_p.gather(-1, got.ids)[live].min() > -15  # drawn tokens are ones the teacher gives real mass
@@ -360,14 +366,7 @@ def test_a_counts_cache_serves_the_q8_caches_gradient_in_fewer_bytes(tmp_path, t
     a, b = TeacherCache.open(tmp_path / "q8").signal(examples), TeacherCache.open(tmp_path / "counts").signal(examples)
     assert torch.equal(a.ids, b.ids) and torch.equal(a.weights, b.weights)
 
-    tokenizer = load_tokenizer("tokenizer", *recipe.tokenizer_options())
-    data = tokenize_data(recipe.data, tokenizer)
-    batch = collate([data.examples[e] for e in examples], tokenizer.pad_token_id)
-    with torch.no_grad():
-        logits = load_teacher(recipe.teacher)(input_ids=batch["input_ids"],
-                                              attention_mask=batch["attention_mask"]).logits
-    mask = batch["labels"][:, 1:] != -100
-    log_p = torch.log_softmax(logits[:, :-1, :len(tokenizer)][mask] / 2.0, -1)
+    log_p = _teacher_log_p(recipe, examples, temperature=2.0)
     entropy = -(log_p.exp() * log_p).sum(-1, keepdim=True).expand_as(b.logprobs)
     live = b.weights > 0
     assert torch.allclose(b.logprobs[live], -entropy[live], rtol=2e-3)
