@@ -97,6 +97,11 @@ def median_of(results: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in results)
 
 
+def median_ratio(values: list[float]) -> float:
+    """The median of per-repetition ratios, to the 4 places the ratios themselves carry."""
+    return round(statistics.median(values), 4)
+
+
 def ratios(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> list[float]:
     """a / b for each repetition."""
     return [round(x[key] / y[key], 4) for x, y in zip(a, b, strict=True)]
