@@ -28,18 +28,8 @@ import time
 
 import torch
 
-from harness import (
-    REPO,
-    alternate,
-    emit,
-    median_of,
-    median_ratio,
-    peak_rss_mb,
-    provenance,
-    ratios,
-    reset_peak_rss,
-    worker_main,
-)
+import harness
+from harness import REPO, alternate, emit, median_of, peak_rss_mb, provenance, ratios, reset_peak_rss, worker_main
 
 CONTENDERS = ("chunked", "compiled", "plain", "gemm3", "gemm4")
 
@@ -160,18 +150,18 @@ def main() -> None:
     plain_floor = ratios(plain, results["gemm4"], "time_s")
     compiled_floor = ratios(results["compiled"], results["gemm4"], "time_s")
     compiled_vs = ratios(results["compiled"], chunked, "time_s")
-    emit({"summary": "loss", "peak_mem_ratio": median_ratio(mem), "time_ratio": median_ratio(tim),
-          "time_vs_gemm_floor": median_ratio(floor), "time_vs_gemm3": median_ratio(floor3),
-          "plain_time_vs_gemm_floor": median_ratio(plain_floor),
-          "compiled_time_vs_gemm_floor": median_ratio(compiled_floor),
-          "compiled_vs_chunked": median_ratio(compiled_vs),
+    emit({"summary": "loss", "peak_mem_ratio": harness.median_ratio(mem), "time_ratio": harness.median_ratio(tim),
+          "time_vs_gemm_floor": harness.median_ratio(floor), "time_vs_gemm3": harness.median_ratio(floor3),
+          "plain_time_vs_gemm_floor": harness.median_ratio(plain_floor),
+          "compiled_time_vs_gemm_floor": harness.median_ratio(compiled_floor),
+          "compiled_vs_chunked": harness.median_ratio(compiled_vs),
           "compiled_time_vs_gemm_floor_per_rep": compiled_floor, "compiled_vs_chunked_per_rep": compiled_vs,
           "peak_mem_ratio_per_rep": mem, "time_ratio_per_rep": tim, "time_vs_gemm_floor_per_rep": floor,
           **{name: {key: median_of(results[name], key) for key in ("time_s", "peak_mem_mb")} for name in CONTENDERS},
           "goal": {"peak_mem_ratio_max": 0.15, "time_ratio_max": 1.0, "time_vs_gemm_floor_max": 1.15,
-                   "met": median_ratio(mem) <= 0.15 and median_ratio(tim) <= 1.0
-                   and median_ratio(floor) <= 1.15,
-                   "met_compiled": median_ratio(compiled_floor) <= 1.15},
+                   "met": harness.median_ratio(mem) <= 0.15 and harness.median_ratio(tim) <= 1.0
+                   and harness.median_ratio(floor) <= 1.15,
+                   "met_compiled": harness.median_ratio(compiled_floor) <= 1.15},
           "setting": {k: v for k, v in vars(args).items() if k != "repeats"}, "provenance": provenance()})
 
 

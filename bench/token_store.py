@@ -26,18 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import (
-    REPO,
-    alternate,
-    emit,
-    median_of,
-    median_ratio,
-    peak_rss_mb,
-    provenance,
-    ratios,
-    reset_peak_rss,
-    worker_main,
-)
+import harness
+from harness import REPO, alternate, emit, median_of, peak_rss_mb, provenance, ratios, reset_peak_rss, worker_main
 
 CONTENDERS = ("streamed", "whole")
 
@@ -104,8 +94,8 @@ def main() -> None:
     mem, tim = ratios(results["streamed"], results["whole"], "peak_mem_mb"), ratios(results["streamed"],
                                                                                       results["whole"], "time_s")
     digests = {r["tokens_digest"] for rs in results.values() for r in rs}
-    emit({"summary": "token_store", "peak_mem_ratio": median_ratio(mem),
-          "time_ratio": median_ratio(tim),
+    emit({"summary": "token_store", "peak_mem_ratio": harness.median_ratio(mem),
+          "time_ratio": harness.median_ratio(tim),
           "peak_mem_ratio_per_rep": mem, "time_ratio_per_rep": tim, "same_tokens": len(digests) == 1,
           **{name: {key: median_of(results[name], key) for key in ("time_s", "peak_mem_mb")} for name in CONTENDERS},
           "corpus_mb": results["streamed"][0]["corpus_mb"], "examples": results["streamed"][0]["examples"],
