@@ -76,3 +76,17 @@ def test_flat_config_is_what_trackers_take():
                         "student": {"from_teacher": {"layers": [0, 3]}}})
     assert flat == {"seed": 0, "data.train": "x.jsonl", "data.mixture": "null", "student.from_teacher.layers": "[0, 3]"}
     assert all(isinstance(v, int | float | str) for v in flat.values()) and json.loads(flat["data.mixture"]) is None
+
+
+@pytest.mark.parametrize(("code", "clean"), [(0, True), (None, True), (3, False)])
+def test_a_clean_sys_exit_ends_the_runs_as_finished_and_an_error_code_as_failed(monkeypatch, code, clean):
+    from types import SimpleNamespace
+
+    from distill.training import trackers
+
+    calls = []
+    accelerator = SimpleNamespace(end_training=lambda: calls.append("finished"))
+    monkeypatch.setattr(trackers, "_end_failed", lambda acc, killed: calls.append(f"failed killed={killed}"))
+    with pytest.raises(SystemExit), trackers.ended_trackers(accelerator):
+        raise SystemExit(code)
+    assert calls == (["finished"] if clean else ["failed killed=False"])

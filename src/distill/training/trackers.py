@@ -85,10 +85,17 @@ def ended_trackers(accelerator: Accelerator) -> Iterator[None]:
     On success `accelerator.end_training()` closes them (and the process group). On an exception each tracker run is
     closed as failed where its tracker keeps a status — MLflow FAILED (KILLED for Ctrl-C), W&B a non-zero exit code;
     accelerate's `finish()` takes no status, so those two are ended here directly — and the others are finished
-    plainly; then the original exception propagates. The process group is left alone on a crash: other processes
-    may still be blocked in a collective, and the launcher ends them."""
+    plainly; then the original exception propagates. `sys.exit(0)` (or with no code) is a success, not a crash.
+    The process group is left alone on a crash: other processes may still be blocked in a collective, and the
+    launcher ends them."""
     try:
         yield
+    except SystemExit as done:
+        if done.code not in (None, 0):
+            _end_failed(accelerator, killed=False)
+        else:  # a clean exit (a preemption handler's sys.exit(0)): the runs end as finished
+            accelerator.end_training()
+        raise
     except BaseException as error:
         _end_failed(accelerator, killed=isinstance(error, KeyboardInterrupt))
         raise
