@@ -53,8 +53,7 @@ def tokenize_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Tokeni
         stream = ExampleStream(train, cfg, tokenizer)  # written as it is tokenized: never all in memory as lists
         write_store(root, stream, lambda: {"data_format": stream.format, "dropped": stream.dropped,
                                            "train": cfg.describe()},
-                    segmented=cfg.packing and cfg.reset_attention and stream.format == "text",
-                    accept=lambda: _check_some(stream, train, cfg))
+                    segmented=stream.segmented, accept=lambda: _check_some(stream, train, cfg))
         if held is not None:  # stored now, so no later start reads the whole source again to find them
             _store_validation(held, cfg, tokenizer)
     store = TokenStore(root)
@@ -137,8 +136,7 @@ def _store_validation(records: Records, cfg: DataConfig, tokenizer: PreTrainedTo
     """Streamed into its store like the training examples (a held-out fraction may be large), then memory-mapped."""
     stream = ExampleStream(records, cfg, tokenizer, field="data.validation")
     root = write_store(_store(cfg, tokenizer, "validation"), stream, {"validation": cfg.validation or "held out"},
-                       segmented=cfg.packing and cfg.reset_attention and stream.format == "text",
-                       accept=lambda: _check_scored(stream, records, cfg))
+                       segmented=stream.segmented, accept=lambda: _check_scored(stream, records, cfg))
     return TokenStore(root)
 
 

@@ -90,6 +90,15 @@ class ExampleStream(Iterable[Example]):
         self.format = detect_format(records[0], cfg.format, cfg.text_field, field=field)
         self.kept = self.dropped = 0
 
+    @property
+    def packed(self) -> bool:
+        return self.cfg.packing and self.format == "text"
+
+    @property
+    def segmented(self) -> bool:
+        """Whether the examples carry position ids (packed with attention reset): what a store writes up front."""
+        return self.packed and self.cfg.reset_attention
+
     def __iter__(self) -> Iterator[Example]:
         self.kept = self.dropped = 0
         for example in self._all():
@@ -101,7 +110,7 @@ class ExampleStream(Iterable[Example]):
 
     def _all(self) -> Iterator[Example]:
         cfg, n = self.cfg, len(self.records)
-        packer = Packer(cfg.max_length, cfg.reset_attention) if cfg.packing and self.format == "text" else None
+        packer = Packer(cfg.max_length, cfg.reset_attention) if self.packed else None
         for start in range(0, n, self.block):
             stop = min(start + self.block, n)
             if self.format == "text":
