@@ -120,7 +120,7 @@ def build_cache(recipe: Recipe, out: Path, *, encoding: str = "q8", batch_size: 
             check_head(teacher, "teacher.model")
             teacher.to(accelerator.device)
             sampling = None if t.cache_scheme == "topk" else Sampling(t.sample_draws, t.proposal_temperature,
-                                                                       setup["scheme"]["seed"])
+                                                                       setup["scheme"]["seed"], encoding == "counts")
             source: SignalSource = LiveSignals(teacher, data, tokenizer.pad_token_id, t.top_k,
                                                recipe.capture_temperature, vocab, batch_size, accelerator.device,
                                                sampling)

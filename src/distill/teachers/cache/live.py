@@ -54,6 +54,7 @@ class Sampling:
     draws: int
     proposal_temperature: float
     seed: int
+    entropy: bool = False  # also H(p) per position: only the `counts` encoding stores it
 
     def generator(self, example: int, device) -> torch.Generator:
         state = np.random.SeedSequence([self.seed, example]).generate_state(2, dtype=np.uint32)
@@ -72,10 +73,12 @@ def capture_sampled(teacher, batch: Batch, examples: list[int], sampling: Sampli
         for logits in chunks:
             log_p = torch.log_softmax(logits.float() / temperature, dim=-1)
             ids, counts, logprobs, log_z = draw(log_p, sampling.draws, sampling.proposal_temperature, generator)
-            p = log_p.exp()  # H(p): what the `counts` encoding keeps in log p's place (0 · log 0 = 0)
-            entropy = -torch.where(p > 0, p * log_p, 0.0).sum(-1)
+            entropy = None
+            if sampling.entropy:  # H(p): what the `counts` encoding keeps in log p's place (0 · log 0 = 0)
+                p = log_p.exp()
+                entropy = -torch.where(p > 0, p * log_p, 0.0).sum(-1).cpu().numpy()
             parts.append(SampledRecord(ids.cpu().numpy(), logprobs.cpu().numpy(), counts.cpu().numpy(),
-                                       None if log_z is None else log_z.cpu().numpy(), entropy.cpu().numpy()))
+                                       None if log_z is None else log_z.cpu().numpy(), entropy))
         records.append(concat(parts))
     return records
 
