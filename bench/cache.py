@@ -312,6 +312,8 @@ def main() -> None:
                         "s16, s32, s64, s8-inclusion, …, s64-inclusion, s8-counts, …, s64-counts, s32-t2; and sN, "
                         "sN-counts and sN-tT (a proposal at temperature T) for any N up to 255")
     parser.add_argument("--no-alpha", action="store_true", help=f"skip the alpha = {ALPHA:g} students")
+    parser.add_argument("--steps", type=int, default=DemoOptions.steps,
+                        help="training steps of every student (the demo's 32); caches cover the steps' examples")
     args = parser.parse_args()
     sys.stdout = sys.stderr
 
@@ -321,15 +323,15 @@ def main() -> None:
                               batch_size=4, max_length=64, eval_docs=8)
         ks, draws = (4, 8, 16), (4, 8, 16)
     else:
-        options = DemoOptions(out=args.out)
+        options = DemoOptions(out=args.out, steps=args.steps)
         ks, draws = KS, DRAWS
     specs = caches(ks, draws, args.caches.split(",") if args.caches else None)
     live = recipe_for(options, "kd")
     baseline = recipe_for(options, "baseline")
     n_examples = len(tokenize_data(live.data, load_tokenizer("tokenizer", *live.tokenizer_options())).examples)
 
-    summary: dict[str, Any] = {"bench": "cache_summary", "quick": args.quick, "parts": args.parts,
-                               "caches": [s.name for s in specs]}
+    summary: dict[str, Any] = {"bench": "cache_summary", "quick": args.quick, "steps": options.steps,
+                               "parts": args.parts, "caches": [s.name for s in specs]}
     if "format" in args.parts:
         rows = format_part(live, specs, args.out, n_examples)
         summary["bytes_per_token"] = {k: r["bytes_per_token"] for k, r in rows.items()}
