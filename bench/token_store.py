@@ -6,11 +6,13 @@ sentences, `--mb` megabytes) with the same tokenizer and settings (packed into 5
 
   streamed: `tokenize_data` with a fresh token cache: records tokenized 1,024 at a time, packed incrementally and
             written as they come (data/example_stream.py).
+  held:     the same streamed build, but with every record read into memory first (a list of dicts, as the first
+            build read them until records became lazy: data/records.py).
   whole:    every example tokenized and packed into Python lists first (`data.token_cache: false`, the in-memory
             path), then written with `write_store` — the first build's memory before streaming.
 
-Peak memory is the worker's peak RSS minus its RSS after imports and loading the tokenizer (the records' text is
-inside both). `same_tokens`: both stores hold the same bytes. Each contender runs in its own process, alternating.
+Peak memory is the worker's peak RSS minus its RSS after imports and loading the tokenizer. `same_tokens`: all
+stores hold the same bytes. Each contender runs in its own process, alternating.
 
     python bench/token_store.py                 # 64 MB corpus, SmolLM2's tokenizer
     python bench/token_store.py --mb 8 --repeats 1
@@ -29,7 +31,7 @@ from pathlib import Path
 import harness
 from harness import REPO, alternate, emit, median_of, peak_rss_mb, provenance, ratios, reset_peak_rss, worker_main
 
-CONTENDERS = ("streamed", "whole")
+CONTENDERS = ("streamed", "held", "whole")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -66,7 +68,12 @@ def run(contender: str, args: argparse.Namespace) -> dict:
     tokenizer = load_tokenizer("bench", args.tokenizer)
     cache = Path(tempfile.mkdtemp(prefix="distill-bench-store-"))
     os.environ["DISTILL_CACHE"] = str(cache)
-    cfg = DataConfig(train=args.corpus, max_length=args.max_length, token_cache=contender == "streamed")
+    cfg = DataConfig(train=args.corpus, max_length=args.max_length, token_cache=contender != "whole")
+    if contender == "held":  # every record a dict in memory before tokenizing starts
+        import distill.data.dataset as dataset
+
+        read = dataset.read_training_records
+        dataset.read_training_records = lambda c: (lambda r: r.replaced(list(r)))(read(c))
     reset_peak_rss()
     before = psutil.Process().memory_info().rss / 2**20
     start = time.perf_counter()
@@ -93,10 +100,12 @@ def main() -> None:
     results = alternate(REPO / "bench" / "token_store.py", CONTENDERS, args.repeats, passthrough)
     mem, tim = ratios(results["streamed"], results["whole"], "peak_mem_mb"), ratios(results["streamed"],
                                                                                       results["whole"], "time_s")
+    held_mem = ratios(results["streamed"], results["held"], "peak_mem_mb")
     digests = {r["tokens_digest"] for rs in results.values() for r in rs}
     emit({"summary": "token_store", "peak_mem_ratio": harness.median_ratio(mem),
           "time_ratio": harness.median_ratio(tim),
           "peak_mem_ratio_per_rep": mem, "time_ratio_per_rep": tim, "same_tokens": len(digests) == 1,
+          "peak_mem_vs_held_records": harness.median_ratio(held_mem), "peak_mem_vs_held_records_per_rep": held_mem,
           **{name: {key: median_of(results[name], key) for key in ("time_s", "peak_mem_mb")} for name in CONTENDERS},
           "corpus_mb": results["streamed"][0]["corpus_mb"], "examples": results["streamed"][0]["examples"],
           "setting": {k: v for k, v in vars(args).items() if k not in ("repeats", "corpus")},

@@ -176,7 +176,7 @@ def test_sharegpt_conversations_become_messages(tmp_path, tiny_tokenizer):
     assert data.format == "messages" and len(data.examples) == len(ROWS)
     path.write_bytes(_jsonl([{"conversations": [{"from": "narrator", "value": "x"}]}]))
     with pytest.raises(DataError, match=r"sharegpt\.jsonl, line 1: conversations\[0\] is from 'narrator'"):
-        read_training_records(DataConfig(train=str(path)))
+        tokenize_data(DataConfig(train=str(path), token_cache=False), tiny_tokenizer)  # converted as it is read
 
 
 def test_a_chat_template_override_renders_the_training_text(tmp_path, tiny_tokenizer):

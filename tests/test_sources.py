@@ -248,8 +248,10 @@ def test_latin1_text_folder_is_an_error_not_replacement_characters(tmp_path: Pat
     folder.mkdir()
     (folder / "a.txt").write_text("plain", encoding="utf-8")
     (folder / "b.txt").write_bytes("first line\nun café".encode("latin-1"))
+    records = read_records(str(folder))  # the files are read as their records are
+    assert records[0] == {"text": "plain"}
     with pytest.raises(DataError) as info:
-        read_records(str(folder))
+        records[1]
     message = str(info.value)
     assert message.startswith(f"data.train: {folder / 'b.txt'}, line 2: ")
     assert "data.encoding" in message and "iconv" in message
@@ -368,3 +370,59 @@ def test_messages_without_an_assistant_turn(tokenizer) -> None:
 def test_messages_must_be_role_content_objects(tokenizer) -> None:
     with pytest.raises(DataError, match=r"d\.jsonl, line 1: 'messages' must be a list of \{role, content\} objects"):
         encode_messages({"messages": [{"role": "user"}]}, tokenizer, "d.jsonl, line 1")
+
+
+# ---------------------------------------------------------------------------------------------------- laziness
+
+
+def _traced_peak(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_large_jsonl_source_is_read_record_by_record_not_held(tmp_path: Path) -> None:
+    """A plain JSONL corpus keeps 16 bytes per record, not the records: renaming columns, holding out a share and
+    taking a prefix are views, and each record is parsed when it is read (the first build of the token store then
+    holds no more than one block of records)."""
+    from distill.data.dataset import split_validation
+    from distill.data.normalize import read_training_records
+    from distill.recipe.data import DataConfig
+
+    body = "lorem ipsum dolor sit amet " * 80  # ~2 KB a record, 8 MB in all
+    rows = [{"id": i, "body": f"{i} {body}"} for i in range(4000)]
+    path = write_jsonl(tmp_path / "big.jsonl", rows)
+    cfg = DataConfig(train=str(path), columns={"text": "body"}, validation_fraction=0.1, max_examples=3900)
+
+    (train, held), peak = _traced_peak(lambda: split_validation(read_training_records(cfg), cfg))
+    assert peak < path.stat().st_size / 10, f"reading held {peak:,} bytes for a {path.stat().st_size:,}-byte file"
+    assert len(train) + len(held) == 3900
+    assert len(train) == 3900 - round(3900 * 0.1)
+    kept = sorted([r["id"] for r in train] + [r["id"] for r in held])
+    assert kept == list(range(3900))  # every record once, renamed, in one of the two parts
+    assert train[5] == {"id": train[5]["id"], "text": f"{train[5]['id']} {body}"}
+    assert held.where(0) == f"{path}, line {held[0]['id'] + 1}"
+
+
+def test_parquet_and_datasets_rows_are_read_a_block_at_a_time(tmp_path: Path) -> None:
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from distill.data.records import ARROW_BLOCK
+
+    rows = [{"text": f"row {i}", "n": i} for i in range(ARROW_BLOCK * 2 + 7)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet")
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    for source in (tmp_path / "t.parquet", tmp_path / "ds"):
+        records = read_records(str(source))
+        assert len(records) == len(rows)
+        assert records[ARROW_BLOCK + 3] == rows[ARROW_BLOCK + 3]  # a later block, then back to the first
+        assert records[2] == rows[2] and records[-1] == rows[-1]
+        assert list(records) == rows
+        assert records.where(ARROW_BLOCK) == f"{source}, row {ARROW_BLOCK + 1}"

@@ -83,8 +83,9 @@ def open_binary(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def read_with_datasets(path: Path, field: str) -> list[dict[str, Any]]:
-    """The rows of a .json, .csv or .tsv file (compressed or not) through `datasets`' packaged builders."""
+def read_with_datasets(path: Path, field: str) -> Any:
+    """The rows of a .json, .csv or .tsv file (compressed or not) through `datasets`' packaged builders: a
+    `datasets.Dataset`, memory-mapped from its Arrow cache."""
     import datasets
 
     kind, _ = kind_of(path)  # type: ignore[misc]
@@ -100,7 +101,7 @@ def read_with_datasets(path: Path, field: str) -> list[dict[str, Any]]:
         loaded = datasets.load_dataset(builder, data_files=[str(path)], split="train", **options)
     except Exception as exc:
         raise DataError(f"{field}: cannot read {path} as {kind.lstrip('.')}: {_first_line(exc)}") from None
-    return loaded.to_list()
+    return loaded
 
 
 def _first_line(exc: Exception) -> str:

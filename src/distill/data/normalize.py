@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel
 
 from distill.data.formatting import detect_format
-from distill.data.sources import Records, read_records, refuse_split
+from distill.data.sources import Record, Records, read_records, refuse_split
 from distill.errors import DataError
 from distill.recipe import DataConfig
 from distill.recipe.data import DataSource
@@ -32,24 +32,27 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 
 
 def rename_columns(records: Records, columns: dict[str, str], field: str) -> Records:
-    """Each record with `columns` {ours: theirs} renamed; a column missing from a record is an error naming it."""
+    """Each record with `columns` {ours: theirs} renamed, as it is read; a column missing from a record is an error
+    naming it."""
     if not columns:
         return records
-    out = []
-    for i, record in enumerate(records):
+
+    def renamed(record: Record, i: int) -> Record:
         missing = [theirs for theirs in columns.values() if theirs not in record]
         if missing:
             raise DataError(f"{field}: {records.where(i)}: no column {missing[0]!r} to rename (data.columns maps "
                             f"{columns}); the record has {sorted(record)}")
-        renamed = {k: v for k, v in record.items() if k not in columns.values()}
-        renamed.update({ours: record[theirs] for ours, theirs in columns.items()})
-        out.append(renamed)
-    return records.replaced(out)
+        out = {k: v for k, v in record.items() if k not in columns.values()}
+        out.update({ours: record[theirs] for ours, theirs in columns.items()})
+        return out
+
+    return records.mapped(renamed)
 
 
 def sharegpt_to_messages(records: Records, field: str) -> Records:
-    """Records with ShareGPT `conversations` (and no `messages`) get `messages` in the chat templates' shape; so do
-    `messages` of ShareGPT turns (`data.columns` renamed `conversations` to `messages`)."""
+    """Records with ShareGPT `conversations` (and no `messages`) get `messages` in the chat templates' shape, as
+    they are read; so do `messages` of ShareGPT turns (`data.columns` renamed `conversations` to `messages`). The
+    first record decides."""
     if not records:
         return records
     first = records[0]
@@ -59,8 +62,8 @@ def sharegpt_to_messages(records: Records, field: str) -> Records:
         key = "messages"
     else:
         return records
-    out = []
-    for i, record in enumerate(records):
+
+    def converted(record: Record, i: int) -> Record:
         turns = record.get(key)
         if not isinstance(turns, list):
             raise DataError(f"{field}: {records.where(i)}: {key!r} must be a list of ShareGPT {{from, value}} turns")
@@ -73,8 +76,9 @@ def sharegpt_to_messages(records: Records, field: str) -> Records:
                 raise DataError(f"{field}: {records.where(i)}: {key}[{j}] is from {turn['from']!r}; known "
                                 f"speakers: {', '.join(sorted(SHAREGPT_ROLES))}")
             messages.append({"role": role, "content": turn["value"]})
-        out.append({**{k: v for k, v in record.items() if k != key}, "messages": messages})
-    return records.replaced(out)
+        return {**{k: v for k, v in record.items() if k != key}, "messages": messages}
+
+    return records.mapped(converted)
 
 
 def _sharegpt_turns(turns: Any) -> bool:

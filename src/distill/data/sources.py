@@ -10,91 +10,26 @@ and line too.
 
 from __future__ import annotations
 
-import bisect
-import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
 
 from distill.builtin.registry import is_builtin, materialize
 from distill.data.file_formats import check_shards, expand, kind_of, open_binary, read_with_datasets, shards_in
+from distill.data.records import (
+    BOM,
+    BlockRows,
+    JsonlLines,
+    Record,
+    Records,
+    TextFiles,
+    location,
+    parse_line,
+    undecodable,
+)
 from distill.errors import DataError
 from distill.recipe.base import is_glob
 
-Record = dict[str, Any]
-BOM = "\ufeff"
-
-
-class Records(list[Record]):
-    """The records of one source, and where each came from: `where(i)` is "FILE, line N" for JSONL (the physical
-    line), "FILE, row N" for Parquet, JSON, CSV and `datasets` folders, and the file itself for a folder of .txt
-    files; records of several files (shards, a mixture) ask the part they came from.
-
-    A list, so callers that only want the records use it as one; slicing gives a plain list (use `head`)."""
-
-    def __init__(self, records: Iterable[Record], path: Path, unit: Literal["line", "row", "file", "part"],
-                 numbers: Sequence[int] | None = None, files: Sequence[Path] | None = None,
-                 origins: Sequence[tuple[Records, int]] | None = None):
-        super().__init__(records)
-        self.path, self.unit = path, unit
-        self._numbers, self._files = list(numbers or ()), list(files or ())
-        self._origins = list(origins or ())  # unit "part": each record's (part, index in it)
-
-    @classmethod
-    def concat(cls, parts: Sequence[Records], path: Path) -> Records:
-        """The records of `parts` one after the other (shards of one source)."""
-        offsets = [0]
-        for part in parts:
-            offsets.append(offsets[-1] + len(part))
-        merged = cls([r for part in parts for r in part], path, "part")
-        merged._origins = _Origins(parts, offsets)  # type: ignore[assignment]
-        return merged
-
-    @classmethod
-    def picked(cls, picks: Sequence[tuple[Records, int]], path: Path) -> Records:
-        """The records `picks` names — (part, index) each, in that order (a mixture)."""
-        return cls([part[i] for part, i in picks], path, "part", origins=picks)
-
-    def where(self, index: int) -> str:
-        """Where record `index` (0-based) came from, for messages a person reads."""
-        if self.unit == "part":
-            part, inner = self._origins[index]
-            return part.where(inner)
-        if self.unit == "file":
-            return str(self._files[index])
-        number = self._numbers[index] if self.unit == "line" else index + 1
-        return f"{self.path}, {self.unit} {number}"
-
-    def replaced(self, rows: Sequence[Record]) -> Records:
-        """`rows` (one per record, in order) in place of the records, still knowing where each came from."""
-        if len(rows) != len(self):
-            raise ValueError(f"{len(rows)} rows for {len(self)} records")
-        new = Records(rows, self.path, self.unit, self._numbers, self._files)
-        new._origins = self._origins
-        return new
-
-    def head(self, n: int) -> Records:
-        """The first `n` records, still knowing where they came from."""
-        if self.unit == "part":
-            return Records.picked([self._origins[i] for i in range(min(n, len(self)))], self.path)
-        return Records(self[:n], self.path, self.unit, self._numbers[:n], self._files[:n])
-
-
-class _Origins:
-    """(part, index in it) of each record of concatenated parts, found by bisection instead of stored per record."""
-
-    def __init__(self, parts: Sequence[Records], offsets: list[int]):
-        self.parts, self.offsets = parts, offsets
-
-    def __getitem__(self, index: int) -> tuple[Records, int]:
-        part = bisect.bisect_right(self.offsets, index) - 1
-        return self.parts[part], index - self.offsets[part]
-
-
-def location(records: Sequence[Record], index: int) -> str:
-    """Where record `index` came from: its file and line when `records` came from `read_records`, else its 1-based
-    position ("record 3")."""
-    return records.where(index) if isinstance(records, Records) else f"record {index + 1}"
+__all__ = ["BOM", "Record", "Records", "builtin_split", "has_splits", "location", "read_records", "refuse_split"]
 
 
 def read_records(source: str, field: str = "data.train", limit: int | None = None,
@@ -163,7 +98,7 @@ def _read_file(path: Path, field: str, limit: int | None, encoding: str) -> Reco
         return _read_jsonl(path, field, limit, encoding)
     if kind == ".parquet":
         return _read_parquet(path, field)
-    return Records(read_with_datasets(path, field), path, "row")
+    return Records(BlockRows.of_dataset(read_with_datasets(path, field)), path, "row")
 
 
 def _read_shards(files: list[Path], path: Path, field: str, limit: int | None, encoding: str) -> Records:
@@ -189,17 +124,16 @@ def builtin_split(source: str, field: str) -> Path:
 
 
 def _read_jsonl(path: Path, field: str, limit: int | None, encoding: str) -> Records:
+    """Plain JSONL in an encoding that writes newlines as 0x0A is read lazily (`JsonlLines`); compressed JSONL and
+    other encodings are parsed here, whole."""
+    if kind_of(path) == (".jsonl", None) and "\n".encode(encoding) == b"\n":
+        lines = JsonlLines(path, field, encoding, limit)
+        return Records(lines, path, "line", numbers=lines.numbers)
     records, numbers = [], []
     for number, line in _lines(path, field, encoding):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{field}: {path}, line {number}: invalid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{field}: {path}, line {number}: each line must be a JSON object")
-        records.append(record)
+        records.append(parse_line(line.encode(encoding), number, path, field, encoding))
         numbers.append(number)
         if limit and len(records) >= limit:
             break
@@ -222,7 +156,7 @@ def _lines(path: Path, field: str, encoding: str) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode(encoding)
             except UnicodeDecodeError as exc:
-                raise _undecodable(exc, f"{path}, line {number}", field, encoding) from None
+                raise undecodable(exc, f"{path}, line {number}", field, encoding) from None
             yield number, line.removeprefix(BOM) if number == 1 else line
 
 
@@ -232,23 +166,14 @@ def _decode(data: bytes, path: Path, field: str, encoding: str) -> str:
         return data.decode(encoding).removeprefix(BOM)
     except UnicodeDecodeError as exc:
         line = data[: exc.start].decode(encoding, errors="replace").count("\n") + 1
-        raise _undecodable(exc, f"{path}, line {line}", field, encoding) from None
-
-
-def _undecodable(exc: UnicodeDecodeError, location: str, field: str, encoding: str) -> DataError:
-    byte = exc.object[exc.start]
-    return DataError(
-        f"{field}: {location}: not valid {encoding} text (byte 0x{byte:02x}: {exc.reason}); set data.encoding to "
-        f"the file's encoding (e.g. latin-1 or cp1252), or convert the file to UTF-8 with "
-        f"`iconv -f LATIN1 -t UTF-8 IN > OUT`"
-    )
+        raise undecodable(exc, f"{path}, line {line}", field, encoding) from None
 
 
 def _read_parquet(path: Path, field: str) -> Records:
     import pyarrow.parquet as pq
 
     try:
-        return Records(pq.read_table(path).to_pylist(), path, "row")
+        return Records(BlockRows.of_arrow(pq.read_table(path)), path, "row")
     except Exception as exc:
         raise DataError(f"{field}: cannot read Parquet file {path}: {exc}") from None
 
@@ -267,7 +192,7 @@ def _read_saved_dataset(path: Path, field: str, split: str = "train") -> Records
             raise DataError(f"{field}: {path} has splits {list(loaded)} but no {split!r}; choose one with "
                             "data.split (or a mixture source's split)")
         loaded = loaded[split]
-    return Records(loaded.to_list(), path, "row")
+    return Records(BlockRows.of_dataset(loaded), path, "row")
 
 
 def _read_text_folder(path: Path, field: str, encoding: str) -> Records:
@@ -276,5 +201,5 @@ def _read_text_folder(path: Path, field: str, encoding: str) -> Records:
         raise DataError(f"{field}: folder {path} has no .txt files, data files (.jsonl, .json, .csv, .parquet, …) "
                         f"nor a `datasets` dataset_info.json; for shards in subfolders use a glob such as "
                         f"{path}/**/*.parquet")
-    texts = [_decode(f.read_bytes(), f, field, encoding) for f in files]
-    return Records([{"text": t} for t in texts], path, "file", files=files)
+    return Records(TextFiles(files, lambda data, file: _decode(data, file, field, encoding)), path, "file",
+                   files=files)

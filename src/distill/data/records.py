@@ -1,0 +1,260 @@
+"""A source's records as a sequence that reads each one when asked, and remembers where each came from.
+
+A corpus of several GB would fill the memory of the process that first tokenizes it if every record were a Python
+dict at once (dicts and strings take 3–5× the file's bytes). So the large kinds of source are read lazily: a plain
+JSONL file keeps only the offset and line number of each record (16 bytes) and parses a line when it is asked for;
+a `datasets` folder or a CSV/JSON file read through `datasets` is an Arrow table on disk, memory-mapped; a Parquet
+file is one Arrow table (columnar, about its uncompressed size) turned into dicts a block at a time. What is done to
+the records — columns renamed, ShareGPT turns converted, a mixture's picks, a held-out share — is a view over them,
+applied as each record is read, so problems still name the file and line (`Records.where`), only later: when the
+record is tokenized rather than when the file is opened.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, overload
+
+from distill.errors import DataError
+
+Record = dict[str, Any]
+BOM = "\ufeff"
+ARROW_BLOCK = 1024  # rows of an Arrow table turned into dicts at once
+
+
+class Records(Sequence[Record]):
+    """The records of one source, and where each came from: `where(i)` is "FILE, line N" for JSONL (the physical
+    line), "FILE, row N" for Parquet, JSON, CSV and `datasets` folders, and the file itself for a folder of .txt
+    files; records of several files (shards, a mixture) ask the part they came from.
+
+    `rows` is any sequence of records (a list, or a lazy reader); `transform(record, index)`, if given, is applied
+    to each record as it is read (`mapped`). Slicing gives a plain list (use `head` to keep the locations)."""
+
+    def __init__(self, rows: Sequence[Record] | Iterator[Record], path: Path,
+                 unit: Literal["line", "row", "file", "part"], numbers: Sequence[int] | None = None,
+                 files: Sequence[Path] | None = None, origins: Sequence[tuple[Records, int]] | None = None,
+                 transform: Callable[[Record, int], Record] | None = None):
+        self._rows: Sequence[Record] = rows if hasattr(rows, "__getitem__") else list(rows)  # type: ignore[assignment]
+        self.path, self.unit = path, unit
+        self._numbers: Sequence[int] = numbers if numbers is not None else ()
+        self._files = list(files or ())
+        self._origins: Sequence[tuple[Records, int]] = origins if origins is not None else ()
+        self._transform = transform
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"record {index} of {len(self)}")
+        record = self._rows[index]
+        return self._transform(record, index) if self._transform is not None else record
+
+    def __iter__(self) -> Iterator[Record]:
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @classmethod
+    def concat(cls, parts: Sequence[Records], path: Path) -> Records:
+        """The records of `parts` one after the other (shards of one source)."""
+        offsets = [0]
+        for part in parts:
+            offsets.append(offsets[-1] + len(part))
+        origins = _Origins(parts, offsets)
+        return cls(_Picked(origins), path, "part", origins=origins)
+
+    @classmethod
+    def picked(cls, picks: Sequence[tuple[Records, int]], path: Path) -> Records:
+        """The records `picks` names — (part, index) each, in that order (a mixture, a held-out share)."""
+        return cls(_Picked(picks), path, "part", origins=picks)
+
+    def where(self, index: int) -> str:
+        """Where record `index` (0-based) came from, for messages a person reads."""
+        if self.unit == "part":
+            part, inner = self._origins[index]
+            return part.where(inner)
+        if self.unit == "file":
+            return str(self._files[index])
+        number = self._numbers[index] if self.unit == "line" else index + 1
+        return f"{self.path}, {self.unit} {number}"
+
+    def mapped(self, transform: Callable[[Record, int], Record]) -> Records:
+        """These records with `transform(record, index)` applied to each as it is read (after any transform they
+        already have), still knowing where each came from."""
+        inner = self._transform
+        chained = transform if inner is None else (lambda record, i: transform(inner(record, i), i))
+        return Records(self._rows, self.path, self.unit, self._numbers, self._files, self._origins, chained)
+
+    def replaced(self, rows: Sequence[Record]) -> Records:
+        """`rows` (one per record, in order) in place of the records, still knowing where each came from."""
+        if len(rows) != len(self):
+            raise ValueError(f"{len(rows)} rows for {len(self)} records")
+        return Records(rows, self.path, self.unit, self._numbers, self._files, self._origins)
+
+    def head(self, n: int) -> Records:
+        """The first `n` records, still knowing where they came from."""
+        return Records.picked(_Prefix(self, min(n, len(self))), self.path)
+
+
+class _Origins(Sequence[tuple[Records, int]]):
+    """(part, index in it) of each record of concatenated parts, found by bisection instead of stored per record."""
+
+    def __init__(self, parts: Sequence[Records], offsets: list[int]):
+        self.parts, self.offsets = parts, offsets
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, index):  # type: ignore[override]
+        part = bisect.bisect_right(self.offsets, index) - 1
+        return self.parts[part], index - self.offsets[part]
+
+
+class _Prefix(Sequence[tuple[Records, int]]):
+    """(records, i) for the first n records: `head` without a list of n pairs."""
+
+    def __init__(self, records: Records, n: int):
+        self.records, self.n = records, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.records, index
+
+
+class _Picked(Sequence[Record]):
+    """The records a sequence of (part, index) names, read from their parts when asked for."""
+
+    def __init__(self, picks: Sequence[tuple[Records, int]]):
+        self.picks = picks
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        part, inner = self.picks[index]
+        return part[inner]
+
+
+class JsonlLines(Sequence[Record]):
+    """The JSON objects of a plain (uncompressed) JSONL file, parsed when asked for: only each non-blank line's
+    offset, length and line number are held. Opening the file reads it once to find them and parses each line
+    then too (and lets it go), so a line that is not a JSON object, or not valid text in `encoding`, is an error
+    naming it before any work starts; reading a record parses its line again (far cheaper than tokenizing it)."""
+
+    def __init__(self, path: Path, field: str, encoding: str, limit: int | None = None):
+        self.path, self.field, self.encoding = path, field, encoding
+        self.offsets, self.lengths, self.numbers = array("q"), array("q"), array("q")
+        with open(path, "rb") as f:
+            offset = 0
+            for number, raw in enumerate(f, start=1):
+                if raw.strip() and raw.strip() != BOM.encode(encoding, errors="ignore"):
+                    parse_line(raw, number, path, field, encoding)
+                    self.offsets.append(offset)
+                    self.lengths.append(len(raw))
+                    self.numbers.append(number)
+                    if limit and len(self.offsets) >= limit:
+                        break
+                offset += len(raw)
+        self._file = open(path, "rb")  # noqa: SIM115 - read by offset for the life of the records
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        number = self.numbers[index]
+        raw = os.pread(self._file.fileno(), self.lengths[index], self.offsets[index])
+        return parse_line(raw, number, self.path, self.field, self.encoding)
+
+
+def parse_line(raw: bytes, number: int, path: Path, field: str, encoding: str) -> Record:
+    """One JSONL line as a record; errors name the file and line."""
+    try:
+        line = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise undecodable(exc, f"{path}, line {number}", field, encoding) from None
+    if number == 1:
+        line = line.removeprefix(BOM)
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{field}: {path}, line {number}: invalid JSON ({exc.msg})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{field}: {path}, line {number}: each line must be a JSON object")
+    return record
+
+
+def undecodable(exc: UnicodeDecodeError, location: str, field: str, encoding: str) -> DataError:
+    byte = exc.object[exc.start]
+    return DataError(
+        f"{field}: {location}: not valid {encoding} text (byte 0x{byte:02x}: {exc.reason}); set data.encoding to "
+        f"the file's encoding (e.g. latin-1 or cp1252), or convert the file to UTF-8 with "
+        f"`iconv -f LATIN1 -t UTF-8 IN > OUT`"
+    )
+
+
+class BlockRows(Sequence[Record]):
+    """`n` rows read `ARROW_BLOCK` at a time by `block(start, stop)` (a list of dicts): an Arrow table or a
+    `datasets` table turned into dicts a block at a time, the block last asked for kept."""
+
+    def __init__(self, n: int, block: Callable[[int, int], list[Record]]):
+        self.n, self.block = n, block
+        self._start, self._rows = -1, []
+
+    @classmethod
+    def of_arrow(cls, table: Any) -> BlockRows:
+        return cls(table.num_rows, lambda a, b: table.slice(a, b - a).to_pylist())
+
+    @classmethod
+    def of_dataset(cls, dataset: Any) -> BlockRows:
+        def block(a: int, b: int) -> list[Record]:
+            columns = dataset[a:b]
+            return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        return cls(len(dataset), block)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index):  # type: ignore[override]
+        start = index - index % ARROW_BLOCK
+        if start != self._start:
+            self._rows = self.block(start, min(start + ARROW_BLOCK, self.n))
+            self._start = start
+        return self._rows[index - start]
+
+
+class TextFiles(Sequence[Record]):
+    """Each .txt file of a folder as a {"text": …} record, read and decoded when asked for."""
+
+    def __init__(self, files: list[Path], decode: Callable[[bytes, Path], str]):
+        self.files, self.decode = files, decode
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return {"text": self.decode(self.files[index].read_bytes(), self.files[index])}
+
+
+def location(records: Sequence[Record], index: int) -> str:
+    """Where record `index` came from: its file and line when `records` came from `read_records`, else its 1-based
+    position ("record 3")."""
+    return records.where(index) if isinstance(records, Records) else f"record {index + 1}"
