@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 
 from distill.losses.names import SampleWeights
 from distill.recipe.api import ApiConfig
-from distill.recipe.base import Section
+from distill.recipe.base import FieldProblem, Section
 
 # what a teacher cache stores per position (teachers/cache/): the top-k, or tokens drawn from the teacher
 CacheScheme = Literal["topk", "sampled"]
@@ -89,10 +89,33 @@ class TeacherConfig(Section):
         default=False, description="Allow the model's own Python code to run. Off unless you trust the source."
     )
     dtype: TeacherDtype = Field(default="float32", description="Precision the frozen teacher is loaded in.")
+    shard: bool = Field(
+        default=False,
+        description="`distill train` on several processes: split each decoder layer of the live teacher across the "
+        "processes (torch FSDP2), so each holds about 1/N of the layers' weights and gathers one layer at a time for "
+        "its forward pass. The embeddings, final norm and LM head stay whole in every process (the chunked loss "
+        "reads the head's weight). The same losses as a whole teacher; on one process the teacher is kept whole. "
+        "Needs a live `model`, not `cache` or `api`; `distill cache` and `distill generate` load the teacher whole. "
+        "Tested on CPU (gloo) only. "
+        "See README, Several processes.",
+    )
 
     @model_validator(mode="after")
     def _a_source(self) -> TeacherConfig:
         if self.model is None and self.cache is None and self.api is None:
             raise ValueError("set `model` (a live teacher), `cache` (a folder from `distill cache`), `api` (an "
                              "OpenAI-compatible endpoint to harvest with `distill cache`), or several")
+        return self
+
+    @model_validator(mode="after")
+    def _shard_a_live_model(self) -> TeacherConfig:
+        """Only a teacher run in every process can be split across them; a cache or an API teacher is never run."""
+        if self.shard and self.cache is not None:
+            raise FieldProblem("shard", "splits a live teacher.model across the processes, but with teacher.cache "
+                               "training reads the teacher's signal from disk and runs no teacher; remove "
+                               "teacher.shard, or teacher.cache to run the teacher live")
+        if self.shard and self.api is not None:
+            raise FieldProblem("shard", "splits a live teacher.model across the processes, but teacher.api is served "
+                               "elsewhere and scored through its endpoint; remove teacher.shard, or teacher.api to run "
+                               "teacher.model live")
         return self

@@ -35,6 +35,7 @@ from distill.teachers.api.live import ApiTeacher
 from distill.teachers.cache.for_recipe import check_cache_for
 from distill.teachers.cache.source import CachedTeacher
 from distill.teachers.cache.store import TeacherCache
+from distill.teachers.sharding import shard_teacher
 from distill.teachers.source import LiveTeacher, TeacherSource
 from distill.training.batches import DatasetBatches
 from distill.training.student_samples import StudentSamples
@@ -86,8 +87,11 @@ def build_parts(recipe: Recipe, accelerator: Accelerator) -> RunParts:
     check_logit_width("student", output_width(student), vocab_size)
     if teacher is not None:
         check_logit_width("teacher", output_width(teacher), vocab_size)
+    shard_note = None
     if recipe.objective.alpha >= 1.0:
         teacher = None  # the baseline needs no teacher; it may have served only to initialise the student
+    elif teacher is not None and t.shard:  # each process keeps 1/N of the decoder layers (teachers/sharding.py)
+        shard_note = shard_teacher(teacher, accelerator.device, accelerator.num_processes)
     elif teacher is not None:
         teacher.to(accelerator.device)
     if recipe.objective.implementation == "chunked":
@@ -105,6 +109,8 @@ def build_parts(recipe: Recipe, accelerator: Accelerator) -> RunParts:
         source = CachedTeacher(cache, accelerator.device, name=t.cache, estimator=t.sample_weights)
     elif teacher is not None:
         source = LiveTeacher.for_implementation(teacher, vocab_size, recipe.objective.implementation)
+        if shard_note is not None:
+            source.description += f"; {shard_note}"
     elif recipe.scores_api_live:  # the student's completions exist only now: the API scores each batch
         source = ApiTeacher(t.api, tokenizer, t.top_k)
     batches = _batch_source(recipe, data, plan, accelerator.process_index, tokenizer, student)

@@ -43,8 +43,16 @@ class Validator:
         sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # nll, agree, kl, targets
         was_training = student.training
         student.eval()
+        # every process makes as many passes as the busiest (rank 0): a sharded teacher (teacher.shard) gathers its
+        # layers in each forward, which every process must join; a process out of sequences scores none in its pass
+        busiest = math.ceil(len(self.examples) / world)
+        passes = math.ceil(busiest / self.micro_batch_size)
         try:
-            for first in range(0, len(mine), self.micro_batch_size):
+            for first in range(0, passes * self.micro_batch_size, self.micro_batch_size):
+                if first >= len(mine):
+                    if teacher is not None:
+                        teacher(**Batch.of([self.examples[0]], self.pad_id).to(accelerator.device).model_inputs())
+                    continue
                 batch = Batch.of(mine[first:first + self.micro_batch_size], self.pad_id).to(accelerator.device)
                 targets, valid = shifted_targets(batch.labels)
                 logits = student(**batch.model_inputs()).logits[:, :-1][valid].float()

@@ -1,0 +1,73 @@
+"""`teacher.shard`: the live teacher's decoder layers split across the processes of a run (torch FSDP2).
+
+Why: without it every process holds the whole frozen teacher, so N processes keep N copies of its weights. Here
+each decoder layer becomes an FSDP2 unit (`fully_shard`, `reshard_after_forward=True`): a process keeps 1/N of
+every layer's weights and gathers one layer at a time for its forward pass, then frees the gathered copy. The
+teacher runs under no_grad in eval mode, so nothing is ever reduced back.
+
+What stays whole in every process: the embeddings, the final norm and the LM head (and any other weight outside the
+layers). They are a small share of a large model, and the chunked loss reads the head's weight directly
+(`LMHead.of`, `losses/lm_head.py`), which must stay a plain tensor.
+
+The cost: every process must run every forward pass of the teacher together with the others (each layer's gather
+is a collective), so the teacher is called the same number of times in every process. The training loop does that
+(each process gets the same number of micro-batches), and so does validation (a process with fewer sequences runs
+the teacher in an empty pass of its own: training/validation.py). Each process still loads the whole teacher once
+before it is cut to its shard.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+from torch.distributed.tensor import DTensor
+
+from distill.errors import ModelError
+from distill.models import decoder_layers
+
+
+def local_parameter_bytes(module: nn.Module) -> int:
+    """Bytes of parameters this process holds: a sharded weight counts its local shard only."""
+    return sum(_local(p).numel() * p.element_size() for p in module.parameters())
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    return p.to_local() if isinstance(p, DTensor) else p
+
+
+def shard_teacher(model: nn.Module, device: torch.device, processes: int) -> str:
+    """Place the frozen teacher on `device`, its decoder layers split over `processes` (the process group must
+    exist when there are several). Returns a note for the run summary.
+
+    One process has nothing to share the weights with: the teacher is kept whole, and the note says so. With
+    several, each layer is moved and split in turn before the rest moves, so a GPU never holds all the layers whole
+    (written for GPUs, run on CPUs only so far)."""
+    if processes == 1:
+        model.to(device)
+        return "teacher.shard: one process, so the teacher is kept whole"
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    layers, whole = _layers(model), local_parameter_bytes(model)
+    assert torch.distributed.is_initialized(), "the launcher's process group must exist before the teacher is sharded"
+    mesh = init_device_mesh(device.type, (processes,))
+    for layer in layers:
+        fully_shard(layer, mesh=mesh, reshard_after_forward=True)  # moves the layer to the mesh's device, then splits
+    for tensor in itertools.chain(model.parameters(), model.buffers()):  # the rest (embeddings, norm, head) whole
+        if not isinstance(tensor, DTensor) and tensor.device != device:
+            tensor.data = tensor.data.to(device)
+    mib = 2 ** 20
+    return (f"decoder layers sharded over {processes} processes ({local_parameter_bytes(model) / mib:,.2f} of "
+            f"{whole / mib:,.2f} MiB per process)")
+
+
+def _layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks, found as `student.from_teacher` finds them: the one list of `num_hidden_layers` modules."""
+    try:
+        return decoder_layers(model)[1]
+    except ModelError:
+        raise ModelError(f"teacher.shard: cannot find the decoder layers of a {type(model).__name__} (no single list "
+                         f"of {model.config.num_hidden_layers} modules) to shard; set teacher.shard: false") from None
+
