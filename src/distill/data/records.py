@@ -2,7 +2,7 @@
 
 A corpus of several GB would fill the memory of the process that first tokenizes it if every record were a Python
 dict at once (dicts and strings take 3–5× the file's bytes). So the large kinds of source are read lazily: a plain
-JSONL file keeps only the offset and line number of each record (16 bytes) and parses a line when it is asked for;
+JSONL file keeps only the offset, length and line number of each record (24 bytes) and parses a line when asked;
 a `datasets` folder or a CSV/JSON file read through `datasets` is an Arrow table on disk, memory-mapped; a Parquet
 file is one Arrow table (columnar, about its uncompressed size) turned into dicts a block at a time. What is done to
 the records — columns renamed, ShareGPT turns converted, a mixture's picks, a held-out share — is a view over them,
