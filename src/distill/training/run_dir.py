@@ -113,10 +113,11 @@ def _comparable(recipe: Recipe) -> dict:
     """The recipe as --resume compares it: resolved defaults (a capture temperature left to follow the loss's equals
     the value it resolves to, as older runs wrote it), local paths absolute (a run writes them so; older runs wrote
     them as given), without the fields a resume may change — `output_dir` among them: a moved run is resumed in
-    its new place."""
+    its new place — and `teacher.shard`, which changes where the teacher's weights are kept, not what it computes."""
     dump = with_absolute_paths(recipe.model_dump(mode="json"))
     for key in (*RESUMABLE_CHANGES, "output_dir"):
         dump["training"].pop(key)
     if dump.get("teacher"):
         dump["teacher"]["capture_temperature"] = recipe.capture_temperature
+        dump["teacher"].pop("shard", None)  # where the teacher's weights live, not what it computes
     return dump
