@@ -426,3 +426,27 @@ def test_parquet_and_datasets_rows_are_read_a_block_at_a_time(tmp_path: Path) ->
         assert records[2] == rows[2] and records[-1] == rows[-1]
         assert list(records) == rows
         assert records.where(ARROW_BLOCK) == f"{source}, row {ARROW_BLOCK + 1}"
+
+
+def test_arrow_rows_read_out_of_order_convert_one_row_each(tmp_path: Path) -> None:
+    """A mixture reads a Parquet source in a shuffled order: each such read converts its own row, not a block."""
+    import random
+
+    from distill.data.records import ARROW_BLOCK, BlockRows
+
+    rows = [{"n": i} for i in range(ARROW_BLOCK * 3)]
+    converted: list[int] = []
+
+    def block(a: int, b: int) -> list[dict]:
+        converted.append(b - a)
+        return rows[a:b]
+
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)
+    shuffled = BlockRows(len(rows), block)
+    assert [shuffled[i] for i in order] == [rows[i] for i in order]
+    assert sum(converted) < 2 * len(rows)  # at most a block more than the rows read (a 1,024× cliff before)
+    converted.clear()
+    in_order = BlockRows(len(rows), block)
+    assert list(in_order[i] for i in range(len(rows))) == rows
+    assert converted == [ARROW_BLOCK] * 3  # in order: a block at a time

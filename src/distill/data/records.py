@@ -212,12 +212,14 @@ def undecodable(exc: UnicodeDecodeError, location: str, field: str, encoding: st
 
 
 class BlockRows(Sequence[Record]):
-    """`n` rows read `ARROW_BLOCK` at a time by `block(start, stop)` (a list of dicts): an Arrow table or a
-    `datasets` table turned into dicts a block at a time, the block last asked for kept."""
+    """`n` rows of an Arrow table or a `datasets` table as dicts, read by `block(start, stop)` (a list of dicts).
+    Read in order (tokenizing a source), they are converted `ARROW_BLOCK` at a time and the block last converted is
+    kept; a read out of order (a mixture's shuffled picks) converts that one row, so random access never pays for a
+    whole block per record."""
 
     def __init__(self, n: int, block: Callable[[int, int], list[Record]]):
         self.n, self.block = n, block
-        self._start, self._rows = -1, []
+        self._start, self._rows, self._last = -1, [], -2
 
     @classmethod
     def of_arrow(cls, table: Any) -> BlockRows:
@@ -234,11 +236,13 @@ class BlockRows(Sequence[Record]):
         return self.n
 
     def __getitem__(self, index):  # type: ignore[override]
-        start = index - index % ARROW_BLOCK
-        if start != self._start:
-            self._rows = self.block(start, min(start + ARROW_BLOCK, self.n))
-            self._start = start
-        return self._rows[index - start]
+        sequential, self._last = index in (0, self._last + 1), index
+        if self._start <= index < self._start + len(self._rows):
+            return self._rows[index - self._start]
+        if not sequential:
+            return self.block(index, index + 1)[0]
+        self._start, self._rows = index, self.block(index, min(index + ARROW_BLOCK, self.n))
+        return self._rows[0]
 
 
 class TextFiles(Sequence[Record]):
