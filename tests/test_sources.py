@@ -450,3 +450,16 @@ def test_arrow_rows_read_out_of_order_convert_one_row_each(tmp_path: Path) -> No
     in_order = BlockRows(len(rows), block)
     assert list(in_order[i] for i in range(len(rows))) == rows
     assert converted == [ARROW_BLOCK] * 3  # in order: a block at a time
+
+
+def test_a_glob_of_many_jsonl_shards_keeps_few_files_open(tmp_path: Path) -> None:
+    import os
+
+    from distill.data import records as records_module
+
+    for i in range(records_module.MAX_OPEN * 3):
+        write_jsonl(tmp_path / f"shard-{i:03d}.jsonl", [{"text": f"shard {i}"}])
+    before = len(os.listdir("/proc/self/fd"))
+    records = read_records(str(tmp_path / "shard-*.jsonl"))
+    assert [r["text"] for r in records] == [f"shard {i}" for i in range(records_module.MAX_OPEN * 3)]
+    assert len(os.listdir("/proc/self/fd")) - before <= records_module.MAX_OPEN

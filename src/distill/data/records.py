@@ -16,6 +16,7 @@ import bisect
 import json
 import os
 from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -174,15 +175,29 @@ class JsonlLines(Sequence[Record]):
                     if limit and len(self.offsets) >= limit:
                         break
                 offset += len(raw)
-        self._file = open(path, "rb")  # noqa: SIM115 - read by offset for the life of the records
 
     def __len__(self) -> int:
         return len(self.offsets)
 
     def __getitem__(self, index):  # type: ignore[override]
         number = self.numbers[index]
-        raw = os.pread(self._file.fileno(), self.lengths[index], self.offsets[index])
+        raw = os.pread(_open_file(self.path), self.lengths[index], self.offsets[index])
         return parse_line(raw, number, self.path, self.field, self.encoding)
+
+
+_OPEN: OrderedDict[Path, int] = OrderedDict()  # descriptors of the JSONL files read last, most recent last
+MAX_OPEN = 32  # a glob of 10,000 shards must not hold 10,000 descriptors
+
+
+def _open_file(path: Path) -> int:
+    """A read-only descriptor of `path`, kept open for the next read (the `MAX_OPEN` most recent files are)."""
+    fd = _OPEN.pop(path, None)
+    if fd is None:
+        fd = os.open(path, os.O_RDONLY)
+        while len(_OPEN) >= MAX_OPEN:
+            os.close(_OPEN.popitem(last=False)[1])
+    _OPEN[path] = fd
+    return fd
 
 
 def parse_line(raw: bytes, number: int, path: Path, field: str, encoding: str) -> Record:
