@@ -455,7 +455,7 @@ def test_arrow_rows_read_out_of_order_convert_one_row_each(tmp_path: Path) -> No
 def test_a_glob_of_many_jsonl_shards_keeps_few_files_open(tmp_path: Path) -> None:
     import os
 
-    from distill.data import records as records_module
+    from distill.data import jsonl_lines as records_module
 
     for i in range(records_module.MAX_OPEN * 3):
         write_jsonl(tmp_path / f"shard-{i:03d}.jsonl", [{"text": f"shard {i}"}])
@@ -463,3 +463,65 @@ def test_a_glob_of_many_jsonl_shards_keeps_few_files_open(tmp_path: Path) -> Non
     records = read_records(str(tmp_path / "shard-*.jsonl"))
     assert [r["text"] for r in records] == [f"shard {i}" for i in range(records_module.MAX_OPEN * 3)]
     assert len(os.listdir("/proc/self/fd")) - before <= records_module.MAX_OPEN
+
+
+def test_reading_a_glob_of_parquet_shards_keeps_one_block_not_one_per_shard(tmp_path: Path) -> None:
+    import tracemalloc
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for shard in range(60):
+        rows = [{"text": f"{shard}-{i} " + "x" * 1000} for i in range(300)]  # 300 KB of text a shard, 18 MB in all
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / f"part-{shard:02d}.parquet")
+    records = read_records(str(tmp_path / "part-*.parquet"))
+    tracemalloc.start()
+    try:
+        assert sum(1 for _ in records) == 60 * 300
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000_000, f"{held:,} bytes of records still held after one pass"
+
+
+def test_a_jsonl_file_replaced_after_it_was_read_is_an_error_not_its_successors_bytes(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "e.jsonl", [{"text": "old 0"}, {"text": "old 1"}])
+    old = read_records(str(path))
+    assert old[0] == {"text": "old 0"}
+    path.unlink()  # replaced by a file of the same length
+    write_jsonl(path, [{"text": "new 0"}, {"text": "new 1"}])
+    assert list(read_records(str(path))) == [{"text": "new 0"}, {"text": "new 1"}]  # a new read sees the new file
+    assert old[1] == {"text": "old 1"}  # the old records still read the file they indexed, through its descriptor
+    from distill.data import jsonl_lines
+
+    for f in jsonl_lines._OPEN.values():  # once that descriptor is gone, they refuse the file now at the path
+        f.close()
+    jsonl_lines._OPEN.clear()
+    with pytest.raises(DataError, match="changed after it was read"):
+        old[1]
+
+
+def test_a_datasets_folder_saved_with_a_format_reads_as_plain_records(tmp_path: Path) -> None:
+    import datasets
+
+    folder = tmp_path / "ds"
+    ds = datasets.Dataset.from_list([{"text": f"t{i}", "n": i} for i in range(3)])
+    ds.set_format("numpy", columns=["n"])
+    ds.save_to_disk(str(folder))
+    records = read_records(str(folder))
+    assert list(records) == [{"text": f"t{i}", "n": i} for i in range(3)]
+    assert type(records[0]["text"]) is str
+
+
+def test_whitespace_lines_read_alike_plain_and_compressed(tmp_path: Path) -> None:
+    import gzip
+
+    body = '{"text": "a"}\n\u00a0\n\u3000 \n{"text": "b"}\n'
+    plain = tmp_path / "w.jsonl"
+    plain.write_text("\ufeff" + body, encoding="utf-8")
+    packed = tmp_path / "w.jsonl.gz"
+    packed.write_bytes(gzip.compress(("\ufeff" + body).encode("utf-8")))
+    for path in (plain, packed):
+        records = read_records(str(path))
+        assert list(records) == [{"text": "a"}, {"text": "b"}], path
+        assert records.where(1) == f"{path}, line 4"

@@ -13,18 +13,11 @@ record is tokenized rather than when the file is opened.
 from __future__ import annotations
 
 import bisect
-import json
-import os
-from array import array
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
-from distill.errors import DataError
-
 Record = dict[str, Any]
-BOM = "\ufeff"
 ARROW_BLOCK = 1024  # rows of an Arrow table turned into dicts at once
 
 
@@ -155,86 +148,16 @@ class _Picked(Sequence[Record]):
         return part[inner]
 
 
-class JsonlLines(Sequence[Record]):
-    """The JSON objects of a plain (uncompressed) JSONL file, parsed when asked for: only each non-blank line's
-    offset, length and line number are held. Opening the file reads it once to find them and parses each line
-    then too (and lets it go), so a line that is not a JSON object, or not valid text in `encoding`, is an error
-    naming it before any work starts; reading a record parses its line again (far cheaper than tokenizing it)."""
-
-    def __init__(self, path: Path, field: str, encoding: str, limit: int | None = None):
-        self.path, self.field, self.encoding = path, field, encoding
-        self.offsets, self.lengths, self.numbers = array("q"), array("q"), array("q")
-        with open(path, "rb") as f:
-            offset = 0
-            for number, raw in enumerate(f, start=1):
-                if raw.strip() and raw.strip() != BOM.encode(encoding, errors="ignore"):
-                    parse_line(raw, number, path, field, encoding)
-                    self.offsets.append(offset)
-                    self.lengths.append(len(raw))
-                    self.numbers.append(number)
-                    if limit and len(self.offsets) >= limit:
-                        break
-                offset += len(raw)
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        number = self.numbers[index]
-        raw = os.pread(_open_file(self.path), self.lengths[index], self.offsets[index])
-        return parse_line(raw, number, self.path, self.field, self.encoding)
-
-
-_OPEN: OrderedDict[Path, int] = OrderedDict()  # descriptors of the JSONL files read last, most recent last
-MAX_OPEN = 32  # a glob of 10,000 shards must not hold 10,000 descriptors
-
-
-def _open_file(path: Path) -> int:
-    """A read-only descriptor of `path`, kept open for the next read (the `MAX_OPEN` most recent files are)."""
-    fd = _OPEN.pop(path, None)
-    if fd is None:
-        fd = os.open(path, os.O_RDONLY)
-        while len(_OPEN) >= MAX_OPEN:
-            os.close(_OPEN.popitem(last=False)[1])
-    _OPEN[path] = fd
-    return fd
-
-
-def parse_line(raw: bytes, number: int, path: Path, field: str, encoding: str) -> Record:
-    """One JSONL line as a record; errors name the file and line."""
-    try:
-        line = raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        raise undecodable(exc, f"{path}, line {number}", field, encoding) from None
-    if number == 1:
-        line = line.removeprefix(BOM)
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{field}: {path}, line {number}: invalid JSON ({exc.msg})") from None
-    if not isinstance(record, dict):
-        raise DataError(f"{field}: {path}, line {number}: each line must be a JSON object")
-    return record
-
-
-def undecodable(exc: UnicodeDecodeError, location: str, field: str, encoding: str) -> DataError:
-    byte = exc.object[exc.start]
-    return DataError(
-        f"{field}: {location}: not valid {encoding} text (byte 0x{byte:02x}: {exc.reason}); set data.encoding to "
-        f"the file's encoding (e.g. latin-1 or cp1252), or convert the file to UTF-8 with "
-        f"`iconv -f LATIN1 -t UTF-8 IN > OUT`"
-    )
-
-
 class BlockRows(Sequence[Record]):
     """`n` rows of an Arrow table or a `datasets` table as dicts, read by `block(start, stop)` (a list of dicts).
-    Read in order (tokenizing a source), they are converted `ARROW_BLOCK` at a time and the block last converted is
-    kept; a read out of order (a mixture's shuffled picks) converts that one row, so random access never pays for a
-    whole block per record."""
+    Read in order (tokenizing a source), they are converted `ARROW_BLOCK` at a time; a read out of order (a
+    mixture's shuffled picks) converts that one row, so random access never pays for a whole block per record. One
+    converted block is kept in the whole process (`_KEPT`), not one per source: a glob of many small shards would
+    otherwise end up held whole as dicts, a block per shard."""
 
     def __init__(self, n: int, block: Callable[[int, int], list[Record]]):
         self.n, self.block = n, block
-        self._start, self._rows, self._last = -1, [], -2
+        self._last = -2
 
     @classmethod
     def of_arrow(cls, table: Any) -> BlockRows:
@@ -242,6 +165,8 @@ class BlockRows(Sequence[Record]):
 
     @classmethod
     def of_dataset(cls, dataset: Any) -> BlockRows:
+        dataset = dataset.with_format(None)  # a format saved with the folder (numpy, some columns) is not the data
+
         def block(a: int, b: int) -> list[Record]:
             columns = dataset[a:b]
             return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
@@ -252,12 +177,17 @@ class BlockRows(Sequence[Record]):
 
     def __getitem__(self, index):  # type: ignore[override]
         sequential, self._last = index in (0, self._last + 1), index
-        if self._start <= index < self._start + len(self._rows):
-            return self._rows[index - self._start]
+        owner, start, rows = _KEPT[0]
+        if owner is self and start <= index < start + len(rows):
+            return rows[index - start]
         if not sequential:
             return self.block(index, index + 1)[0]
-        self._start, self._rows = index, self.block(index, min(index + ARROW_BLOCK, self.n))
-        return self._rows[0]
+        rows = self.block(index, min(index + ARROW_BLOCK, self.n))
+        _KEPT[0] = (self, index, rows)
+        return rows[0]
+
+
+_KEPT: list[tuple[BlockRows | None, int, list[Record]]] = [(None, 0, [])]  # the one converted block kept
 
 
 class TextFiles(Sequence[Record]):

@@ -15,17 +15,8 @@ from pathlib import Path
 
 from distill.builtin.registry import is_builtin, materialize
 from distill.data.file_formats import check_shards, expand, kind_of, open_binary, read_with_datasets, shards_in
-from distill.data.records import (
-    BOM,
-    BlockRows,
-    JsonlLines,
-    Record,
-    Records,
-    TextFiles,
-    location,
-    parse_line,
-    undecodable,
-)
+from distill.data.jsonl_lines import BOM, JsonlLines, parse_text, undecodable
+from distill.data.records import BlockRows, Record, Records, TextFiles, location
 from distill.errors import DataError
 from distill.recipe.base import is_glob
 
@@ -131,9 +122,9 @@ def _read_jsonl(path: Path, field: str, limit: int | None, encoding: str) -> Rec
         return Records(lines, path, "line", numbers=lines.numbers)
     records, numbers = [], []
     for number, line in _lines(path, field, encoding):
-        if not line.strip():
+        if (record := parse_text(line, number, path, field)) is None:
             continue
-        records.append(parse_line(line.encode(encoding), number, path, field, encoding))
+        records.append(record)
         numbers.append(number)
         if limit and len(records) >= limit:
             break

@@ -22,10 +22,14 @@ import itertools
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 
-from distill.errors import ModelError
+from distill.errors import ModelError, RecipeError
 from distill.models import decoder_layers
+
+# FSDP2's `fully_shard` is public from torch 2.6, but before 2.8 a module sharded on its own (each layer here, the
+# model itself never) ignored reshard_after_forward and kept its layer gathered after the first forward
+# (pytorch/pytorch#154704): more memory than no sharding at all
+MIN_TORCH = (2, 8)
 
 
 def local_parameter_bytes(module: nn.Module) -> int:
@@ -34,7 +38,21 @@ def local_parameter_bytes(module: nn.Module) -> int:
 
 
 def _local(p: torch.Tensor) -> torch.Tensor:
-    return p.to_local() if isinstance(p, DTensor) else p
+    return p.to_local() if is_sharded_tensor(p) else p
+
+
+def is_sharded_tensor(p: torch.Tensor) -> bool:
+    return hasattr(p, "to_local") and hasattr(p, "placements")  # a DTensor, without importing it on old torch
+
+
+def torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether `shard_teacher` split this model (each of its forwards is then a collective of every process)."""
+    return any(is_sharded_tensor(p) for p in model.parameters())
 
 
 def shard_teacher(model: nn.Module, device: torch.device, processes: int) -> str:
@@ -47,6 +65,11 @@ def shard_teacher(model: nn.Module, device: torch.device, processes: int) -> str
     if processes == 1:
         model.to(device)
         return "teacher.shard: one process, so the teacher is kept whole"
+    if torch_version() < MIN_TORCH:
+        wanted = ".".join(map(str, MIN_TORCH))
+        raise RecipeError(f"teacher.shard: needs torch >= {wanted} (this is {torch.__version__}; older FSDP2 keeps "
+                          "each layer gathered after its first forward, so nothing is saved); upgrade torch or set "
+                          "teacher.shard: false")
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
@@ -56,7 +79,7 @@ def shard_teacher(model: nn.Module, device: torch.device, processes: int) -> str
     for layer in layers:
         fully_shard(layer, mesh=mesh, reshard_after_forward=True)  # moves the layer to the mesh's device, then splits
     for tensor in itertools.chain(model.parameters(), model.buffers()):  # the rest (embeddings, norm, head) whole
-        if not isinstance(tensor, DTensor) and tensor.device != device:
+        if not is_sharded_tensor(tensor) and tensor.device != device:
             tensor.data = tensor.data.to(device)
     mib = 2 ** 20
     return (f"decoder layers sharded over {processes} processes ({local_parameter_bytes(model) / mib:,.2f} of "

@@ -27,6 +27,7 @@ from distill.data.batch import Batch, shifted_targets
 from distill.data.formatting import Example
 from distill.results.layout import BEST_JSON
 from distill.results.metrics import HIGHER_IS_BETTER
+from distill.teachers.sharding import is_sharded
 
 
 @dataclass
@@ -44,13 +45,14 @@ class Validator:
         was_training = student.training
         student.eval()
         # every process makes as many passes as the busiest (rank 0): a sharded teacher (teacher.shard) gathers its
-        # layers in each forward, which every process must join; a process out of sequences scores none in its pass
+        # layers in each forward, which every process must join; a process out of sequences runs it on a sequence
+        # it does not score
         busiest = math.ceil(len(self.examples) / world)
         passes = math.ceil(busiest / self.micro_batch_size)
         try:
             for first in range(0, passes * self.micro_batch_size, self.micro_batch_size):
                 if first >= len(mine):
-                    if teacher is not None:
+                    if teacher is not None and is_sharded(teacher):
                         teacher(**Batch.of([self.examples[0]], self.pad_id).to(accelerator.device).model_inputs())
                     continue
                 batch = Batch.of(mine[first:first + self.micro_batch_size], self.pad_id).to(accelerator.device)
