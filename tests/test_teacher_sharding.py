@@ -152,3 +152,11 @@ def test_a_model_without_a_list_of_decoder_layers_is_refused_by_name():
 
     with pytest.raises(ModelError, match=r"teacher\.shard: cannot find the decoder layers of a Flat"):
         shard_teacher(Flat(), torch.device("cpu"), 2)
+
+
+def test_torch_older_than_2_8_is_refused_by_name(monkeypatch):
+    """Before torch 2.8 a layer sharded on its own kept its weights gathered after the first forward: the setting
+    would cost memory, not save it."""
+    monkeypatch.setattr(torch, "__version__", "2.7.1+cpu")
+    with pytest.raises(RecipeError, match=r"teacher\.shard: needs torch >= 2\.8 \(this is 2\.7\.1\+cpu"):
+        shard_teacher(nn.Linear(2, 2), torch.device("cpu"), 2)
