@@ -525,3 +525,27 @@ def test_whitespace_lines_read_alike_plain_and_compressed(tmp_path: Path) -> Non
         records = read_records(str(path))
         assert list(records) == [{"text": "a"}, {"text": "b"}], path
         assert records.where(1) == f"{path}, line 4"
+
+
+def test_a_mixture_and_a_held_out_share_keep_integers_not_a_tuple_per_record() -> None:
+    import tracemalloc
+
+    from distill.data.dataset import split_validation
+    from distill.data.normalize import mix
+    from distill.data.records import Records
+    from distill.recipe.data import DataConfig
+
+    n = 100_000
+    parts = [Records([{"i": i} for i in range(n)], Path(f"p{k}"), "row") for k in range(2)]
+    cfg = DataConfig(train="p0", validation_fraction=0.1)
+    tracemalloc.start()
+    try:
+        mixed = mix(parts, [1.0, 3.0], seed=0)
+        train, held = split_validation(mixed, cfg)
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(train) + len(held) == len(mixed) > n
+    assert kept / len(mixed) < 40, f"{kept / len(mixed):.0f} bytes a record"  # ~100 with a tuple per record
+    places = [records.where(i) for records in (train, held) for i in range(len(records))]
+    assert sorted(places) == sorted(mixed.where(i) for i in range(len(mixed)))  # each record once, in one part

@@ -19,6 +19,7 @@ from distill.data.example_stream import ExampleStream
 from distill.data.formatting import Example, use_chat_template
 from distill.data.identity import sha256_json, tokenizer_identity
 from distill.data.normalize import check_splits, read_source, read_training_records
+from distill.data.records import Picks
 from distill.data.sources import Records
 from distill.data.token_store import META, TokenStore, source_sha256, store_key, store_root, write_store
 from distill.errors import DataError
@@ -93,10 +94,11 @@ def split_validation(records: Records, cfg: DataConfig) -> tuple[Records, Record
     if n_held >= len(records):
         raise DataError(f"data.validation_fraction: {cfg.validation_fraction:g} of {len(records)} records leaves "
                         "none to train on")
-    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(cfg.mixture_seed)).tolist()
-    held = set(order[:n_held])
-    return (Records.picked([(records, i) for i in range(len(records)) if i not in held], records.path),
-            Records.picked([(records, i) for i in sorted(held)], records.path))
+    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(cfg.mixture_seed))
+    held = torch.zeros(len(records), dtype=torch.bool)
+    held[order[:n_held]] = True  # both parts in file order, as integer arrays (never a tuple per record)
+    return (Records.picked(Picks([records], torch.nonzero(~held).squeeze(1).numpy()), records.path),
+            Records.picked(Picks([records], torch.nonzero(held).squeeze(1).numpy()), records.path))
 
 
 def tokenize_validation(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> Sequence[Example] | None:

@@ -10,12 +10,14 @@ step — format detection, tokenization, the contamination check — see one sha
 from __future__ import annotations
 
 import logging
+from array import array
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel
 
 from distill.data.formatting import detect_format
+from distill.data.records import Picks
 from distill.data.sources import Record, Records, read_records, refuse_split
 from distill.errors import DataError
 from distill.recipe import DataConfig
@@ -121,19 +123,20 @@ def mix(parts: list[Records], weights: list[float], seed: int, names: list[str] 
     and the shares follow the weights within sampling error. A mixture cut short that way says so
     (`_warn_if_cut_short`; `names` name the parts in it, `wanted`: the records asked for, if any)."""
     generator = torch.Generator().manual_seed(seed)
-    orders = [torch.randperm(len(part), generator=generator).tolist() for part in parts]
+    orders = [torch.randperm(len(part), generator=generator).numpy() for part in parts]
     probabilities = torch.tensor(weights, dtype=torch.float64)
     taken = [0] * len(parts)
-    picks: list[tuple[Records, int]] = []
+    part_of, indices = array("b" if len(parts) < 128 else "q"), array("q")  # integer arrays, not a tuple a record
     budget = sum(len(p) for p in parts)
-    draws = torch.multinomial(probabilities, budget, replacement=True, generator=generator).tolist()
-    for source in draws:
+    draws = torch.multinomial(probabilities, budget, replacement=True, generator=generator).numpy()
+    for source in draws.tolist():
         if taken[source] == len(parts[source]):
             _warn_if_cut_short(parts, weights, taken, source, names or [str(p.path) for p in parts], wanted)
             break
-        picks.append((parts[source], orders[source][taken[source]]))
+        part_of.append(source)
+        indices.append(int(orders[source][taken[source]]))
         taken[source] += 1
-    return Records.picked(picks, parts[0].path)
+    return Records.picked(Picks(parts, indices, part_of), parts[0].path)
 
 
 def _warn_if_cut_short(parts: list[Records], weights: list[float], taken: list[int], out: int, names: list[str],

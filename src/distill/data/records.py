@@ -134,6 +134,21 @@ class _Prefix(Sequence[tuple[Records, int]]):
         return self.records, index
 
 
+class Picks(Sequence[tuple[Records, int]]):
+    """(part, index in it) pairs kept as two integer arrays (16 bytes a record, not a tuple each): the records a
+    mixture or a held-out share picks from `parts`. `part_of` None: every pick is from the one part."""
+
+    def __init__(self, parts: Sequence[Records], indices: Sequence[int], part_of: Sequence[int] | None = None):
+        self.parts, self.indices, self.part_of = parts, indices, part_of
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        part = self.parts[0 if self.part_of is None else int(self.part_of[index])]
+        return part, int(self.indices[index])
+
+
 class _Picked(Sequence[Record]):
     """The records a sequence of (part, index) names, read from their parts when asked for."""
 
