@@ -160,3 +160,10 @@ def test_torch_older_than_2_8_is_refused_by_name(monkeypatch):
     monkeypatch.setattr(torch, "__version__", "2.7.1+cpu")
     with pytest.raises(RecipeError, match=r"teacher\.shard: needs torch >= 2\.8 \(this is 2\.7\.1\+cpu"):
         shard_teacher(nn.Linear(2, 2), torch.device("cpu"), 2)
+
+
+def test_a_quantised_teacher_is_refused_by_name():
+    model = nn.Linear(2, 2)
+    model.config = type("Config", (), {"quantization_config": {"load_in_8bit": True}})()
+    with pytest.raises(RecipeError, match=r"teacher\.shard: Linear is a quantised checkpoint"):
+        shard_teacher(model, torch.device("cpu"), 2)

@@ -70,6 +70,10 @@ def shard_teacher(model: nn.Module, device: torch.device, processes: int) -> str
         raise RecipeError(f"teacher.shard: needs torch >= {wanted} (this is {torch.__version__}; older FSDP2 keeps "
                           "each layer gathered after its first forward, so nothing is saved); upgrade torch or set "
                           "teacher.shard: false")
+    config = getattr(model, "config", None)
+    if getattr(config, "quantization_config", None) is not None:
+        raise RecipeError(f"teacher.shard: {type(model).__name__} is a quantised checkpoint; FSDP splits floating "
+                          "point weights only. Load an unquantised teacher, or set teacher.shard: false")
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
