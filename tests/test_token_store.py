@@ -102,3 +102,24 @@ def test_a_long_build_keeps_its_temporary_folder_young(tmp_path, monkeypatch):
 
     write_store(root, examples(), {"data_format": "text", "dropped": 0, "train": "a"}, segmented=False)
     assert seen[1] == old and seen[2] > old + 24 * 3600 and len(TokenStore(root)) == 4
+
+
+def test_a_source_is_hashed_once_per_process_until_it_changes(tmp_path, monkeypatch):
+    """A start with a held-out fraction keys two stores by the same source: its bytes are read once."""
+    import os
+    from pathlib import Path
+
+    from distill.data.token_store import source_sha256
+
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "one"}\n')
+    os.utime(path, (1, 1))  # an old file: a fresh one is hashed on every call (its timestamp could still tick)
+    opened: list[Path] = []
+    real_open = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, mode="r", *a, **k: (  # reads only, not the writes below
+        opened.append(self) if mode == "rb" else None) or real_open(self, mode, *a, **k))
+    first = source_sha256(str(path))
+    assert source_sha256(str(path)) == first and opened == [path]
+    path.write_text('{"text": "two, longer"}\n')
+    assert source_sha256(str(path)) != first and opened == [path, path]
+    assert source_sha256(str(path)) != first and opened == [path, path, path]  # just written: never memoised

@@ -58,13 +58,24 @@ def source_sha256(source: str) -> str:
     else:
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         named = [(file.name if file == path else str(file.relative_to(path)), file) for file in files]
+    stats = [file.stat() for _, file in named]
+    key = tuple((name, str(file), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                for (name, file), st in zip(named, stats, strict=True))
+    if key in _HASHED:  # the training and the validation store of one start read the same source: hash it once
+        return _HASHED[key]
     digest = hashlib.sha256()
     for name, file in named:
         digest.update(name.encode() + b"\0")
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
+    if time.time_ns() - max((st.st_mtime_ns for st in stats), default=0) > RACY_NS:
+        _HASHED[key] = digest.hexdigest()  # a file this recent could change again within its timestamp's tick
     return digest.hexdigest()
+
+
+_HASHED: dict[tuple, str] = {}  # this process's source hashes, by the files' identity, size and modification time
+RACY_NS = 2_000_000_000  # as git does for its index: a timestamp this young does not prove the bytes unchanged
 
 
 def store_key(data_config: dict[str, Any], source_hash: str, tokenizer_hash: str) -> str:
