@@ -484,6 +484,30 @@ def test_reading_a_glob_of_parquet_shards_keeps_one_block_not_one_per_shard(tmp_
     assert held < 1_000_000, f"{held:,} bytes of records still held after one pass"
 
 
+def test_a_parquet_source_is_read_from_a_map_not_held_in_memory(tmp_path: Path) -> None:
+    """Read whole with pyarrow, these 8 MB of Parquet shards would sit in Arrow's memory pool for as long as their
+    records live (every shard of the glob at once). Converted by `datasets` and memory-mapped, they are read from the
+    page cache: the pool holds nothing of them, in order or out of order (a mixture's shuffled picks)."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"text": f"{i} " + "y" * 2000, "n": i} for i in range(4000)]
+    for shard in range(2):
+        pq.write_table(pa.Table.from_pylist(rows[shard * 2000:(shard + 1) * 2000]), tmp_path / f"p-{shard}.parquet",
+                       row_group_size=500)
+    before = pa.total_allocated_bytes()
+    records = read_records(str(tmp_path / "p-*.parquet"))
+    assert [r["n"] for r in records] == list(range(4000))
+    order = list(range(4000))
+    random.Random(0).shuffle(order)
+    assert all(records[i] == rows[i] for i in order[:500])
+    assert records.where(2000) == f"{tmp_path / 'p-1.parquet'}, row 1"
+    held = pa.total_allocated_bytes() - before
+    assert held < 500_000, f"{held:,} bytes of Arrow memory held by the records of an 8 MB source"
+
+
 def test_a_jsonl_file_replaced_after_it_was_read_is_an_error_not_its_successors_bytes(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "e.jsonl", [{"text": "old 0"}, {"text": "old 1"}])
     old = read_records(str(path))

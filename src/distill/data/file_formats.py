@@ -1,11 +1,11 @@
-"""Which files a data source names, and how each kind is opened: compressed JSONL, JSON and CSV through the
+"""Which files a data source names, and how each kind is opened: compressed JSONL, JSON, CSV and Parquet through the
 `datasets` library, shards in a folder or behind a glob.
 
 `sources.read_records` dispatches here for everything but its own fast paths (plain JSONL with line numbers and
-strict decoding, Parquet, `datasets` folders, folders of .txt files). JSONL stays our reader when compressed too
-(the stdlib and zstandard decompress it as a stream, so problems still name the line); `.json` (an array of objects,
-or JSON lines) and `.csv`/`.tsv` go through `datasets`' packaged builders, which read them offline into an
-Arrow cache.
+strict decoding, `datasets` folders, folders of .txt files; it checks a Parquet file's footer first). JSONL stays
+our reader when compressed too (the stdlib and zstandard decompress it as a stream, so problems still name the
+line); `.json` (an array of objects, or JSON lines), `.csv`/`.tsv` and `.parquet` go through `datasets`' packaged
+builders, which read them offline into an Arrow cache that is memory-mapped.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ COMPRESSIONS: dict[str, Callable[[Path], IO[bytes]]] = {
     ".zst": lambda p: _zstd_open(p),
 }
 # kinds of data file and the `datasets` builder that reads each (None: our own reader)
-KINDS: dict[str, str | None] = {".jsonl": None, ".parquet": None, ".json": "json", ".csv": "csv", ".tsv": "csv"}
+KINDS: dict[str, str | None] = {".jsonl": None, ".parquet": "parquet", ".json": "json", ".csv": "csv", ".tsv": "csv"}
 
 
 def _zstd_open(path: Path) -> IO[bytes]:
@@ -84,8 +84,8 @@ def open_binary(path: Path) -> IO[bytes]:
 
 
 def read_with_datasets(path: Path, field: str) -> Any:
-    """The rows of a .json, .csv or .tsv file (compressed or not) through `datasets`' packaged builders: a
-    `datasets.Dataset`, memory-mapped from its Arrow cache."""
+    """The rows of a .json, .csv or .tsv file (compressed or not) or a .parquet file through `datasets`' packaged
+    builders: a `datasets.Dataset`, memory-mapped from its Arrow cache."""
     import datasets
 
     kind, _ = kind_of(path)  # type: ignore[misc]

@@ -3,12 +3,11 @@
 A corpus of several GB would fill the memory of the process that first tokenizes it if every record were a Python
 dict at once (dicts and strings take 3–5× the file's bytes). So the large kinds of source are read lazily: a plain
 JSONL file keeps only the offset, length and line number of each record (24 bytes; jsonl_lines.py) and parses a
-line when asked; a `datasets` folder or a CSV/JSON file read through `datasets` is an Arrow table on disk,
-memory-mapped; a Parquet file is one Arrow table in memory (columnar, about its uncompressed size). Both are turned
-into dicts a block at a time (`BlockRows`). What is done to the records — columns renamed, ShareGPT turns
-converted, a mixture's picks (`Picks`), a held-out share — is a view over them, applied as each record is read, so
-problems still name the file and line (`Records.where`); a rename or conversion problem surfaces when its record is
-tokenized rather than when the file is opened.
+line when asked; a `datasets` folder, and a Parquet, CSV or JSON file read through `datasets`, is an Arrow table
+on disk, memory-mapped, turned into dicts a block at a time (`BlockRows`). What is done to the records — columns
+renamed, ShareGPT turns converted, a mixture's picks (`Picks`), a held-out share — is a view over them, applied as
+each record is read, so problems still name the file and line (`Records.where`); a rename or conversion problem
+surfaces when its record is tokenized rather than when the file is opened.
 """
 
 from __future__ import annotations
@@ -174,10 +173,6 @@ class BlockRows(Sequence[Record]):
     def __init__(self, n: int, block: Callable[[int, int], list[Record]]):
         self.n, self.block = n, block
         self._last = -2
-
-    @classmethod
-    def of_arrow(cls, table: Any) -> BlockRows:
-        return cls(table.num_rows, lambda a, b: table.slice(a, b - a).to_pylist())
 
     @classmethod
     def of_dataset(cls, dataset: Any) -> BlockRows:

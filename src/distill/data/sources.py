@@ -161,12 +161,20 @@ def _decode(data: bytes, path: Path, field: str, encoding: str) -> str:
 
 
 def _read_parquet(path: Path, field: str) -> Records:
+    """Parquet is compressed and encoded, so it cannot be memory-mapped as it is, and reading it whole puts every
+    row in anonymous memory (a glob of shards: all of them at once). `datasets` converts it a row group at a time
+    into an Arrow file in its cache, once per file, and maps that: rows are then read from the page cache, shared
+    and reclaimable, in any order (a mixture's shuffled picks). The footer is read first so that a corrupt file
+    says so plainly, and an empty one (which `datasets` cannot convert) is simply empty."""
     import pyarrow.parquet as pq
 
     try:
-        return Records(BlockRows.of_arrow(pq.read_table(path)), path, "row")
+        rows = pq.ParquetFile(path).metadata.num_rows
     except Exception as exc:
         raise DataError(f"{field}: cannot read Parquet file {path}: {exc}") from None
+    if rows == 0:
+        return Records([], path, "row")
+    return Records(BlockRows.of_dataset(read_with_datasets(path, field)), path, "row")
 
 
 def _read_saved_dataset(path: Path, field: str, split: str = "train") -> Records:
