@@ -47,15 +47,21 @@ def reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process since start or the last `reset_peak_rss` (VmHWM on Linux)."""
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (Linux) in MB; None elsewhere."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since start or the last `reset_peak_rss` (VmHWM on Linux)."""
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class AnonPeak:
@@ -73,13 +79,7 @@ class AnonPeak:
 
     @staticmethod
     def _now() -> float:
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return 0.0
+        return _status_mb("RssAnon") or 0.0
 
     def _watch(self) -> None:
         while not self._stop.wait(self.interval):
