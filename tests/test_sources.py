@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -506,6 +507,79 @@ def test_a_parquet_source_is_read_from_a_map_not_held_in_memory(tmp_path: Path) 
     assert records.where(2000) == f"{tmp_path / 'p-1.parquet'}, row 1"
     held = pa.total_allocated_bytes() - before
     assert held < 500_000, f"{held:,} bytes of Arrow memory held by the records of an 8 MB source"
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_a_file_name_with_brackets_reads_that_file_not_a_glob_match(tmp_path: Path, suffix: str) -> None:
+    """`datasets` takes data_files as glob patterns: unescaped, `s[1].parquet` would read `s1.parquet`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for name in ("s[1]", "s1"):
+        if suffix == ".parquet":
+            pq.write_table(pa.table({"text": [f"I am {name}"]}), tmp_path / f"{name}{suffix}")
+        else:
+            (tmp_path / f"{name}{suffix}").write_text(f"text\nI am {name}\n")
+    assert list(read_records(str(tmp_path / f"s[1]{suffix}"))) == [{"text": "I am s[1]"}]
+    (tmp_path / f"s1{suffix}").unlink()  # and with no file the pattern would match
+    assert list(read_records(str(tmp_path / f"s[1]{suffix}"))) == [{"text": "I am s[1]"}]
+
+
+def test_a_parquet_file_whose_first_row_group_is_empty_is_read_mapped(tmp_path: Path, caplog) -> None:
+    """`datasets` reads in batches of the first row group's size unless told otherwise: 0 stopped it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "gaps.parquet"
+    with pq.ParquetWriter(path, pa.schema([("text", pa.string())])) as writer:
+        for rows in ([], ["x", "y"], [], ["z"]):
+            writer.write_table(pa.table({"text": pa.array(rows, pa.string())}))
+    with caplog.at_level("WARNING"):
+        assert [r["text"] for r in read_records(str(path))] == ["x", "y", "z"]
+    assert "read whole" not in caplog.text  # mapped, not the fallback
+
+
+def test_media_columns_of_a_hub_parquet_export_stay_bytes_not_decoded(tmp_path: Path) -> None:
+    """Hub exports mark Image and Audio columns in the schema; `datasets` would decode them (an image object per
+    record, or an ImportError for audio without its decoder). The records are the data: {bytes, path} dicts."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    media = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    for column, kind in (("image", "Image"), ("audio", "Audio")):
+        table = pa.table({"text": ["hello"], column: pa.array([{"bytes": b"not decoded", "path": None}], media)})
+        features = {"text": {"dtype": "string", "_type": "Value"}, column: {"_type": kind}}
+        table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+        pq.write_table(table, tmp_path / f"{column}.parquet")
+        assert list(read_records(str(tmp_path / f"{column}.parquet"))) == [
+            {"text": "hello", column: {"bytes": b"not decoded", "path": None}}]
+
+
+def test_a_parquet_file_datasets_cannot_convert_is_read_whole_with_a_warning(tmp_path: Path, caplog) -> None:
+    """`datasets` has no type for an Arrow map column; pyarrow reads it, as it did before Parquet was mapped."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "map.parquet"
+    pq.write_table(pa.table({"text": ["a"], "m": pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64()))}), path)
+    with caplog.at_level("WARNING"):
+        assert list(read_records(str(path))) == [{"text": "a", "m": [("k", 1)]}]
+    assert "read whole into memory instead" in caplog.text and str(path) in caplog.text
+
+
+def test_a_corrupt_parquet_page_names_the_file_and_pyarrows_reason(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "pages.parquet"
+    pq.write_table(pa.table({"text": [f"row {i} " + "z" * 50 for i in range(2000)]}), path, compression="snappy")
+    data = bytearray(path.read_bytes())
+    data[100:400] = b"\xff" * 300  # inside the first data page; the footer at the end is intact
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"^data\.train: cannot read Parquet file {re.escape(str(path))}: \S"):
+        list(read_records(str(path)))
 
 
 def test_a_jsonl_file_replaced_after_it_was_read_is_an_error_not_its_successors_bytes(tmp_path: Path) -> None:

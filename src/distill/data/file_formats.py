@@ -83,22 +83,24 @@ def open_binary(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def read_with_datasets(path: Path, field: str) -> Any:
+def read_with_datasets(path: Path, field: str, **options: Any) -> Any:
     """The rows of a .json, .csv or .tsv file (compressed or not) or a .parquet file through `datasets`' packaged
-    builders: a `datasets.Dataset`, memory-mapped from its Arrow cache."""
+    builders: a `datasets.Dataset`, memory-mapped from its Arrow cache. `options` go to the builder.
+
+    `datasets` reads `data_files` as glob patterns, so the path is escaped: `s[1].parquet` would otherwise read
+    `s1.parquet`, or nothing."""
     import datasets
 
     kind, _ = kind_of(path)  # type: ignore[misc]
     builder = KINDS[kind]
-    options: dict[str, Any] = {}
     if builder == "csv":  # every cell as the text it is ("007" stays "007", an empty cell ""), never a guessed number
         sep = "\t" if kind == ".tsv" else ","
         with open_binary(path) as raw:
             header = next(csv.reader(io.TextIOWrapper(raw, encoding="utf-8-sig"), delimiter=sep), [])
-        options = {"sep": sep, "na_filter": False,
-                   "features": datasets.Features({name: datasets.Value("string") for name in header})}
+        options |= {"sep": sep, "na_filter": False,
+                    "features": datasets.Features({name: datasets.Value("string") for name in header})}
     try:
-        loaded = datasets.load_dataset(builder, data_files=[str(path)], split="train", **options)
+        loaded = datasets.load_dataset(builder, data_files=[glob.escape(str(path))], split="train", **options)
     except Exception as exc:
         raise DataError(f"{field}: cannot read {path} as {kind.lstrip('.')}: {_first_line(exc)}") from None
     return loaded

@@ -175,13 +175,16 @@ class BlockRows(Sequence[Record]):
         self._last = -2
 
     @classmethod
-    def of_dataset(cls, dataset: Any) -> BlockRows:
-        dataset = dataset.with_format(None)  # a format saved with the folder (numpy, some columns) is not the data
+    def of_arrow(cls, table: Any) -> BlockRows:
+        return cls(table.num_rows, lambda a, b: table.slice(a, b - a).to_pylist())
 
-        def block(a: int, b: int) -> list[Record]:
-            columns = dataset[a:b]
-            return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-        return cls(len(dataset), block)
+    @classmethod
+    def of_dataset(cls, dataset: Any) -> BlockRows:
+        """Rows as Arrow stores them: a format saved with the folder (numpy, some columns) is not the data, and
+        `datasets`' own decoding would turn an Image or Audio column (Hub Parquet exports mark them so) into
+        decoded media, or fail on a missing decoder, where the data is plain {bytes, path} structs."""
+        table = dataset.with_format("arrow")
+        return cls(len(dataset), lambda a, b: table[a:b].to_pylist())
 
     def __len__(self) -> int:
         return self.n

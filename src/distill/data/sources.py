@@ -10,6 +10,7 @@ and line too.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from distill.data.jsonl_lines import BOM, JsonlLines, parse_text, undecodable
 from distill.data.records import BlockRows, Record, Records, TextFiles, location
 from distill.errors import DataError
 from distill.recipe.base import is_glob
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BOM", "Record", "Records", "builtin_split", "has_splits", "location", "read_records", "refuse_split"]
 
@@ -165,16 +168,29 @@ def _read_parquet(path: Path, field: str) -> Records:
     row in anonymous memory (a glob of shards: all of them at once). `datasets` converts it a row group at a time
     into an Arrow file in its cache, once per file, and maps that: rows are then read from the page cache, shared
     and reclaimable, in any order (a mixture's shuffled picks). The footer is read first so that a corrupt file
-    says so plainly, and an empty one (which `datasets` cannot convert) is simply empty."""
+    says so plainly, and an empty one (which `datasets` cannot convert) is simply empty.
+
+    What `datasets` cannot convert (a map column, which it has no type for) is read whole with pyarrow, as before,
+    with a warning; if pyarrow cannot read it either, its own message (a corrupt page, say) is the error."""
     import pyarrow.parquet as pq
 
     try:
-        rows = pq.ParquetFile(path).metadata.num_rows
+        meta = pq.ParquetFile(path).metadata
     except Exception as exc:
         raise DataError(f"{field}: cannot read Parquet file {path}: {exc}") from None
-    if rows == 0:
+    if meta.num_rows == 0:
         return Records([], path, "row")
-    return Records(BlockRows.of_dataset(read_with_datasets(path, field)), path, "row")
+    # the builder's batch defaults to the first row group's rows, and an empty first group stops it
+    largest = max(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+    try:
+        return Records(BlockRows.of_dataset(read_with_datasets(path, field, batch_size=largest)), path, "row")
+    except DataError as mapped:
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:
+            raise DataError(f"{field}: cannot read Parquet file {path}: {exc}") from None
+        log.warning(f"{mapped}; read whole into memory instead ({table.nbytes / 2**20:,.1f} MB)")
+        return Records(BlockRows.of_arrow(table), path, "row")
 
 
 def _read_saved_dataset(path: Path, field: str, split: str = "train") -> Records:
