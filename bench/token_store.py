@@ -103,8 +103,7 @@ def read_parquet_whole(path: Path, field: str) -> object:
 
     from distill.data.records import BlockRows, Records
 
-    table = pq.read_table(path)
-    return Records(BlockRows(table.num_rows, lambda a, b: table.slice(a, b - a).to_pylist()), path, "row")
+    return Records(BlockRows.of_arrow(pq.read_table(path)), path, "row")
 
 
 def run(contender: str, args: argparse.Namespace) -> dict:

@@ -88,11 +88,16 @@ def _identity(stat: os.stat_result) -> Identity:
 
 def parse_line(raw: bytes, number: int, path: Path, field: str, encoding: str) -> dict[str, Any] | None:
     """One JSONL line as a record, or None for a blank line; errors name the file and line."""
+    return parse_text(decode_line(raw, number, path, field, encoding), number, path, field)
+
+
+def decode_line(raw: bytes, number: int, path: Path, field: str, encoding: str) -> str:
+    """Physical line `number` of a file as text, strictly decoded; a byte-order mark is dropped on line 1 only."""
     try:
         line = raw.decode(encoding)
     except UnicodeDecodeError as exc:
         raise undecodable(exc, f"{path}, line {number}", field, encoding) from None
-    return parse_text(line.removeprefix(BOM) if number == 1 else line, number, path, field)
+    return line.removeprefix(BOM) if number == 1 else line
 
 
 def parse_text(line: str, number: int, path: Path, field: str) -> dict[str, Any] | None:

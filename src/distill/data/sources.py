@@ -16,7 +16,7 @@ from pathlib import Path
 
 from distill.builtin.registry import is_builtin, materialize
 from distill.data.file_formats import check_shards, expand, kind_of, open_binary, read_with_datasets, shards_in
-from distill.data.jsonl_lines import BOM, JsonlLines, parse_text, undecodable
+from distill.data.jsonl_lines import BOM, JsonlLines, decode_line, parse_text, undecodable
 from distill.data.records import BlockRows, Record, Records, TextFiles, location
 from distill.errors import DataError
 from distill.recipe.base import is_glob
@@ -147,11 +147,7 @@ def _lines(path: Path, field: str, encoding: str) -> Iterator[tuple[int, str]]:
         return
     with open_binary(path) as f:
         for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode(encoding)
-            except UnicodeDecodeError as exc:
-                raise undecodable(exc, f"{path}, line {number}", field, encoding) from None
-            yield number, line.removeprefix(BOM) if number == 1 else line
+            yield number, decode_line(raw, number, path, field, encoding)
 
 
 def _decode(data: bytes, path: Path, field: str, encoding: str) -> str:
