@@ -12,6 +12,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,7 @@ class AnonPeak:
     shorter than the interval. Linux only (elsewhere 0)."""
 
     def __init__(self, interval: float = 0.002):
-        import threading
-
-        self.interval, self.peak_mb, self.base_mb = interval, 0.0, self._now()
+        self.interval, self.peak_mb, self.base_mb = interval, 0.0, 0.0  # both read when the window opens
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
